@@ -1,0 +1,35 @@
+# make demo : set up .venv (reused if present) and run the main job on embedded defaults
+# make test : set up .venv and run lint + the full test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.mirrorattn-installed
+OUT ?= results/demo
+
+.PHONY: demo test lint fast-test bench clean-venv
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt torch==2.13.0
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/mirrorattn reproduce --preset quick --out $(OUT)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+
+test: lint
+	OMP_NUM_THREADS=2 $(PY) -m pytest -q
+
+fast-test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(PY) benchmarks/optimizer_step.py
+	$(PY) benchmarks/svm_scale.py
+
+clean-venv:
+	rm -rf $(VENV)

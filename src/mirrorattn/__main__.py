@@ -1,0 +1,5 @@
+import sys
+
+from mirrorattn.cli import main
+
+sys.exit(main())

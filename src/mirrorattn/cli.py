@@ -1,0 +1,82 @@
+"""The ``mirrorattn`` command line.
+
+Each subcommand lives beside the code it drives and exposes ``register(subparsers)``, which
+adds its parser and sets ``func`` (a callable taking the parsed namespace and returning an exit
+code). Errors that are the user's (bad config, missing data, infeasible SVM...) are printed as
+one line, without a traceback; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+#: (module, what it adds) - the modules that register subcommands
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "mirrorattn.svm.cli",
+    "mirrorattn.experiments.synthetic.cli",
+    "mirrorattn.experiments.text_cli",
+    "mirrorattn.experiments.vision_cli",
+    "mirrorattn.experiments.reproduce",
+    "mirrorattn.report.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from mirrorattn import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="mirrorattn",
+        description="l_p mirror descent for softmax attention: optimizer, max-margin solvers, experiments.",
+    )
+    parser.add_argument("--version", action="version", version=f"mirrorattn {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and name.startswith(exc.name):
+                continue  # that part of the package is not installed / not written yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types reported as one clear line instead of a traceback."""
+    from mirrorattn.config import ConfigError
+    from mirrorattn.data.paths import DataNotFoundError
+
+    errors: list[type[BaseException]] = [ConfigError, DataNotFoundError, ValueError, FileNotFoundError]
+    try:
+        from mirrorattn.svm import SVMError  # type: ignore[attr-defined]
+
+        errors.append(SVMError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except user_errors() as exc:
+        if args.debug:
+            raise
+        print(f"mirrorattn {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data: synthetic generators, real-data loaders (text, vision), paths and downloads."""

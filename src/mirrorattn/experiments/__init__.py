@@ -1,0 +1,1 @@
+"""Experiments: config dataclasses, runners and CLI subcommands that write run folders."""
