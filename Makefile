@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(VENV)/bin/mirrorattn reproduce --preset quick --out $(OUT)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check .
 
 test: lint
 	OMP_NUM_THREADS=2 $(PY) -m pytest -q
