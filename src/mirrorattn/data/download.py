@@ -1,14 +1,16 @@
 """Download an archive over HTTP(S) with resume, progress bar and checksum verification.
 
 ``fetch(url, dest, md5=..., sha256=...)`` writes to ``dest + ".part"`` and resumes it with an
-HTTP Range request if the file is already partly there; only after the checksum matches is the
-file renamed to ``dest``. A checksum mismatch moves the download aside (``.corrupt``) and raises
+HTTP Range request if the file is already partly there (a server that ignores the range sends
+the whole file, which then replaces the part); only after the checksum matches is the file
+renamed to ``dest``. A checksum mismatch moves the download aside (``.corrupt``) and raises
 :class:`DownloadError` saying what to do.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import urllib.error
 import urllib.request
@@ -32,16 +34,23 @@ def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
     return h.hexdigest()
 
 
-def verify(path: str | os.PathLike, md5: str | None = None, sha256: str | None = None) -> None:
-    """Raise :class:`DownloadError` unless ``path`` matches every checksum given."""
+def _mismatch(path: str | os.PathLike, md5: str | None, sha256: str | None) -> str | None:
+    """``None`` if ``path`` matches every checksum given, else what did not match."""
     for algo, want in (("md5", md5), ("sha256", sha256)):
         if want:
             got = file_digest(path, algo)
             if got.lower() != want.lower():
-                raise DownloadError(
-                    f"{path}: {algo} checksum mismatch (expected {want}, got {got}); the file is "
-                    "corrupt or a different version. Delete it and download again."
-                )
+                return f"{algo} checksum mismatch: expected {want}, got {got}"
+    return None
+
+
+def verify(path: str | os.PathLike, md5: str | None = None, sha256: str | None = None) -> None:
+    """Raise :class:`DownloadError` unless ``path`` matches every checksum given."""
+    problem = _mismatch(path, md5, sha256)
+    if problem:
+        raise DownloadError(
+            f"{path}: {problem}; the file is corrupt or a different version. Delete it and download again."
+        )
 
 
 def fetch(
@@ -56,70 +65,81 @@ def fetch(
 ) -> Path:
     """Download ``url`` to ``dest`` (resuming ``dest.part``), verify checksums, return ``dest``.
 
-    If ``dest`` already exists and matches, nothing is downloaded.
+    If ``dest`` already exists and matches, nothing is downloaded; if it exists but does not
+    match, it is moved aside to ``dest.corrupt`` and downloaded again. Every failure (network,
+    HTTP status, unwritable folder, checksum) raises :class:`DownloadError` with one message.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DownloadError(
+            f"cannot create {dest.parent} to download {url} into ({exc.strerror or exc}); choose a writable data root"
+        ) from None
+    bad = dest.with_name(dest.name + ".corrupt")
     if dest.exists():
-        verify(dest, md5, sha256)
-        return dest
+        if _mismatch(dest, md5, sha256) is None:
+            return dest
+        os.replace(dest, bad)  # a damaged earlier copy: keep it for inspection, download afresh
     part = dest.with_name(dest.name + ".part")
     start = part.stat().st_size if (resume and part.exists()) else 0
     request = urllib.request.Request(url, headers={"User-Agent": "mirrorattn"})
     if start:
         request.add_header("Range", f"bytes={start}-")
+    response = None
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
-        if exc.code == 416 and start:  # the part file is already complete
-            response = None
-        else:
-            raise DownloadError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, OSError) as exc:
+        exc.close()
+        if not (exc.code == 416 and start):  # 416 with a part file: the part is already complete
+            raise DownloadError(
+                f"download of {url} failed: HTTP {exc.code} {exc.reason}; check the URL, or place the file at "
+                f"{dest} by hand"
+            ) from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", exc)
         raise DownloadError(
-            f"download of {url} failed ({exc}); check the network, or place the file at {dest} by hand"
+            f"download of {url} failed ({reason}); check the network, or place the file at {dest} by hand"
         ) from None
+    expected = None
     if response is not None:
         with response:
             status = getattr(response, "status", 200)
-            mode = "ab" if (start and status == 206) else "wb"
-            if mode == "wb":
-                start = 0
+            if not (start and status == 206):
+                start = 0  # the server sent the whole file
             length = response.headers.get("Content-Length")
-            total = start + int(length) if length else None
+            expected = start + int(length) if length else None
             bar = None
             if progress:
                 from tqdm.auto import tqdm
 
-                bar = tqdm(total=total, initial=start, unit="B", unit_scale=True, desc=dest.name, leave=False)
+                bar = tqdm(total=expected, initial=start, unit="B", unit_scale=True, desc=dest.name, leave=False)
             try:
-                with open(part, mode) as fh:
+                with open(part, "ab" if start else "wb") as fh:
                     for block in iter(lambda: response.read(_CHUNK), b""):
                         fh.write(block)
                         if bar is not None:
                             bar.update(len(block))
-            except (OSError, urllib.error.URLError) as exc:
+            except PermissionError as exc:
+                raise DownloadError(f"cannot write {part} ({exc.strerror}); choose a writable data root") from None
+            except (OSError, urllib.error.URLError, http.client.HTTPException) as exc:
                 raise DownloadError(
                     f"download of {url} was interrupted ({exc}); run again to resume from {part}"
                 ) from None
             finally:
                 if bar is not None:
                     bar.close()
-    if total_known := (response is not None and response.headers.get("Content-Length")):
-        expected = start + int(total_known)
-        if part.stat().st_size < expected:
-            raise DownloadError(
-                f"download of {url} stopped at {part.stat().st_size} of {expected} bytes; run again to resume"
-            )
-    try:
-        verify(part, md5, sha256)
-    except DownloadError:
-        bad = dest.with_name(dest.name + ".corrupt")
+    if expected is not None and part.stat().st_size < expected:
+        raise DownloadError(
+            f"download of {url} stopped at {part.stat().st_size} of {expected} bytes; run again to resume from {part}"
+        )
+    problem = _mismatch(part, md5, sha256)
+    if problem:
         os.replace(part, bad)
         raise DownloadError(
-            f"{url}: the downloaded file does not match its checksum; it was moved to {bad}. "
+            f"{url}: the downloaded file does not match ({problem}); it was moved to {bad}. "
             "Run the download again; if it fails again the server holds a different file."
-        ) from None
+        )
     os.replace(part, dest)
     return dest
 

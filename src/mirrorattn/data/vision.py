@@ -1,0 +1,504 @@
+"""Image classification data: CIFAR-10, Fashion-MNIST and scikit-learn's 8x8 digits.
+
+:func:`load_vision_dataset` finds a data set under the data root
+(:func:`mirrorattn.data.paths.data_root`), decodes it once into arrays cached in the cache folder
+(the data root may be read-only), splits a seeded, stratified validation set off the training
+set and returns a :class:`VisionDataset` of ``uint8 (N, C, H, W)`` images and ``int64`` labels
+with the per-channel mean and std of its training split.
+
+Where each data set is looked for (``R`` = the data root):
+
+* ``cifar10``: ``R/cifar-10-python.tar.gz``, ``R/cifar10/cifar-10-python.tar.gz`` (the official
+  pickle archive; ``--download`` fetches it there and checks its MD5), an extracted
+  ``cifar-10-batches-py`` folder, or any tarball / folder under ``R/cifar10`` holding
+  ``{train,test}/{class}/*.jpg|png`` (e.g. ``cifar10_jpeg_q75.tar.gz``). ``R`` may also be the
+  archive itself.
+* ``fashion-mnist``: the four IDX files (gzipped or not) in ``R/fashion-mnist``,
+  ``R/fashion_mnist``, ``R`` or ``/usr/share/datasets/fashion-mnist`` (Debian's
+  ``dataset-fashion-mnist``); ``--download`` fetches the official files into ``R/fashion-mnist``.
+* ``digits``: ``sklearn.datasets.load_digits()``, always available. It has no official test
+  split: a stratified 20 % test split is drawn with a fixed seed (0), the same for every run.
+
+Augmentation (:class:`RandomCropFlip`) works on batched ``uint8`` or float tensors with a
+``torch.Generator`` so that a run is reproducible per (seed, epoch). Defaults per data set
+(:func:`default_augmentation`): CIFAR-10 as the paper, crop with 4 pixels of zero padding and
+horizontal flips; Fashion-MNIST and digits a crop with padding scaled to the image (3 and 1
+pixels) and no flip, because a mirrored digit is another symbol (and we keep Fashion-MNIST as it
+is usually trained; pass ``flip=True`` to change it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mirrorattn.data import vision_sources as src
+from mirrorattn.data.download import fetch
+from mirrorattn.data.paths import DataNotFoundError
+from mirrorattn.data.paths import cache_dir as _cache_dir
+from mirrorattn.data.paths import data_root as _data_root
+from mirrorattn.io import atomic_path
+
+DATASETS: tuple[str, ...] = ("cifar10", "fashion-mnist", "digits")
+#: bump when a reader changes what it returns, so that old caches are not reused
+_CACHE_VERSION = 2
+#: Debian's dataset-fashion-mnist puts the files here
+FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+#: the fixed seed of the digits test split (every run sees the same test images)
+DIGITS_TEST_SEED = 0
+DIGITS_TEST_FRACTION = 0.2
+
+Arrays = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class ImageSplit:
+    """One split: ``images`` uint8 (N, C, H, W), values 0..255; ``labels`` int64 (N,)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(uint8 images, int64 labels) as torch tensors sharing memory with the arrays."""
+        return torch.from_numpy(np.ascontiguousarray(self.images)), torch.from_numpy(self.labels)
+
+
+@dataclass(frozen=True)
+class VisionDataset:
+    """A split image data set.
+
+    ``mean`` and ``std`` are per channel, in units of the [0, 1] pixel scale (value / 255), over
+    the ``train`` split only. ``source`` says where the images were read from.
+    """
+
+    name: str
+    train: ImageSplit
+    val: ImageSplit
+    test: ImageSplit
+    class_names: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    source: str
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W)."""
+        c, h, w = self.train.images.shape[1:]
+        return int(c), int(h), int(w)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-friendly description (sizes, shape, statistics, source)."""
+        return {
+            "name": self.name,
+            "source": self.source,
+            "image_shape": list(self.image_shape),
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+            "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+
+# --------------------------------------------------------------------------- statistics, splits, resize
+
+
+def channel_histogram(images: np.ndarray) -> np.ndarray:
+    """Per-channel 256-bin histograms of uint8 ``images`` (N, C, H, W): int64 (C, 256)."""
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise ValueError(f"expected uint8 images (N, C, H, W), got {images.dtype} {images.shape}")
+    return np.stack([np.bincount(images[:, c].ravel(), minlength=256) for c in range(images.shape[1])]).astype(np.int64)
+
+
+def stats_from_histogram(hist: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, population std) per channel, in [0, 1] units, from :func:`channel_histogram` counts (float64)."""
+    levels = np.arange(256, dtype=np.float64) / 255.0
+    means, stds = [], []
+    for h in np.asarray(hist, dtype=np.float64):
+        n = h.sum()
+        if n <= 0:
+            raise ValueError("cannot compute channel statistics of an empty image set")
+        m = float(h @ levels / n)
+        means.append(m)
+        stds.append(max(float(h @ (levels - m) ** 2 / n), 0.0) ** 0.5)
+    return tuple(means), tuple(stds)
+
+
+def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Exact per-channel mean and (population) std of uint8 ``images`` (N, C, H, W), in [0, 1] units.
+
+    Computed from a 256-bin histogram per channel (float64), so memory stays O(N H W).
+    """
+    return stats_from_histogram(channel_histogram(images))
+
+
+def _stratified_pick(labels: np.ndarray, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (picked, rest), ``picked`` a seeded stratified sample of ``count`` items (both sorted)."""
+    from sklearn.model_selection import train_test_split
+
+    n = labels.shape[0]
+    idx = np.arange(n)
+    if count <= 0:
+        return idx[:0], idx
+    if count >= n:
+        return idx, idx[:0]
+    classes, counts = np.unique(labels, return_counts=True)
+    strat = labels if (counts.min() >= 2 and count >= len(classes) and n - count >= len(classes)) else None
+    picked, rest = train_test_split(idx, train_size=count, random_state=seed, stratify=strat)
+    return np.sort(picked), np.sort(rest)
+
+
+def resize_images(images: np.ndarray, size: int, *, chunk: int = 2048) -> np.ndarray:
+    """Resize uint8 images (N, C, H, W) to (N, C, size, size), bilinear with antialiasing, rounded to uint8.
+
+    As torchvision's ``Resize`` on PIL images, the result is again 8-bit (what the paper's
+    pipeline feeds to its random crop).
+    """
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    out = np.empty(images.shape[:2] + (size, size), dtype=np.uint8)
+    for i in range(0, images.shape[0], chunk):
+        x = torch.from_numpy(np.ascontiguousarray(images[i : i + chunk])).float()
+        y = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        out[i : i + chunk] = y.round_().clamp_(0, 255).to(torch.uint8).numpy()
+    return out
+
+
+# --------------------------------------------------------------------------- caching
+
+
+def _source_stamp(path: Path) -> str:
+    """A key that changes when the source changes: size and mtime of a file, or of every file in a folder."""
+    if path.is_file():
+        st = path.stat()
+        return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    total, newest, count = 0, 0, 0
+    for p in path.rglob("*"):
+        if p.is_file():
+            st = p.stat()
+            total, newest, count = total + st.st_size, max(newest, st.st_mtime_ns), count + 1
+    return f"{path.resolve()}:{count}:{total}:{newest}"
+
+
+def _cached_raw(
+    name: str,
+    source: Path,
+    reader: Callable[[], tuple[dict[str, Arrays], tuple[str, ...]]],
+    cache: str | None,
+    tag: str,
+) -> tuple[dict[str, Arrays], tuple[str, ...], np.ndarray]:
+    """Decode with ``reader`` once; later calls load an uncompressed ``.npz`` from the cache folder.
+
+    Returns (splits, class names, per-channel histogram of the whole training pool).
+    """
+    import hashlib
+
+    key = hashlib.sha256(f"{_CACHE_VERSION}|{name}|{tag}|{_source_stamp(source)}".encode()).hexdigest()[:16]
+    folder = _cache_dir(cache, name)
+    path = folder / f"{name}-{key}.npz"
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                splits = {s: (z[f"{s}_images"], z[f"{s}_labels"]) for s in ("train", "test")}
+                classes = tuple(str(c) for c in z["classes"])
+                hist = z["train_hist"]
+            return splits, classes, hist
+        except (OSError, ValueError, KeyError):
+            path.unlink(missing_ok=True)  # a damaged cache is rebuilt
+    splits, classes = reader()
+    hist = channel_histogram(splits["train"][0])
+    arrays = {f"{s}_{k}": a for s, (im, lb) in splits.items() for k, a in (("images", im), ("labels", lb))}
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, classes=np.array(classes), train_hist=hist, **arrays)
+    return splits, classes, hist
+
+
+# --------------------------------------------------------------------------- finding the sources
+
+
+def _cifar_candidates(root: Path) -> list[Path]:
+    if root.is_file():
+        return [root]
+    out: list[Path] = []
+    for base in (root, root / "cifar10", root / "cifar-10"):
+        for name in (src.CIFAR10_ARCHIVE, "cifar-10-batches-py"):
+            if (base / name).exists():
+                out.append(base / name)
+    for base in (root / "cifar10", root / "cifar-10"):
+        if base.is_dir():
+            for p in sorted(base.iterdir()):
+                if p in out or p.name.endswith((".part", ".corrupt")):
+                    continue
+                if p.is_file() and p.name.endswith((".tar.gz", ".tgz", ".tar")):
+                    out.append(p)
+                elif p.is_dir() and (p / "train").is_dir() and (p / "test").is_dir():
+                    out.append(p)
+            if (base / "train").is_dir() and (base / "test").is_dir():
+                out.append(base)
+    return out
+
+
+def _cifar_help(root: Path) -> str:
+    return (
+        f"CIFAR-10 not found under the data root {root} (looked for {src.CIFAR10_ARCHIVE}, cifar-10-batches-py/ "
+        "and tarballs or folders of train/<class>/*.jpg in it and in its cifar10/ folder). Pass --download to "
+        f"fetch {src.CIFAR10_URL} into {root / 'cifar10'}, or point --data-root (or MIRRORATTN_DATA) at a folder "
+        "holding the archive"
+    )
+
+
+def _read_cifar10(
+    root: Path, cache: str | None, download: bool, url: str | None, max_per_class: int | None, workers: int
+) -> tuple[dict[str, Arrays], tuple[str, ...], str, np.ndarray]:
+    candidates = _cifar_candidates(root)
+    if not candidates and download:
+        dest = (root if not root.is_file() else root.parent) / "cifar10" / src.CIFAR10_ARCHIVE
+        url = url or os.environ.get("MIRRORATTN_CIFAR10_URL") or src.CIFAR10_URL
+        candidates = [fetch(url, dest, md5=CIFAR10_MD5)]
+    if not candidates:
+        raise DataNotFoundError(_cifar_help(root))
+    source = candidates[0]
+    pickle_form = source.name == "cifar-10-batches-py" or (source.is_file() and src.is_cifar_pickle_archive(source))
+    if pickle_form:
+        if max_per_class is not None:
+            raise ValueError("max_per_class applies to image-folder sources only; use max_train/max_test instead")
+
+        def reader() -> tuple[dict[str, Arrays], tuple[str, ...]]:
+            return src.read_cifar10_pickle(source)
+
+        tag = "pickle"
+    else:
+
+        def reader() -> tuple[dict[str, Arrays], tuple[str, ...]]:
+            return src.read_image_folder(source, max_per_class=max_per_class, workers=workers)
+
+        tag = f"folder:{max_per_class}"
+    splits, classes, hist = _cached_raw("cifar10", source, reader, cache, tag)
+    return splits, classes, str(source), hist
+
+
+def _fashion_dirs(root: Path) -> list[Path]:
+    return [
+        root / "fashion-mnist",
+        root / "fashion_mnist",
+        root / "FashionMNIST" / "raw",
+        root,
+        FASHION_MNIST_SYSTEM_DIR,
+    ]
+
+
+def _read_fashion(
+    root: Path, cache: str | None, download: bool, url: str | None
+) -> tuple[dict[str, Arrays], tuple[str, ...], str, np.ndarray]:
+    def complete(d: Path) -> bool:
+        return all(any((d / n).is_file() for n in (f, f[:-3])) for f in src.FASHION_MNIST_FILES)
+
+    found = [d for d in _fashion_dirs(root) if d.is_dir() and complete(d)]
+    if not found and download:
+        dest = root / "fashion-mnist"
+        base = url or os.environ.get("MIRRORATTN_FASHION_MNIST_URL") or src.FASHION_MNIST_URL
+        for fname, md5 in src.FASHION_MNIST_FILES.items():
+            fetch(base.rstrip("/") + "/" + fname, dest / fname, md5=md5)
+        found = [dest]
+    if not found:
+        looked = ", ".join(str(d) for d in _fashion_dirs(root))
+        raise DataNotFoundError(
+            f"Fashion-MNIST not found (looked for the four IDX files {', '.join(src.FASHION_MNIST_FILES)} "
+            f"in {looked}). "
+            "Install Debian's package (apt-get install dataset-fashion-mnist), pass --download to fetch them from "
+            f"{src.FASHION_MNIST_URL}, or put them in <data root>/fashion-mnist/"
+        )
+    folder = found[0]
+    splits, classes, hist = _cached_raw(
+        "fashion-mnist", folder, lambda: (src.read_fashion_mnist(folder), src.FASHION_MNIST_CLASSES), cache, "idx"
+    )
+    return splits, classes, str(folder), hist
+
+
+# --------------------------------------------------------------------------- the public loader
+
+#: the official CIFAR-10 MD5 (module level so that a test can point a download at a tiny archive)
+CIFAR10_MD5 = src.CIFAR10_MD5
+
+
+def load_vision_dataset(
+    name: str,
+    *,
+    data_root: str | os.PathLike | None = None,
+    cache_dir: str | None = None,
+    val_fraction: float = 0.1,
+    split_seed: int = 0,
+    download: bool = False,
+    max_train: int | None = None,
+    max_test: int | None = None,
+    max_per_class: int | None = None,
+    url: str | None = None,
+    workers: int = 1,
+) -> VisionDataset:
+    """Load, cache and split an image data set.
+
+    Args:
+        name: ``"cifar10"``, ``"fashion-mnist"`` or ``"digits"``.
+        data_root: where to look (default :func:`mirrorattn.data.paths.data_root`); for CIFAR-10
+            it may also be the archive file or image folder itself.
+        cache_dir: cache folder for decoded arrays (default :func:`mirrorattn.data.paths.cache_dir`).
+        val_fraction: share of the training images (after ``max_train``) held out, stratified,
+            as the validation split (0 <= val_fraction < 1).
+        split_seed: seed of the validation split and of the ``max_train``/``max_test`` subsets.
+        download: fetch the official files into the data root if nothing is found.
+        max_train, max_test: keep a seeded stratified subset of at most this many training
+            (before the validation split) / test images.
+        max_per_class: image-folder sources only: decode at most this many images per class and
+            split (a quick look at a few hundred images without decoding 60,000).
+        url: override the download URL (CIFAR-10: the archive; Fashion-MNIST: the base URL);
+            also ``MIRRORATTN_CIFAR10_URL`` / ``MIRRORATTN_FASHION_MNIST_URL``.
+        workers: processes for decoding JPEG folders (first load only).
+
+    Raises:
+        DataNotFoundError: the data set is missing or corrupt (the message says where we looked
+            and how to get it).
+        ValueError: a bad argument.
+    """
+    key = name.lower().replace("_", "-")
+    key = {"cifar-10": "cifar10", "fashion": "fashion-mnist", "fashionmnist": "fashion-mnist"}.get(key, key)
+    if key not in DATASETS:
+        raise ValueError(f"unknown vision data set {name!r}; choose one of {', '.join(DATASETS)}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    for arg, val in (("max_train", max_train), ("max_test", max_test), ("max_per_class", max_per_class)):
+        if val is not None and val < 1:
+            raise ValueError(f"{arg} must be a positive integer or None, got {val}")
+    root = _data_root(data_root)
+    if key == "cifar10":
+        splits, classes, source, pool_hist = _read_cifar10(root, cache_dir, download, url, max_per_class, workers)
+    elif key == "fashion-mnist":
+        splits, classes, source, pool_hist = _read_fashion(root, cache_dir, download, url)
+    else:
+        images, labels = src.read_digits()
+        n_test = int(round(DIGITS_TEST_FRACTION * len(labels)))
+        test_idx, train_idx = _stratified_pick(labels, n_test, DIGITS_TEST_SEED)
+        splits = {"train": (images[train_idx], labels[train_idx]), "test": (images[test_idx], labels[test_idx])}
+        classes, source = tuple(str(i) for i in range(10)), "sklearn.datasets.load_digits"
+        pool_hist = None
+    train_x, train_y = splits["train"]
+    test_x, test_y = splits["test"]
+    if max_train is not None and max_train < len(train_y):
+        keep, _ = _stratified_pick(train_y, max_train, split_seed)
+        train_x, train_y = train_x[keep], train_y[keep]
+        pool_hist = None
+    if max_test is not None and max_test < len(test_y):
+        keep, _ = _stratified_pick(test_y, max_test, split_seed + 1)
+        test_x, test_y = test_x[keep], test_y[keep]
+    n_val = int(round(val_fraction * len(train_y)))
+    val_idx, tr_idx = _stratified_pick(train_y, n_val, split_seed)
+    train = ImageSplit(np.ascontiguousarray(train_x[tr_idx]), train_y[tr_idx])
+    val = ImageSplit(np.ascontiguousarray(train_x[val_idx]), train_y[val_idx])
+    test = ImageSplit(np.ascontiguousarray(test_x), np.asarray(test_y))
+    if pool_hist is not None and len(val) < len(train):  # histogram(train) = histogram(pool) - histogram(val)
+        hist = pool_hist - channel_histogram(val.images) if len(val) else pool_hist
+        mean, std = stats_from_histogram(hist)
+    else:
+        mean, std = channel_stats(train.images)
+    return VisionDataset(key, train, val, test, tuple(classes), mean, std, source)
+
+
+def resize_dataset(ds: VisionDataset, size: int) -> VisionDataset:
+    """The same data set with every image resized to ``size`` x ``size`` (see :func:`resize_images`)."""
+    if ds.image_shape[1:] == (size, size):
+        return ds
+    splits = {
+        s: ImageSplit(resize_images(getattr(ds, s).images, size), getattr(ds, s).labels)
+        for s in ("train", "val", "test")
+    }
+    mean, std = channel_stats(splits["train"].images)
+    return dataclasses.replace(ds, mean=mean, std=std, **splits)
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def default_augmentation(name: str, image_size: int) -> dict[str, Any]:
+    """The paper's augmentation for ``name`` at ``image_size``: ``{"padding": int, "flip": bool}``.
+
+    CIFAR-10: padding 4 (at 32 or 48 pixels, as the paper) and flips. Others: padding scaled as
+    4/32 of the image (3 for 28 pixels, 1 for 8) and no flip.
+    """
+    if name == "cifar10":
+        return {"padding": 4, "flip": True}
+    return {"padding": max(1, image_size * 4 // 32), "flip": False}
+
+
+class RandomCropFlip:
+    """Random crop with zero padding and random horizontal flip of a batch, as torchvision's
+    ``RandomCrop(size, padding)`` + ``RandomHorizontalFlip()`` applied per image.
+
+    Call with ``images`` (B, C, H, W) (uint8 or float) and a ``torch.Generator``; returns a new
+    tensor of the same shape and dtype. Each image gets its own offsets (uniform in
+    0..2*padding per axis) and its own flip (probability 1/2), drawn from the generator in a
+    fixed order (offsets, then flips), so the same generator state gives the same batch.
+    """
+
+    def __init__(self, padding: int = 4, flip: bool = True) -> None:
+        if padding < 0:
+            raise ValueError(f"padding must be >= 0, got {padding}")
+        self.padding, self.flip = int(padding), bool(flip)
+
+    def __repr__(self) -> str:
+        return f"RandomCropFlip(padding={self.padding}, flip={self.flip})"
+
+    def __call__(self, images: Any, generator: torch.Generator | None = None) -> Any:
+        """Augment ``images`` (B, C, H, W); a tuple ``(images, *rest)`` (the training loop's
+        ``augment(inputs, generator)`` convention) returns ``(augmented, *rest)``."""
+        if isinstance(images, (tuple, list)):
+            return (self._apply(images[0], generator), *images[1:])
+        return self._apply(images, generator)
+
+    def _apply(self, images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        if images.ndim != 4:
+            raise ValueError(f"expected images of shape (B, C, H, W), got {tuple(images.shape)}")
+        B, C, H, W = images.shape
+        out = images
+        if self.padding:
+            p = self.padding
+            offsets = torch.randint(0, 2 * p + 1, (B, 2), generator=generator).to(images.device)
+            padded = F.pad(images, (p, p, p, p))
+            rows = offsets[:, 0:1] + torch.arange(H, device=images.device)  # (B, H)
+            cols = offsets[:, 1:2] + torch.arange(W, device=images.device)  # (B, W)
+            b = torch.arange(B, device=images.device)[:, None, None]
+            out = padded.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+            out = out.permute(0, 3, 1, 2).contiguous()
+        if self.flip:
+            flips = torch.rand(B, generator=generator).to(images.device) < 0.5
+            if out is images:
+                out = images.clone()
+            out[flips] = out[flips].flip(-1)
+        return out
+
+
+__all__ = [
+    "DATASETS",
+    "ImageSplit",
+    "RandomCropFlip",
+    "VisionDataset",
+    "channel_histogram",
+    "channel_stats",
+    "default_augmentation",
+    "load_vision_dataset",
+    "resize_dataset",
+    "resize_images",
+    "stats_from_histogram",
+]

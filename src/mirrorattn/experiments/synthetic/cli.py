@@ -1,0 +1,182 @@
+"""``mirrorattn synthetic {local,joint,regpath,kq,all}``: the paper's synthetic experiments.
+
+Each subcommand starts from ``--preset`` (paper or quick), then a TOML ``--config`` file, then the
+options given on the command line, and writes one run folder to ``--out``. A rerun with the
+same settings reuses the finished pieces (an interrupted run resumes). ``all`` writes the four
+run folders under ``--out`` (``local/``, ``joint/``, ``regpath/``, ``kq/``); its TOML file has one
+table per experiment (``[local]``, ``[joint]``, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any, Callable
+
+from mirrorattn.config import ConfigError, build_config
+from mirrorattn.experiments.synthetic.presets import PRESETS, preset
+
+__all__ = ["EXPERIMENTS", "register", "run_experiment"]
+
+
+def _experiments() -> dict[str, tuple[type, Callable[..., dict]]]:
+    from mirrorattn.experiments.synthetic.joint import JointConfig, run_joint
+    from mirrorattn.experiments.synthetic.kq import KQConfig, run_kq
+    from mirrorattn.experiments.synthetic.local import LocalConfig, run_local
+    from mirrorattn.experiments.synthetic.regpath import RegPathConfig, run_regpath
+
+    return {
+        "local": (LocalConfig, run_local),
+        "joint": (JointConfig, run_joint),
+        "regpath": (RegPathConfig, run_regpath),
+        "kq": (KQConfig, run_kq),
+    }
+
+
+EXPERIMENTS = ("local", "joint", "regpath", "kq")
+
+_HELP = {
+    "local": "local convergence of l_p-AttGD to the l_p-AttSVM direction (the paper's main figure)",
+    "joint": "joint (W, v) training on the paper's fixed 2-sample data set",
+    "regpath": "regularisation path argmin_{||W||_p <= R} L(W) against R",
+    "kq": "K/Q parameterisation W = K Q^T against the W form and the nuclear-norm SVM",
+    "all": "all four experiments, one run folder each under --out",
+}
+
+#: command-line option -> config field (only fields that the chosen experiment has are passed)
+_OVERRIDES = ("ps", "iterations", "n", "T", "d", "seeds", "eta", "normalized", "init_scale", "grid_points")
+
+
+def _add_options(p: argparse.ArgumentParser, name: str) -> None:
+    p.add_argument("--preset", choices=sorted(PRESETS), default="paper",
+                   help="starting settings: the paper's (default) or a quick reduced run")
+    p.add_argument("--out", type=Path, default=None, help=f"run folder (default runs/synthetic/{name})")
+    p.add_argument("--config", type=Path, default=None, metavar="FILE.toml", help="TOML file of config fields")
+    p.add_argument("--ps", "-p", type=float, nargs="+", default=None, metavar="P", help="exponents p > 1")
+    p.add_argument("--iterations", type=int, nargs="+", default=None, metavar="K",
+                   help="iterations (one value, or one per p)")
+    p.add_argument("--n", type=int, default=None, help="samples per data set")
+    p.add_argument("--T", type=int, default=None, help="tokens per sample")
+    p.add_argument("--d", type=int, default=None, help="token dimension")
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds (data sets / initialisations)")
+    p.add_argument("--eta", type=float, default=None, help="step size")
+    p.add_argument("--normalized", action=argparse.BooleanOptionalAction, default=None,
+                   help="normalise each gradient by its dual norm (the paper does)")
+    p.add_argument("--init-scale", dest="init_scale", type=float, default=None,
+                   help="standard deviation of the initial weights")
+    p.add_argument("--grid-points", dest="grid_points", type=int, default=None,
+                   help="log-spaced iterations kept per run")
+    p.add_argument("--workers", type=int, default=1, help="worker processes for independent pieces (default 1)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bars")
+    p.set_defaults(func=_main, experiment=name)
+
+
+def register(subparsers: Any) -> None:
+    """Add ``synthetic`` with the sub-subcommands local, joint, regpath, kq and all."""
+    syn = subparsers.add_parser("synthetic", help="the paper's synthetic experiments (one-layer attention)",
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = syn.add_subparsers(dest="experiment", metavar="EXPERIMENT")
+    for name in (*EXPERIMENTS, "all"):
+        _add_options(sub.add_parser(name, help=_HELP[name], description=_HELP[name]), name)
+    syn.set_defaults(func=lambda args: (syn.print_help(), 2)[1])
+
+
+def _overrides(args: argparse.Namespace, cls: type, strict: bool) -> dict[str, Any]:
+    fields = {f.name for f in dataclasses.fields(cls)}
+    out = {}
+    for key in _OVERRIDES:
+        val = getattr(args, key, None)
+        if val is None:
+            continue
+        if key in fields:
+            out[key] = tuple(val) if isinstance(val, list) else val
+        elif strict:
+            raise ConfigError(f"option --{key.replace('_', '-')} does not apply to the {cls.__name__} experiment")
+    if "iterations" in out and cls.__name__ == "KQConfig":
+        out["iterations"] = out["iterations"][0] if len(out["iterations"]) == 1 else out["iterations"]
+    return out
+
+
+def run_experiment(
+    name: str,
+    preset_name: str = "paper",
+    out: str | Path | None = None,
+    config_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    workers: int = 1,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Build the config of experiment ``name`` and run it into ``out``; returns its summary."""
+    cls, fn = _experiments()[name]
+    cfg = build_config(cls, preset(preset_name, name), config_file, overrides)
+    return fn(cfg, out or Path("runs/synthetic") / name, workers=workers, progress=progress, log=log)
+
+
+def _section_file(path: Path, name: str, tmpdir: Path) -> Path | None:
+    """For ``all``: write table ``[name]`` of the TOML file as its own file (None if absent)."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    unknown = set(data) - set(EXPERIMENTS)
+    if unknown:
+        raise ConfigError(f"config file {path} for 'all' must hold tables {list(EXPERIMENTS)}, got {sorted(unknown)}")
+    if name not in data:
+        return None
+    lines = []
+    for k, v in data[name].items():
+        if isinstance(v, bool):
+            lines.append(f"{k} = {'true' if v else 'false'}")
+        elif isinstance(v, (list, tuple)):
+            lines.append(f"{k} = [{', '.join(repr(x) for x in v)}]")
+        elif isinstance(v, str):
+            lines.append(f'{k} = "{v}"')
+        else:
+            lines.append(f"{k} = {v!r}")
+    f = tmpdir / f"{name}.toml"
+    f.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return f
+
+
+def _main(args: argparse.Namespace) -> int:
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr)
+
+    names = list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
+    base = args.out
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if base is None:
+        base = Path("runs/synthetic") if args.experiment == "all" else Path("runs/synthetic") / args.experiment
+    t0 = time.perf_counter()
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            cls, _ = _experiments()[name]
+            cfile = args.config
+            if args.experiment == "all" and cfile is not None:
+                cfile = _section_file(Path(cfile), name, Path(tmp))
+            out = Path(base) / name if args.experiment == "all" else Path(base)
+            t1 = time.perf_counter()
+            summary = run_experiment(name, args.preset, out, cfile, _overrides(args, cls, args.experiment != "all"),
+                                     workers=args.workers, progress=args.progress, log=log)
+            print(f"synthetic {name}: wrote {out} ({time.perf_counter() - t1:.1f} s)")
+            if name == "local":
+                import numpy as np
+
+                m = np.asarray(summary["final_mean_divergence"], dtype=float)
+                print("  final mean directional divergence, rows = path p, columns = SVM p' "
+                      f"{summary['ps']}:")
+                for row in m:
+                    print("   " + "  ".join(f"{x:9.3e}" for x in row))
+    if len(names) > 1:
+        print(f"synthetic all: {time.perf_counter() - t0:.1f} s in total")
+    return 0

@@ -1,0 +1,109 @@
+"""Resumable pieces of an experiment, run in this process or in worker processes.
+
+An experiment splits into independent *pieces* (e.g. one per p). A piece is a module-level
+function ``fn(**kwargs) -> (arrays, meta)`` (arrays: name -> ndarray; meta: JSON-friendly dict).
+Its result is saved in ``<run folder>/pieces/<key>-<config hash>.npz`` and ``.json`` (the JSON is
+written last, atomically, and marks the piece finished). Running the same config again loads
+finished pieces instead of recomputing them, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from mirrorattn.io import read_json, write_json, write_npz
+
+__all__ = ["Piece", "PieceResult", "load_piece", "run_pieces"]
+
+
+@dataclass
+class Piece:
+    """One independent unit of work: ``fn(**kwargs)`` returns (arrays, meta)."""
+
+    key: str
+    fn: Callable[..., tuple[dict[str, np.ndarray], dict[str, Any]]]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PieceResult:
+    """A finished piece: its arrays, its meta (with ``computed_at``, ``seconds``) and whether reused."""
+
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, Any]
+    reused: bool
+
+
+def _paths(folder: Path, key: str, chash: str) -> tuple[Path, Path]:
+    base = Path(folder) / "pieces"
+    return base / f"{key}-{chash}.npz", base / f"{key}-{chash}.json"  # keys may hold dots (p = 1.75)
+
+
+def load_piece(folder: str | Path, key: str, chash: str) -> PieceResult | None:
+    """The saved result of piece ``key`` for config hash ``chash``, or None if not finished."""
+    npz, js = _paths(Path(folder), key, chash)
+    if not (npz.is_file() and js.is_file()):
+        return None
+    meta = read_json(js)
+    if meta.get("config_hash") != chash:
+        return None
+    with np.load(npz, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    return PieceResult(arrays=arrays, meta=meta, reused=True)
+
+
+def _execute(fn: Callable, kwargs: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any], float]:
+    t0 = time.perf_counter()
+    arrays, meta = fn(**kwargs)
+    return arrays, meta, time.perf_counter() - t0
+
+
+def _save(folder: Path, piece: Piece, chash: str, arrays: dict, meta: dict, seconds: float) -> PieceResult:
+    npz, js = _paths(folder, piece.key, chash)
+    write_npz(npz, **arrays)
+    meta = dict(meta, config_hash=chash, key=piece.key, seconds=seconds, computed_at=time.time())
+    write_json(js, meta)
+    return PieceResult(arrays={k: np.asarray(v) for k, v in arrays.items()}, meta=meta, reused=False)
+
+
+def run_pieces(
+    folder: str | Path,
+    pieces: list[Piece],
+    chash: str,
+    workers: int = 1,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, PieceResult]:
+    """Run (or reload) every piece; ``workers`` > 1 runs the missing ones in worker processes."""
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    folder = Path(folder)
+    out: dict[str, PieceResult] = {}
+    todo: list[Piece] = []
+    for piece in pieces:
+        done = load_piece(folder, piece.key, chash)
+        if done is not None:
+            out[piece.key] = done
+            if log:
+                log(f"reusing finished piece {piece.key}")
+        else:
+            todo.append(piece)
+    if workers == 1 or len(todo) <= 1:
+        for piece in todo:
+            arrays, meta, secs = _execute(piece.fn, piece.kwargs)
+            out[piece.key] = _save(folder, piece, chash, arrays, meta, secs)
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
+            futures = {pool.submit(_execute, piece.fn, piece.kwargs): piece for piece in todo}
+            for fut in as_completed(futures):  # save each piece as soon as it is done
+                piece = futures[fut]
+                arrays, meta, secs = fut.result()
+                out[piece.key] = _save(folder, piece, chash, arrays, meta, secs)
+    return {p.key: out[p.key] for p in pieces}

@@ -1,0 +1,357 @@
+"""Analysis of trained text models, and the report (tables, figures) made from results on disk.
+
+Per run (:func:`analyse_run`, the validation-best weights):
+
+* attention sparsity of the [CLS] row of every layer on (a seeded subset of) the test split, over
+  real tokens only: entropy (nats), entropy / log(number of real tokens), max probability, top-k
+  mass; mean over samples and heads (:func:`cls_row_metrics`);
+* weight sparsity of the Q, K, V projection weights of all layers: count and fraction of
+  |w| > ``weight_threshold`` (0.06 as the paper) and the Hoyer sparsity (:func:`weight_stats`),
+  and their histograms (``qkv_hist.npz``);
+* the attention-map probe (:func:`probe_attention`): the paper's measure on the hand-written
+  sentences of ``mirrorattn/resources/probe_sentences.tsv``.
+
+Report (:func:`write_report`): ``results.md`` and figures, all drawn from files in the run folders.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mirrorattn.io import read_json, save_figure, write_json, write_npz
+from mirrorattn.models.layers import attention_layers, record_attention
+
+__all__ = [
+    "HIST_EDGES",
+    "analyse_run",
+    "cls_row_metrics",
+    "hoyer",
+    "load_probe_sentences",
+    "plot_sweep",
+    "probe_attention",
+    "weight_stats",
+    "write_report",
+]
+
+#: bin edges of the saved Q/K/V weight histograms (values outside are clipped into the end bins)
+HIST_EDGES = np.linspace(-0.5, 0.5, 201)
+
+
+# ----------------------------------------------------------------------------------- metrics
+def cls_row_metrics(probs: torch.Tensor, mask: torch.Tensor, k: int = 5) -> dict[str, torch.Tensor]:
+    """Sparsity of attention rows restricted to real tokens.
+
+    ``probs`` (B, H, T): one attention row per (sample, head) (e.g. the [CLS] query's row);
+    ``mask`` (B, T) bool, True for real tokens. Returns (B, H) tensors: ``entropy`` = -sum p log p
+    (nats, 0 log 0 = 0), ``entropy_norm`` = entropy / log(n_real) (0 when n_real = 1),
+    ``max_prob``, ``topk_mass`` = sum of the k largest probabilities (k capped at n_real).
+    """
+    p = probs.double() * mask[:, None, :]
+    n_real = mask.sum(-1).double()[:, None].expand(p.shape[:2])
+    ent = -(torch.where(p > 0, p * p.log(), torch.zeros_like(p))).sum(-1)
+    kk = min(k, p.shape[-1])
+    return {
+        "entropy": ent,
+        "entropy_norm": torch.where(n_real > 1, ent / n_real.clamp_min(2).log(), torch.zeros_like(ent)),
+        "max_prob": p.max(-1).values,
+        "topk_mass": p.topk(kk, dim=-1).values.sum(-1),
+    }
+
+
+def hoyer(w: np.ndarray) -> float:
+    """Hoyer sparsity (sqrt(n) - ||w||_1 / ||w||_2) / (sqrt(n) - 1): 0 for equal magnitudes, 1 for one non-zero."""
+    w = np.asarray(w, dtype=np.float64).ravel()
+    n = w.size
+    l2 = np.linalg.norm(w)
+    if n < 2 or l2 == 0:
+        return 0.0
+    return float((math.sqrt(n) - np.abs(w).sum() / l2) / (math.sqrt(n) - 1))
+
+
+def weight_stats(model: nn.Module, threshold: float = 0.06) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Sparsity of the Q, K, V projection weights over all attention layers, and their histograms.
+
+    Returns ({"q": {"count_above", "fraction_above", "hoyer", "size"}, "k": ..., "v": ...},
+    {"q": counts over :data:`HIST_EDGES`, ...}). ``count_above`` counts entries with |w| > threshold.
+    """
+    stats: dict[str, Any] = {}
+    hists: dict[str, np.ndarray] = {}
+    layers = attention_layers(model)
+    for name in ("q", "k", "v"):
+        w = np.concatenate(
+            [getattr(layer, f"{name}_proj").weight.detach().double().cpu().numpy().ravel() for layer in layers]
+        )
+        above = int(np.sum(np.abs(w) > threshold))
+        stats[name] = {"count_above": above, "fraction_above": above / w.size, "hoyer": hoyer(w), "size": int(w.size)}
+        hists[name] = np.histogram(np.clip(w, HIST_EDGES[0], HIST_EDGES[-1]), bins=HIST_EDGES)[0]
+    return stats, hists
+
+
+@torch.no_grad()
+def attention_sparsity(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, k: int, batch: int = 128) -> list:
+    """Per layer, the mean over samples and heads of :func:`cls_row_metrics` of the [CLS] row."""
+    model.eval()
+    device = next(model.parameters()).device
+    sums: list[dict[str, float]] = []
+    n = 0
+    for start in range(0, len(ids), batch):
+        i, m = ids[start : start + batch].to(device), mask[start : start + batch].to(device)
+        with record_attention(model) as maps:
+            model(i, m)
+        for layer, probs in enumerate(maps):
+            met = cls_row_metrics(probs[:, :, 0, :].cpu(), m.cpu(), k)
+            if len(sums) <= layer:
+                sums.append({key: 0.0 for key in met})
+            for key, v in met.items():
+                sums[layer][key] += float(v.mean(dim=1).sum())
+        n += len(i)
+    return [{key: v / n for key, v in layer.items()} for layer in sums]
+
+
+# -------------------------------------------------------------------------------------- probe
+def load_probe_sentences(path: str | Path | None = None) -> list[dict[str, str]]:
+    """The probe set: rows {"sentence", "word", "label"} from a TSV (default: the packaged one)."""
+    if path is None:
+        text = resources.files("mirrorattn.resources").joinpath("probe_sentences.tsv").read_text(encoding="utf-8")
+    else:
+        text = Path(path).read_text(encoding="utf-8")
+    rows = list(csv.DictReader(text.splitlines(), delimiter="\t"))
+    for r in rows:
+        if not re.search(rf"\b{re.escape(r['word'])}\b", r["sentence"], flags=re.IGNORECASE):
+            raise ValueError(f"probe word {r['word']!r} does not occur in {r['sentence']!r}")
+    return rows
+
+
+@torch.no_grad()
+def probe_attention(model: nn.Module, tokenizer: Any, rows: list[dict[str, str]]) -> dict[str, Any]:
+    """The paper's attention-map measure on the probe sentences.
+
+    For every sentence: the last layer's [CLS]-row attention, mean over heads, restricted to the
+    sentence's tokens ([CLS] itself excluded), min-max scaled to [0, 1] over those tokens; the
+    designated word's score is the largest scaled value among its sub-word pieces (a word split
+    into several pieces counts once, by its most attended piece). Returns ``score`` (mean over
+    sentences), ``other`` (mean scaled value of all other tokens, the chance level), ``rank1``
+    (fraction of sentences where the word is the most attended) and per-sentence ``items``.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    items = []
+    for r in rows:
+        enc = tokenizer.encode(r["sentence"])
+        ids = torch.tensor([enc.ids], device=device)
+        mask = torch.ones_like(ids, dtype=torch.bool)
+        with record_attention(model) as maps:
+            model(ids, mask)
+        att = maps[-1][0, :, 0, :].double().mean(0).cpu().numpy()[1:]  # tokens after [CLS]
+        lo, hi = att.min(), att.max()
+        scaled = (att - lo) / (hi - lo) if hi > lo else np.zeros_like(att)
+        m = re.search(rf"\b{re.escape(r['word'])}\b", r["sentence"], flags=re.IGNORECASE)
+        start, end = m.span()
+        pieces = [t - 1 for t, (a, b) in enumerate(enc.offsets) if t > 0 and a < end and b > start]
+        word_score = float(scaled[pieces].max())
+        others = np.delete(scaled, pieces)
+        items.append({
+            "sentence": r["sentence"], "word": r["word"], "label": r.get("label"),
+            "tokens": enc.tokens[1:], "scaled": scaled.tolist(), "pieces": pieces, "score": word_score,
+            "other": float(others.mean()) if others.size else None, "rank1": bool(scaled[pieces].max() >= scaled.max()),
+        })
+    return {
+        "score": float(np.mean([it["score"] for it in items])),
+        "other": float(np.mean([it["other"] for it in items if it["other"] is not None])),
+        "rank1": float(np.mean([it["rank1"] for it in items])),
+        "n": len(items),
+        "items": items,
+    }
+
+
+def analyse_run(model: nn.Module, prepared: Any, config: Any, out_dir: Path, write: bool = True) -> dict[str, Any]:
+    """Attention sparsity (test subset), Q/K/V weight sparsity and histograms, and the probe, of one run.
+
+    Writes ``analysis.json``, ``qkv_hist.npz`` and ``probe.json`` into ``out_dir`` (when ``write``).
+    Returns {"attention": per-layer list, "weights": ..., "probe": {score, other, rank1, n},
+    "scalars": flat numbers for the results table}.
+    """
+    test = prepared.data.test
+    n = min(len(test), int(config.analysis_samples))
+    gen = torch.Generator().manual_seed(12345)
+    idx = torch.randperm(len(test), generator=gen)[:n]
+    ids, mask = test.inputs[0][idx], test.inputs[1][idx]
+    attention = attention_sparsity(model, ids, mask, config.topk)
+    weights, hists = weight_stats(model, config.weight_threshold)
+    probe = probe_attention(model, prepared.tokenizer, load_probe_sentences())
+    last = attention[-1]
+    scalars = {
+        "cls_entropy_last": last["entropy"],
+        "cls_entropy_norm_last": last["entropy_norm"],
+        "cls_max_prob_last": last["max_prob"],
+        f"cls_top{config.topk}_mass_last": last["topk_mass"],
+        **{f"{k}_count_above": weights[k]["count_above"] for k in ("q", "k", "v")},
+        **{f"{k}_hoyer": weights[k]["hoyer"] for k in ("q", "k", "v")},
+        "probe_score": probe["score"],
+        "probe_other": probe["other"],
+        "probe_rank1": probe["rank1"],
+    }
+    result = {"attention": attention, "weights": weights, "analysis_samples": n,
+              "probe": {k: v for k, v in probe.items() if k != "items"}, "scalars": scalars}
+    if write:
+        write_json(out_dir / "analysis.json", result)
+        write_json(out_dir / "probe.json", probe)
+        write_npz(out_dir / "qkv_hist.npz", edges=HIST_EDGES, **hists)
+    return result
+
+
+# ------------------------------------------------------------------------------------- report
+def _fmt(stat: dict[str, Any] | None, scale: float = 1.0, digits: int = 2) -> str:
+    if not stat or stat.get("mean") is None:
+        return "-"
+    return f"{stat['mean'] * scale:.{digits}f} ± {stat['std'] * scale:.{digits}f}"
+
+
+def write_report(out: Path, config: Any, results: dict[str, Any]) -> None:
+    """``results.md`` (mean ± std over seeds beside the paper's numbers) and the figures."""
+    from mirrorattn.experiments.text_presets import PAPER_RESULTS
+
+    agg = results["aggregate"]
+    paper = PAPER_RESULTS.get(int(config.blocks), {}) if config.dataset == "imdb" else {}
+    topk = f"cls_top{config.topk}_mass_last"
+    lines = [
+        f"# Text experiment: {config.dataset}",
+        "",
+        f"Model: {config.blocks} block(s), width {config.width}, {config.heads} heads, pooling {config.pooling}, "
+        f"max length {config.max_length}; {config.seeds} seed(s); up to {config.epochs} epochs, batch "
+        f"{config.batch_size}, {config.loss_reduction} BCE, md_scope {config.md_scope}.",
+        f"Data: {results['data'].get('n_train')} train / {results['data'].get('n_val')} validation / "
+        f"{results['data'].get('n_test')} test.",
+        "",
+        "Test accuracy (%) at the validation-best epoch (`test_acc`) and at the last epoch; mean ± std over seeds."
+        " The paper's numbers choose the best epoch on the test set and share one initialisation.",
+        "",
+        "| optimizer | lr | test acc (val-best) | test acc (last) | paper | val acc | epochs | samples/s "
+        f"| [CLS] entropy (last layer) | [CLS] max prob | top-{config.topk} mass | probe score (chance) "
+        "| Q/K/V count > thr |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for opt, row in agg.items():
+        counts = "/".join(
+            f"{row[f'{k}_count_above']['mean']:.0f}" if row.get(f"{k}_count_above", {}).get("mean") is not None
+            else "-" for k in ("q", "k", "v")
+        )
+        probe = f"{_fmt(row.get('probe_score'))} ({_fmt(row.get('probe_other'))})"
+        lines.append(
+            f"| {opt} | {row['lr']:g} | {_fmt(row['test_acc'], 100)} | {_fmt(row['test_acc_last'], 100)} "
+            f"| {paper.get(opt, '-')} | {_fmt(row['val_acc_best'], 100)} | {_fmt(row['epochs_run'], 1, 1)} "
+            f"| {_fmt(row['samples_per_second'], 1, 0)} | {_fmt(row.get('cls_entropy_last'))} "
+            f"| {_fmt(row.get('cls_max_prob_last'))} | {_fmt(row.get(topk))} | {probe} | {counts} |"
+        )
+    lines += ["", "Figures: `curves.png`, `qkv_hist.png`, `attention_maps.png`.", ""]
+    (out / "results.md").write_text("\n".join(lines), encoding="utf-8")
+    runs = {opt: [out / "runs" / _run_dir(opt, r["seed"]) for r in rs] for opt, rs in results["runs"].items()}
+    plot_curves(runs, out / "curves.png")
+    plot_histograms(runs, out / "qkv_hist.png")
+    plot_attention_maps(runs, out / "attention_maps.png")
+
+
+def _run_dir(optimizer: str, seed: int) -> str:
+    from mirrorattn.experiments.text import run_name
+
+    return run_name(optimizer, seed)
+
+
+def plot_curves(runs: dict[str, list[Path]], path: Path) -> None:
+    """Training loss and validation accuracy against the epoch, one line per optimizer (mean over seeds)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for opt, dirs in runs.items():
+        hists = [read_json(d / "history.json") for d in dirs if (d / "history.json").is_file()]
+        if not hists:
+            continue
+        n = min(len(h) for h in hists)
+        ep = np.arange(1, n + 1)
+        for ax, key in zip(axes, ("train_loss", "val_acc")):
+            vals = np.array([[r[key] for r in h[:n]] for h in hists])
+            ax.plot(ep, vals.mean(0), marker="o", label=opt)
+            if len(hists) > 1:
+                ax.fill_between(ep, vals.min(0), vals.max(0), alpha=0.15)
+    axes[0].set(xlabel="epoch", ylabel="training loss (BCE)", yscale="log")
+    axes[1].set(xlabel="epoch", ylabel="validation accuracy")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_histograms(runs: dict[str, list[Path]], path: Path) -> None:
+    """Histograms of the Q, K, V weights (summed over seeds), one line per optimizer, log counts."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for opt, dirs in runs.items():
+        files = [np.load(d / "qkv_hist.npz") for d in dirs if (d / "qkv_hist.npz").is_file()]
+        if not files:
+            continue
+        edges = files[0]["edges"]
+        centers = (edges[:-1] + edges[1:]) / 2
+        for ax, name in zip(axes, ("q", "k", "v")):
+            ax.plot(centers, np.sum([f[name] for f in files], axis=0) + 1, label=opt, lw=1.2)
+    for ax, name in zip(axes, ("Q", "K", "V")):
+        ax.set(title=f"{name} weights", xlabel="weight value", yscale="log")
+        ax.axvline(0.06, color="grey", lw=0.5, ls="--")
+        ax.axvline(-0.06, color="grey", lw=0.5, ls="--")
+    axes[0].set_ylabel("count + 1 (all seeds)")
+    axes[-1].legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_attention_maps(runs: dict[str, list[Path]], path: Path, sentences: int = 4) -> None:
+    """Probe sentences coloured by their min-max scaled last-layer [CLS] attention (seed 0 of each optimizer)."""
+    import matplotlib.pyplot as plt
+
+    probes = {opt: read_json(d[0] / "probe.json") for opt, d in runs.items() if d and (d[0] / "probe.json").is_file()}
+    if not probes:
+        return
+    first = next(iter(probes.values()))
+    picks = list(range(0, len(first["items"]), max(1, len(first["items"]) // sentences)))[:sentences]
+    fig, axes = plt.subplots(len(picks), 1, figsize=(12, 0.5 + 0.45 * len(probes) * len(picks)), squeeze=False)
+    cmap = plt.get_cmap("Reds")
+    for ax, s in zip(axes[:, 0], picks):
+        for row, (opt, probe) in enumerate(probes.items()):
+            it = probe["items"][s]
+            x = 0.0
+            ax.text(-0.01, -row, f"{opt} ({it['score']:.2f})", ha="right", va="center", fontsize=8)
+            for t, (tok, val) in enumerate(zip(it["tokens"], it["scaled"])):
+                weight = "bold" if t in it["pieces"] else "normal"
+                ax.text(x, -row, tok, fontsize=9, va="center", fontweight=weight,
+                        bbox=dict(facecolor=cmap(0.85 * val), edgecolor="none", pad=1.5))
+                x += 0.012 * (len(tok) + 2)
+        ax.set_xlim(-0.02, 1.0)
+        ax.set_ylim(-len(probes) + 0.5, 0.5)
+        ax.set_title(f"word: {probe['items'][s]['word']}", fontsize=9, loc="left")
+        ax.axis("off")
+    fig.suptitle("last-layer [CLS] attention, mean over heads, min-max scaled (bold: the sentiment word)", fontsize=10)
+    save_figure(fig, path)
+
+
+def plot_sweep(table: dict[str, Any], path: Path) -> None:
+    """Validation accuracy against the step size, one line per optimizer; the chosen step marked."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for opt, row in table.items():
+        lrs = [r["lr"] for r in row["grid"]]
+        acc = [r["val_acc_best"] for r in row["grid"]]
+        (line,) = ax.plot(lrs, acc, marker="o", label=opt)
+        ax.plot([row["best_lr"]], [row["best_val_acc"]], marker="*", ms=14, color=line.get_color())
+    ax.set(xscale="log", xlabel="step size", ylabel="best validation accuracy", title="learning-rate sweep")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)

@@ -1,0 +1,200 @@
+"""Transformer building blocks shared by the text classifier and the vision transformer.
+
+* :class:`MultiHeadSelfAttention` - separate ``q_proj``, ``k_proj``, ``v_proj`` and ``out_proj``
+  linear maps (the names are an interface: ``--md-scope attention`` selects the ``q_proj`` and
+  ``k_proj`` weights, the weight histograms read all three), scaled dot-product attention with a
+  key padding mask.
+* :class:`EncoderBlock` - attention + GELU MLP with residuals, post-LN (the paper's text model)
+  or pre-LN (the vision transformer) by a flag.
+* :func:`record_attention` - a context manager that collects every attention layer's
+  probabilities (B, H, T, T) during the forward passes run inside it. Off by default: outside
+  the context the layers call ``F.scaled_dot_product_attention`` (fused kernels); inside it they
+  compute the same softmax explicitly so that the probabilities can be kept.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "EncoderBlock",
+    "MLP",
+    "MultiHeadSelfAttention",
+    "attention_layers",
+    "qk_parameters",
+    "record_attention",
+]
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """Multi-head self-attention: softmax(Q K^T / sqrt(d_head) + mask) V, then ``out_proj``.
+
+    Args:
+        dim: model width D (a multiple of ``heads``).
+        heads: number of heads H; each has width D / H.
+        bias: whether the four linear maps have biases.
+        dropout: dropout on the attention probabilities (training only).
+
+    Shapes: ``x`` (B, T, D); ``key_padding_mask`` (B, T) bool, True for a real token and False for
+    padding (padded keys get probability exactly 0); output (B, T, D).
+    """
+
+    def __init__(self, dim: int, heads: int, *, bias: bool = True, dropout: float = 0.0) -> None:
+        super().__init__()
+        if dim < 1 or heads < 1 or dim % heads:
+            raise ValueError(f"dim must be a positive multiple of heads, got dim={dim}, heads={heads}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"attention dropout must be in [0, 1), got {dropout}")
+        self.dim, self.heads, self.head_dim = dim, heads, dim // heads
+        self.dropout = float(dropout)
+        self.q_proj = nn.Linear(dim, dim, bias=bias)
+        self.k_proj = nn.Linear(dim, dim, bias=bias)
+        self.v_proj = nn.Linear(dim, dim, bias=bias)
+        self.out_proj = nn.Linear(dim, dim, bias=bias)
+        #: a list to append probabilities to while :func:`record_attention` is active, else None
+        self._record: list[torch.Tensor] | None = None
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        return x.view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, Dh)
+
+    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if x.ndim != 3 or x.shape[-1] != self.dim:
+            raise ValueError(f"expected input of shape (B, T, {self.dim}), got {tuple(x.shape)}")
+        B, T, _ = x.shape
+        q, k, v = self._split(self.q_proj(x)), self._split(self.k_proj(x)), self._split(self.v_proj(x))
+        mask = None
+        if key_padding_mask is not None:
+            if key_padding_mask.shape != (B, T):
+                got = tuple(key_padding_mask.shape)
+                raise ValueError(f"key_padding_mask must have shape (B, T) = {(B, T)}, got {got}")
+            mask = key_padding_mask.to(torch.bool)[:, None, None, :]  # (B, 1, 1, T), True = attend
+        p_drop = self.dropout if self.training else 0.0
+        if self._record is None:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p_drop)
+        else:
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, T, T)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            low = scores.dtype in (torch.float16, torch.bfloat16)  # softmax in float32 under AMP
+            probs = torch.softmax(scores, dim=-1, dtype=torch.float32 if low else scores.dtype).to(q.dtype)
+            self._record.append(probs.detach())
+            out = F.dropout(probs, p_drop, training=self.training) @ v
+        return self.out_proj(out.transpose(1, 2).reshape(B, T, self.dim))
+
+
+class MLP(nn.Module):
+    """Linear(D, hidden) -> GELU -> dropout -> Linear(hidden, D). Shapes (..., D) -> (..., D)."""
+
+    def __init__(self, dim: int, hidden: int, *, bias: bool = True, dropout: float = 0.0) -> None:
+        super().__init__()
+        if hidden < 1:
+            raise ValueError(f"MLP hidden width must be positive, got {hidden}")
+        self.fc1 = nn.Linear(dim, hidden, bias=bias)
+        self.fc2 = nn.Linear(hidden, dim, bias=bias)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.drop(F.gelu(self.fc1(x))))
+
+
+class EncoderBlock(nn.Module):
+    """One transformer encoder block.
+
+    post-LN (``pre_norm=False``, the paper's text model, as BERT)::
+
+        x = LN1(x + drop(attn(x)));  x = LN2(x + drop(mlp(x)))
+
+    pre-LN (``pre_norm=True``, the vision transformer)::
+
+        x = x + drop(attn(LN1(x)));  x = x + drop(mlp(LN2(x)))
+
+    Args:
+        dim, heads: width and number of heads.
+        mlp_hidden: hidden width of the GELU MLP (the paper: 4 * dim).
+        dropout: dropout on the residual branches, inside the MLP and on attention probabilities
+            (``attn_dropout`` overrides the last).
+        bias: biases in every linear map and layer norm.
+        pre_norm: pre-LN instead of post-LN.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        mlp_hidden: int,
+        *,
+        dropout: float = 0.0,
+        attn_dropout: float | None = None,
+        bias: bool = True,
+        pre_norm: bool = False,
+        norm_eps: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        self.pre_norm = bool(pre_norm)
+        self.attn = MultiHeadSelfAttention(
+            dim, heads, bias=bias, dropout=dropout if attn_dropout is None else attn_dropout
+        )
+        self.mlp = MLP(dim, mlp_hidden, bias=bias, dropout=dropout)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps, bias=bias)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps, bias=bias)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, D), key_padding_mask (B, T) bool (True = real token) or None -> (B, T, D)."""
+        if self.pre_norm:
+            x = x + self.drop(self.attn(self.norm1(x), key_padding_mask))
+            return x + self.drop(self.mlp(self.norm2(x)))
+        x = self.norm1(x + self.drop(self.attn(x, key_padding_mask)))
+        return self.norm2(x + self.drop(self.mlp(x)))
+
+
+def attention_layers(model: nn.Module) -> list[MultiHeadSelfAttention]:
+    """Every :class:`MultiHeadSelfAttention` of ``model``, in module registration order."""
+    return [m for m in model.modules() if isinstance(m, MultiHeadSelfAttention)]
+
+
+def qk_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The query and key projection weights of every attention layer (the ``attention`` MD scope).
+
+    Biases are not included (the paper's model has none; the theory is about W = K Q^T).
+    """
+    params: list[nn.Parameter] = []
+    for layer in attention_layers(model):
+        params += [layer.q_proj.weight, layer.k_proj.weight]
+    return params
+
+
+@contextmanager
+def record_attention(model: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Collect attention probabilities of every attention layer of ``model`` during the block.
+
+    Yields a list that receives one detached (B, H, T, T) tensor per attention layer call, in
+    call order (for one forward pass of an L-block model: L tensors, block 0 first). Rows of
+    padded query positions are also a distribution over real keys; padded keys get 0.
+    Raises ``ValueError`` if the model has no :class:`MultiHeadSelfAttention`.
+
+    Example::
+
+        with torch.no_grad(), record_attention(model) as maps:
+            model(ids, mask)
+        cls_last = maps[-1][:, :, 0, :]  # (B, H, T): the [CLS] row of the last layer
+    """
+    layers = attention_layers(model)
+    if not layers:
+        raise ValueError("record_attention: the model has no MultiHeadSelfAttention layer")
+    store: list[torch.Tensor] = []
+    previous = [layer._record for layer in layers]
+    for layer in layers:
+        layer._record = store
+    try:
+        yield store
+    finally:
+        for layer, prev in zip(layers, previous):
+            layer._record = prev

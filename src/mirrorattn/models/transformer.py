@@ -1,0 +1,121 @@
+"""The paper's encoder-only transformer text classifier (paper.md section 5.3).
+
+token embedding + learned position embedding -> dropout -> ``blocks`` post-LN encoder blocks
+(GELU MLP, padding mask) -> pooling -> linear head.
+
+Pooling: ``"cls"`` takes the first token's output (the paper; the tokenizer puts [CLS] first),
+``"mean"`` averages the outputs of the real (non-padded) tokens.
+
+Head: ``num_classes == 2`` gives ONE logit per sample (shape (B,)), to be used with a sigmoid /
+binary cross-entropy on labels {0, 1} as the paper; ``num_classes > 2`` gives C logits (B, C) for
+cross-entropy. The training loop picks the loss from the output shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mirrorattn.models.layers import EncoderBlock
+
+__all__ = ["TextTransformer", "TextTransformerConfig"]
+
+
+@dataclass
+class TextTransformerConfig:
+    """Architecture of :class:`TextTransformer` (defaults: the paper's 3-block model)."""
+
+    vocab_size: int = 30522
+    max_length: int = 512  #: longest sequence (number of learned positions), [CLS] included
+    width: int = 384
+    blocks: int = 3
+    heads: int = 3
+    mlp_ratio: float = 4.0  #: MLP hidden width = round(mlp_ratio * width)
+    dropout: float = 0.2
+    bias: bool = False  #: biases in linear maps and layer norms (the paper: none)
+    pooling: str = "cls"  #: "cls" (first token, the paper) or "mean" (masked mean over real tokens)
+    num_classes: int = 2
+    pre_norm: bool = False  #: post-LN as the paper unless True
+    init_std: float = 0.02  #: std of the normal init of embeddings and linear weights
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the bad field."""
+        for name in ("vocab_size", "max_length", "width", "blocks", "heads"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"TextTransformerConfig.{name} must be a positive integer, got {getattr(self, name)}")
+        if self.width % self.heads:
+            raise ValueError(f"width ({self.width}) must be a multiple of heads ({self.heads})")
+        if self.pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling must be 'cls' or 'mean', got {self.pooling!r}")
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.mlp_ratio <= 0:
+            raise ValueError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
+
+
+class TextTransformer(nn.Module):
+    """Encoder-only transformer classifier.
+
+    ``forward(ids, mask)``: ids (B, T) int64 token ids with T <= max_length, mask (B, T) bool
+    (True = real token; None = all real). Returns logits (B,) for 2 classes, else (B, C).
+    """
+
+    def __init__(self, config: TextTransformerConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        c = config
+        self.tok_emb = nn.Embedding(c.vocab_size, c.width)
+        self.pos_emb = nn.Embedding(c.max_length, c.width)
+        self.drop = nn.Dropout(c.dropout)
+        hidden = max(1, round(c.mlp_ratio * c.width))
+        self.blocks = nn.ModuleList(
+            EncoderBlock(c.width, c.heads, hidden, dropout=c.dropout, bias=c.bias, pre_norm=c.pre_norm)
+            for _ in range(c.blocks)
+        )
+        self.final_norm = nn.LayerNorm(c.width, bias=c.bias) if c.pre_norm else nn.Identity()
+        self.head = nn.Linear(c.width, 1 if c.num_classes == 2 else c.num_classes, bias=c.bias)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Normal(0, init_std) embeddings and linear weights, zero biases, unit layer norms.
+
+        Uses the global torch RNG: seed it (``torch.manual_seed``) for a reproducible init.
+        """
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, 0.0, self.config.init_std)
+                if getattr(m, "bias", None) is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                m.reset_parameters()
+
+    def encode(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Token outputs of the last block, (B, T, width)."""
+        if ids.ndim != 2:
+            raise ValueError(f"ids must have shape (B, T), got {tuple(ids.shape)}")
+        T = ids.shape[1]
+        if T > self.config.max_length:
+            raise ValueError(f"sequence length {T} exceeds max_length {self.config.max_length}")
+        pos = torch.arange(T, device=ids.device)
+        x = self.drop(self.tok_emb(ids) + self.pos_emb(pos)[None])
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.final_norm(x)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.encode(ids, mask)
+        if self.config.pooling == "cls":
+            pooled = x[:, 0]
+        else:
+            if mask is None:
+                pooled = x.mean(dim=1)
+            else:
+                m = mask.to(x.dtype)[..., None]  # (B, T, 1)
+                pooled = (x * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+        logits = self.head(pooled)
+        return logits.squeeze(-1) if self.config.num_classes == 2 else logits

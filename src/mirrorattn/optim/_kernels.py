@@ -1,0 +1,196 @@
+"""Elementwise kernels of the l_p mirror-descent step: exponent fast paths, eager and compiled.
+
+The step on one tensor, with ``u`` the dual variable (float32 or float64), ``w`` the weight (any
+float dtype), ``g`` the gradient and 0-d coefficients ``alpha`` and ``beta``:
+
+    u <- u - (alpha * g + beta * w)
+    w <- sign(u) |u|^e,        e = 1 / (p - 1)
+
+Two implementations compute it:
+
+- eager: a chain of (``torch._foreach_*`` or per-tensor) ops, with temporaries; always available;
+- compiled: one ``torch.compile``'d elementwise function per exponent kind that mutates ``u`` and
+  ``w`` in place; inductor fuses it into a single loop that reads ``u, g`` (and ``w`` when
+  ``beta != 0``) once and writes ``u, w`` once, with no temporaries. Tensors are passed flattened
+  and compiled with dynamic shapes, so one kernel serves every size; dtypes are guarded by dynamo
+  (one specialisation per dtype combination). Kernels are cached at module level.
+
+Exponent kinds (see :func:`exponent_kind`): ``identity`` (p = 2), ``int`` (1/(p-1) a whole number,
+e.g. p = 1.1 -> 10, p = 1.5 -> 2: repeated squaring, exact), ``halfint`` (n + 1/2: repeated
+squaring times a square root), ``sqrt`` (p = 3), and ``pow`` otherwise (the compiled kernel
+evaluates it as exp2(e log2|u|), the eager path with ``pow``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Callable, Sequence
+
+import torch
+
+log = logging.getLogger(__name__)
+
+#: environment variable that, when set to 1/true/yes, disables torch.compile for the optimizer
+EAGER_ENV = "MIRRORATTN_OPTIM_EAGER"
+
+#: largest whole exponent handled by repeated squaring (p = 1.005 gives 200)
+_MAX_INT_EXPONENT = 256
+
+Kind = tuple  # ("identity",) | ("sqrt",) | ("int", n) | ("halfint", n) | ("pow", e)
+
+
+def exponent_kind(e: float) -> Kind:
+    """Classify the (already snapped) exponent ``e > 0`` of sign(u)|u|^e into a fast path."""
+    if e == 1.0:
+        return ("identity",)
+    if e == 0.5:
+        return ("sqrt",)
+    if e == float(int(e)) and 1 < e <= _MAX_INT_EXPONENT:
+        return ("int", int(e))
+    if (2.0 * e) == float(int(2.0 * e)) and 1 < e <= _MAX_INT_EXPONENT:
+        return ("halfint", int(e))  # e = n + 1/2
+    return ("pow", float(e))
+
+
+def _pow_int(a: torch.Tensor, n: int) -> torch.Tensor:
+    """a**n for a whole n >= 1 by repeated squaring (out of place; exact up to n-1 roundings)."""
+    result = None
+    base = a
+    while True:
+        if n & 1:
+            result = base if result is None else result * base
+        n >>= 1
+        if not n:
+            return result
+        base = base * base
+
+
+def signed_pow(u: torch.Tensor, kind: Kind, exp_log: bool = False) -> torch.Tensor:
+    """sign(u) |u|^e for the exponent ``kind`` (out of place; used eagerly and inside kernels).
+
+    With ``exp_log`` the general power is computed as exp2(e * log2|u|): inside a compiled kernel
+    this is about twice as fast as ``pow`` on AVX2 CPUs, at a relative error of about
+    |e log2|u|| units in the last place (float64: ~1e-14 relative; float32: ~1e-6 at worst).
+    """
+    k = kind[0]
+    if k == "identity":
+        return u
+    if k == "int":
+        n = kind[1]
+        return u if n == 1 else u * _pow_int(u.abs(), n - 1)  # u |u|^(n-1) = sign(u) |u|^n
+    a = u.abs()
+    if k == "sqrt":
+        return torch.copysign(a.sqrt(), u)
+    if k == "halfint":
+        return torch.copysign(_pow_int(a, kind[1]) * a.sqrt(), u)
+    if exp_log:
+        return torch.copysign(torch.exp2(kind[1] * torch.log2(a)), u)
+    return torch.copysign(a.pow(kind[1]), u)
+
+
+def _compiled_body(kind: Kind, has_beta: bool) -> Callable[..., None]:
+    """The elementwise step for one kind, written with in-place outputs for torch.compile."""
+
+    def body(u: torch.Tensor, w: torch.Tensor, g: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> None:
+        gd = g.to(u.dtype)
+        if has_beta:
+            u.sub_(alpha * gd + beta * w.to(u.dtype))
+        else:
+            u.sub_(alpha * gd)
+        w.copy_(signed_pow(u, kind, exp_log=True))
+
+    # a code object of its own per kernel: dynamo keeps its compiled-graph cache (and its
+    # recompilation limit) per code object, and every kind would otherwise share one
+    tag = "_".join(str(x).replace(".", "p").replace("-", "m") for x in kind)
+    name = f"lpmd_step_{tag}_{'wd' if has_beta else 'nowd'}"
+    body.__code__ = body.__code__.replace(co_name=name, co_qualname=name)
+    body.__name__ = body.__qualname__ = name
+    return body
+
+
+_CACHE: dict[tuple, Callable[..., None]] = {}
+_FAILED: dict[tuple, str] = {}
+_LOCK = threading.Lock()
+
+
+def compile_disabled() -> bool:
+    """True when compilation is switched off by the ``MIRRORATTN_OPTIM_EAGER`` environment variable."""
+    return os.environ.get(EAGER_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def get_compiled(kind: Kind, has_beta: bool) -> Callable[..., None] | None:
+    """The cached compiled kernel for ``(kind, has_beta)``, or None if compilation is unavailable."""
+    key = (kind, has_beta)
+    if key in _FAILED or compile_disabled() or not hasattr(torch, "compile"):
+        return None
+    fn = _CACHE.get(key)
+    if fn is None:
+        with _LOCK:
+            fn = _CACHE.get(key)
+            if fn is None:
+                fn = torch.compile(_compiled_body(kind, has_beta), dynamic=True, fullgraph=True)
+                _CACHE[key] = fn
+    return fn
+
+
+def mark_failed(kind: Kind, has_beta: bool, err: BaseException) -> None:
+    """Remember that compiling ``(kind, has_beta)`` failed so that later steps go eager at once."""
+    key = (kind, has_beta)
+    if key not in _FAILED:
+        log.warning("torch.compile of the l_p mirror-descent kernel %s failed (%s: %s); using eager ops",
+                    key, type(err).__name__, err)
+    _FAILED[key] = f"{type(err).__name__}: {err}"
+
+
+def compiled_step(
+    fn: Callable[..., None], u: torch.Tensor, w: torch.Tensor, g: torch.Tensor,
+    alpha: torch.Tensor, beta: torch.Tensor,
+) -> None:
+    """Run a compiled kernel on flattened views of contiguous ``u, w, g`` (mutates u and w)."""
+    fn(u.view(-1), w.view(-1), g.view(-1), alpha, beta)
+
+
+def eager_step(
+    us: Sequence[torch.Tensor], ws: Sequence[torch.Tensor], gs: Sequence[torch.Tensor],
+    lr: float | Sequence[torch.Tensor], maximize: bool, wd: float, kind: Kind, foreach: bool,
+) -> None:
+    """The same step with eager ops over lists of tensors (one dtype pair per call).
+
+    The direction is ``d = (-g if maximize else g) + wd * w`` (rounded as torch.optim.SGD rounds
+    it) and ``u <- u - lr * d``; ``lr`` is one float or one 0-d tensor per tensor (normalized
+    mode). ``us`` are mutated in place and ``ws`` receive sign(u)|u|^e cast to their dtype.
+    """
+    if not us:
+        return
+    udt = us[0].dtype
+    ds = [g if g.dtype == udt else g.to(udt) for g in gs]
+    wcast = [w if w.dtype == udt else w.to(udt) for w in ws] if wd != 0.0 else None
+    if foreach:
+        us = list(us)
+        if maximize:
+            ds = torch._foreach_neg(ds)
+        if wcast is not None:
+            ds = torch._foreach_add(ds, wcast, alpha=wd)
+        if isinstance(lr, float):
+            torch._foreach_add_(us, ds, alpha=-lr)
+        else:
+            torch._foreach_sub_(us, torch._foreach_mul(ds, list(lr)))
+        del ds
+        if kind[0] == "identity":
+            torch._foreach_copy_(list(ws), us)
+        else:
+            for u, w in zip(us, ws):
+                w.copy_(signed_pow(u, kind))
+        return
+    for i, (u, w, d) in enumerate(zip(us, ws, ds)):
+        if maximize:
+            d = -d
+        if wcast is not None:
+            d = d.add(wcast[i], alpha=wd)
+        if isinstance(lr, float):
+            u.add_(d, alpha=-lr)
+        else:
+            u.sub_(d * lr[i])
+        w.copy_(signed_pow(u, kind))

@@ -1,0 +1,419 @@
+"""``LpMirrorDescent``: l_p mirror descent as a ``torch.optim.Optimizer`` (paper.md section 2)."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections import defaultdict
+from itertools import chain
+from typing import Any, Callable, Iterable
+
+import torch
+
+from mirrorattn.mirror import check_p, dual_exponent, inverse_exponent, mirror_map
+
+from . import _kernels as K
+
+#: default smallest tensor (in elements) sent to the compiled kernel; smaller ones go eager, where
+#: a kernel launch costs more than the arithmetic and no compilation is ever triggered
+COMPILE_MIN_NUMEL = 1 << 16
+
+_NONFINITE_CHOICES = ("raise", "skip")
+
+
+class NonFiniteGradientError(FloatingPointError):
+    """A gradient holds NaN or inf (raised by :class:`LpMirrorDescent` with ``nonfinite="raise"``)."""
+
+
+def dual_dtype(dtype: torch.dtype) -> torch.dtype:
+    """dtype of the dual variable for a weight of ``dtype``: float64 stays, anything smaller -> float32."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+@functools.lru_cache(maxsize=256)
+def _exponents(p: float) -> tuple[K.Kind, float]:
+    """(kind of the inverse-map exponent 1/(p-1), dual exponent q) for a checked p; cached."""
+    return K.exponent_kind(inverse_exponent(p)), dual_exponent(p)
+
+
+def _dual_norm(g: torch.Tensor, q: float) -> torch.Tensor:
+    """||g||_q as a 0-d tensor, computed on g / max|g| so that |g|^q cannot overflow or underflow.
+
+    The same quantity as ``mirrorattn.mirror.lp_norm`` in fewer ops (this runs every step).
+    """
+    m = g.abs().amax()
+    return torch.linalg.vector_norm(g / m.clamp_min(torch.finfo(g.dtype).tiny), q) * m
+
+
+def _check_group(group: dict[str, Any]) -> None:
+    check_p(group["p"])
+    lr = group["lr"]
+    if isinstance(lr, torch.Tensor):
+        lr = float(lr)
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0.0):
+        raise ValueError(f"lr must be a finite number >= 0, got {group['lr']!r}")
+    eps = group["eps"]
+    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0.0):
+        raise ValueError(f"eps must be a finite number > 0 (e.g. 1e-12), got {eps!r}")
+    wd = group["weight_decay"]
+    if not (isinstance(wd, (int, float)) and math.isfinite(wd) and wd >= 0.0):
+        raise ValueError(f"weight_decay must be a finite number >= 0, got {wd!r}")
+
+
+class LpMirrorDescent(torch.optim.Optimizer):
+    r"""l_p mirror descent with the potential psi(w) = ||w||_p^p / p (entrywise), p > 1.
+
+    **Update** (per parameter tensor, each step)::
+
+        g <- -grad if maximize else grad
+        g <- g + weight_decay * w                     (mirror descent on the l_2-regularised loss)
+        g <- g / (||g||_q + eps)  if normalized       (q = p / (p - 1), the dual exponent)
+        u <- u - lr * g                               (u = grad psi(w) = sign(w) |w|^(p-1))
+        w <- grad psi*(u) = sign(u) |u|^(1/(p-1))
+
+    p = 2 is plain gradient descent and matches ``torch.optim.SGD`` (no momentum, same weight
+    decay and maximize) to floating-point precision (bit for bit on float32/float64 weights).
+
+    **State.** ``state[param]["dual"]`` holds u, created from the weight at the first step;
+    ``state[param]["p"]`` the p that u belongs to (a group whose p changes recomputes u from w);
+    ``state[param]["step"]`` counts steps. Keeping u (rather than recomputing it from w each step)
+    means that a weight that rounds to 0 keeps its progress in u. For p = 2 with float32/float64
+    weights u equals w, so no copy is stored. ``state_dict()``/``load_state_dict()`` round-trip
+    u exactly (its dtype is kept; torch's default would cast it to the weight's dtype).
+
+    **Weights changed by the user** between steps are honoured. After writing a weight, the
+    optimizer records the tensor's version counter (``param._version``, bumped by every in-place
+    write, e.g. ``nn.init.*``, ``param.copy_()``, ``model.load_state_dict()``) and its
+    ``data_ptr()`` (which changes on ``param.data = new_tensor``). At the next step, a weight
+    whose record differs (or has none, e.g. after ``load_state_dict`` or ``deepcopy``) is
+    compared with the weight implied by u, sign(u)|u|^(1/(p-1)) cast to its dtype; if they differ
+    by more than rounding (4 ulp of the weight's dtype; 64 ulp of u's for the general ``pow``),
+    u is recomputed from the weight. The hot path costs two integer
+    comparisons per tensor. Writes through ``param.data.<op>_()`` bypass the version counter (a
+    PyTorch design choice) and are not seen; after such writes call :meth:`resync_dual`.
+
+    **Half precision.** bf16/fp16 weights keep their dtype; u (and the arithmetic) is float32.
+    float64 weights get a float64 u.
+
+    **Exponent fast paths.** 1/(p-1) is snapped (``mirrorattn.mirror.inverse_exponent``: p = 1.1
+    gives exactly 10) and classified: a whole number (p = 1.1 -> 10, 1.5 -> 2, 1.01 -> 100) uses
+    repeated squaring, n + 1/2 repeated squaring times a sqrt, 1/2 (p = 3) a sqrt, 1 (p = 2) the
+    identity, anything else ``pow`` (in the compiled kernel exp2(e log2|u|), about twice as fast on
+    AVX2 CPUs; relative error ~1e-14 in float64, up to ~1e-6 in float32).
+
+    **Speed.** Tensors with at least ``compile_min_numel`` elements (contiguous, on CPU/CUDA) go
+    through one ``torch.compile``'d elementwise kernel per exponent kind that updates u and w in
+    place in a single pass; the rest through eager ``torch._foreach_*`` ops (``foreach=False``: a
+    per-tensor loop). Compilation is skipped with ``compile=False`` or the environment variable
+    ``MIRRORATTN_OPTIM_EAGER=1``, and falls back to eager (with one warning) if it fails.
+    ``last_step_paths`` counts the tensors each path ("compiled", "foreach", "loop", "direct"
+    for p = 2 SGD form) handled at the last step.
+
+    **Non-finite gradients.** Every step first checks the gradients (one fused norm per device);
+    a NaN/inf raises :class:`NonFiniteGradientError` naming the parameter (its name if the
+    optimizer was given ``named_parameters()``), or with ``nonfinite="skip"`` the whole step is
+    skipped (nothing changes; ``skipped_steps`` counts them).
+
+    Args:
+        params: parameters or parameter groups (dicts may set lr, p, normalized, eps,
+            weight_decay, maximize per group); ``named_parameters()`` is accepted.
+        lr: step size (>= 0).
+        p: the l_p geometry, finite and > 1.
+        normalized: divide each tensor's gradient by its dual norm ||g||_q + eps.
+        eps: added to the dual norm in normalized mode (> 0).
+        weight_decay: l_2 coefficient added to the gradient as ``weight_decay * w`` (>= 0).
+        maximize: ascend instead of descend.
+        foreach: eager path over the tensor list with ``torch._foreach_*`` ops (None: on).
+        nonfinite: "raise" or "skip" on NaN/inf gradients.
+        compile: use the compiled kernel (None: yes unless ``MIRRORATTN_OPTIM_EAGER`` is set).
+        compile_min_numel: smallest tensor (elements) sent to the compiled kernel.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float,
+        p: float,
+        *,
+        normalized: bool = False,
+        eps: float = 1e-12,
+        weight_decay: float = 0.0,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        nonfinite: str = "raise",
+        compile: bool | None = None,
+        compile_min_numel: int = COMPILE_MIN_NUMEL,
+    ) -> None:
+        if nonfinite not in _NONFINITE_CHOICES:
+            raise ValueError(f"nonfinite must be one of {_NONFINITE_CHOICES}, got {nonfinite!r}")
+        if not (isinstance(compile_min_numel, int) and compile_min_numel >= 1):
+            raise ValueError(f"compile_min_numel must be an int >= 1, got {compile_min_numel!r}")
+        defaults = dict(lr=lr, p=p, normalized=bool(normalized), eps=eps, weight_decay=weight_decay,
+                        maximize=bool(maximize))
+        _check_group(defaults)
+        self.foreach = True if foreach is None else bool(foreach)
+        self.nonfinite = nonfinite
+        self.compile = compile
+        self.compile_min_numel = compile_min_numel
+        self.skipped_steps = 0
+        self.last_step_paths: dict[str, int] = {}
+        self._stamps: dict[torch.Tensor, tuple[int, int]] = {}
+        super().__init__(params, defaults)
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    _EXTRA = ("foreach", "nonfinite", "compile", "compile_min_numel", "skipped_steps")
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.update({k: getattr(self, k) for k in self._EXTRA})
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("foreach", True)
+        self.__dict__.setdefault("nonfinite", "raise")
+        self.__dict__.setdefault("compile", None)
+        self.__dict__.setdefault("compile_min_numel", COMPILE_MIN_NUMEL)
+        self.__dict__.setdefault("skipped_steps", 0)
+        self.last_step_paths = {}
+        self._stamps = {}  # forces the (cheap, one-off) check of every weight against its dual
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        _check_group(self.param_groups[-1])
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state dict; the dual variables keep their own dtype (float32/float64) and are copied."""
+        saved = chain.from_iterable(g["params"] for g in state_dict["param_groups"])
+        ours = chain.from_iterable(g["params"] for g in self.param_groups)
+        id_map = dict(zip(saved, ours))
+        duals = {id_map[k]: v["dual"] for k, v in state_dict["state"].items()
+                 if k in id_map and isinstance(v, dict) and "dual" in v}
+        super().load_state_dict(state_dict)
+        for param, d in duals.items():
+            self.state[param]["dual"] = d.detach().to(device=param.device, dtype=dual_dtype(param.dtype), copy=True)
+        self._stamps = {}
+
+    @property
+    def use_compile(self) -> bool:
+        """Whether large tensors go through the compiled kernel (constructor flag and environment)."""
+        return self.compile is not False and not K.compile_disabled()
+
+    @torch.no_grad()
+    def resync_dual(self, params: Iterable[torch.Tensor] | None = None) -> None:
+        """Recompute the dual variable from the current weights (all, or those in ``params``)."""
+        chosen = None if params is None else {id(t) for t in params}
+        for group in self.param_groups:
+            for param in group["params"]:
+                if chosen is not None and id(param) not in chosen:
+                    continue
+                st = self.state.get(param)
+                if st and "dual" in st:
+                    st["dual"] = self._init_dual(param, check_p(group["p"]))
+                    self._stamp(param)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _init_dual(param: torch.Tensor, p: float) -> torch.Tensor:
+        w = param.detach().to(dual_dtype(param.dtype))
+        return mirror_map(w, p).contiguous()
+
+    def _stamp(self, param: torch.Tensor) -> None:
+        self._stamps[param] = (param._version, param.data_ptr())
+
+    def _name(self, gi: int, group: dict[str, Any], pi: int, param: torch.Tensor) -> str:
+        names = group.get("param_names")
+        if names is not None and pi < len(names):
+            return f"'{names[pi]}'"
+        return f"param_groups[{gi}]['params'][{pi}] (shape {tuple(param.shape)}, dtype {param.dtype})"
+
+    def _check_finite(self, found: list[tuple[int, int, torch.Tensor, torch.Tensor]]) -> bool:
+        """True if every gradient is finite; otherwise raise or (skip mode) return False."""
+        by_dev: dict[torch.device, list[int]] = defaultdict(list)
+        for i, (_, _, _, g) in enumerate(found):
+            by_dev[g.device].append(i)
+        bad: list[int] = []
+        for idx in by_dev.values():
+            norms = torch._foreach_norm([found[i][3] for i in idx])
+            total = norms[0] if len(norms) == 1 else torch.stack([n.float() for n in norms]).sum()
+            if not math.isfinite(float(total)):
+                # an l_2 norm (or their sum) can overflow for finite entries: check those tensors exactly
+                bad += [i for i in idx if not bool(torch.isfinite(found[i][3]).all())]
+        if not bad:
+            return True
+        if self.nonfinite == "skip":
+            self.skipped_steps += 1
+            return False
+        gi, pi, param, _ = found[bad[0]]
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise NonFiniteGradientError(
+            f"LpMirrorDescent: the gradient of {self._name(gi, self.param_groups[gi], pi, param)}{more} "
+            "holds NaN or inf; lower the learning rate or check the loss, or pass nonfinite='skip' "
+            "to skip such steps"
+        )
+
+    # -- the step -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One mirror-descent step on every parameter with a gradient; returns ``closure()``'s loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        found: list[tuple[int, int, torch.Tensor, torch.Tensor]] = []
+        for gi, group in enumerate(self.param_groups):
+            _check_group(group)
+            for pi, param in enumerate(group["params"]):
+                g = param.grad
+                if g is None:
+                    continue
+                if g.is_sparse:
+                    raise RuntimeError(
+                        f"LpMirrorDescent does not support sparse gradients ({self._name(gi, group, pi, param)}); "
+                        "use dense gradients, e.g. nn.Embedding(..., sparse=False)"
+                    )
+                if not param.is_floating_point():
+                    raise TypeError(f"LpMirrorDescent needs real floating-point parameters, "
+                                    f"got {self._name(gi, group, pi, param)}")
+                found.append((gi, pi, param, g))
+        paths: dict[str, int] = defaultdict(int)
+        if found and self._check_finite(found):
+            by_group: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = defaultdict(list)
+            for gi, _, param, g in found:
+                by_group[gi].append((param, g))
+            for gi, items in by_group.items():
+                self._step_group(self.param_groups[gi], items, paths)
+        self.last_step_paths = dict(paths)
+        return loss
+
+    def _prepare(self, param: torch.Tensor, p: float, kind: K.Kind) -> torch.Tensor:
+        """The up-to-date dual variable of ``param`` (created or recomputed when needed)."""
+        st = self.state[param]
+        st["step"] = st.get("step", 0) + 1
+        u = st.get("dual")
+        if u is None or st.get("p") != p or u.shape != param.shape or u.dtype != dual_dtype(param.dtype) \
+                or u.device != param.device:
+            u = st["dual"] = self._init_dual(param, p)
+            st["p"] = p
+        elif self._stamps.get(param) != (param._version, param.data_ptr()):
+            implied = K.signed_pow(u, kind).to(param.dtype)
+            fi = torch.finfo(param.dtype)
+            rtol = 4 * fi.eps
+            if kind[0] == "pow":  # the compiled kernel's exp2(e log2|u|) differs from pow by more
+                rtol = max(rtol, 64 * torch.finfo(u.dtype).eps)
+            if not torch.allclose(implied, param, rtol=rtol, atol=fi.tiny):
+                u = st["dual"] = self._init_dual(param, p)
+        return u
+
+    def _step_group(self, group: dict[str, Any], items: list[tuple[torch.Tensor, torch.Tensor]],
+                    paths: dict[str, int]) -> None:
+        p = check_p(group["p"])
+        lr = float(group["lr"])
+        wd = float(group["weight_decay"])
+        eps = float(group["eps"])
+        normalized = bool(group["normalized"])
+        maximize = bool(group["maximize"])
+        kind, q = _exponents(p)
+
+        direct: list[tuple[torch.Tensor, torch.Tensor]] = []
+        dual: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        for param, g in items:
+            if kind[0] == "identity" and dual_dtype(param.dtype) == param.dtype:
+                st = self.state[param]
+                st.pop("dual", None)
+                st["p"] = p
+                st["step"] = st.get("step", 0) + 1
+                direct.append((param, g))
+            else:
+                dual.append((param, g, self._prepare(param, p, kind)))
+
+        if direct:
+            self._direct_step(direct, lr, wd, eps, normalized, maximize)
+            paths["direct"] += len(direct)
+        if not dual:
+            return
+
+        sign = -1.0 if maximize else 1.0
+        if normalized:
+            gs, alphas = [], []
+            for param, g, u in dual:
+                ge = g.to(u.dtype)
+                ge = -ge if maximize else ge
+                if wd != 0.0:
+                    ge = ge.add(param.to(u.dtype), alpha=wd)
+                gs.append(ge)
+                alphas.append(lr / (_dual_norm(ge, q) + eps))
+            beta = 0.0
+        else:
+            gs = [g for _, g, _ in dual]
+            alphas = None
+            beta = lr * wd
+
+        use_compile = None  # looked up once, and only when a tensor is large enough to need it
+        eager: dict[tuple, list[int]] = defaultdict(list)
+        for i, (param, _, u) in enumerate(dual):
+            g = gs[i]
+            if param.numel() >= self.compile_min_numel and param.device.type in ("cpu", "cuda") \
+                    and param.is_contiguous() and g.is_contiguous() and u.is_contiguous() \
+                    and (use_compile := self.use_compile if use_compile is None else use_compile):
+                fn = K.get_compiled(kind, beta != 0.0)
+                if fn is not None:
+                    a = alphas[i] if alphas is not None else lr * sign
+                    a_t = a.to(torch.float64) if isinstance(a, torch.Tensor) else torch.tensor(a, dtype=torch.float64)
+                    b_t = torch.tensor(beta, dtype=torch.float64)
+                    if param.device.type != "cpu":
+                        a_t, b_t = a_t.to(param.device), b_t.to(param.device)
+                    try:
+                        K.compiled_step(fn, u, param, g, a_t, b_t)
+                    except Exception as err:  # compilation unavailable (no compiler, unsupported backend...)
+                        K.mark_failed(kind, beta != 0.0, err)
+                    else:
+                        paths["compiled"] += 1
+                        continue
+            eager[(param.device, param.dtype, u.dtype)].append(i)
+
+        for idx in eager.values():
+            us = [dual[i][2] for i in idx]
+            ws = [dual[i][0] for i in idx]
+            gl = [gs[i] for i in idx]
+            if alphas is None:
+                K.eager_step(us, ws, gl, lr, maximize, wd, kind, self.foreach)
+            else:
+                K.eager_step(us, ws, gl, [alphas[i] for i in idx], False, 0.0, kind, self.foreach)
+            paths["foreach" if self.foreach else "loop"] += len(idx)
+
+        for param, _, _ in dual:
+            self._stamp(param)
+
+    def _direct_step(self, items: list[tuple[torch.Tensor, torch.Tensor]], lr: float, wd: float, eps: float,
+                     normalized: bool, maximize: bool) -> None:
+        """p = 2 with float32/64 weights: u is w, and the step is SGD's (same ops, same order)."""
+        groups: dict[tuple, list[tuple[torch.Tensor, torch.Tensor]]] = defaultdict(list)
+        for param, g in items:
+            groups[(param.device, param.dtype)].append((param, g))
+        for pairs in groups.values():
+            ps = [param for param, _ in pairs]
+            gs = [g for _, g in pairs]
+            if self.foreach:
+                if maximize:
+                    gs = torch._foreach_neg(gs)
+                if wd != 0.0:
+                    if maximize:
+                        torch._foreach_add_(gs, ps, alpha=wd)
+                    else:
+                        gs = torch._foreach_add(gs, ps, alpha=wd)
+                if normalized:
+                    scales = [1.0 / (_dual_norm(g, 2.0) + eps) for g in gs]
+                    gs = torch._foreach_mul(gs, scales)
+                torch._foreach_add_(ps, gs, alpha=-lr)
+            else:
+                for param, g in zip(ps, gs):
+                    g = -g if maximize else g
+                    if wd != 0.0:
+                        g = g.add(param, alpha=wd)
+                    if normalized:
+                        g = g * (1.0 / (_dual_norm(g, 2.0) + eps))
+                    param.add_(g, alpha=-lr)

@@ -1,0 +1,1 @@
+"""Package data: the attention-map probe sentences (probe_sentences.tsv)."""

@@ -1,0 +1,30 @@
+"""Max-margin solvers: l_p-AttSVM for the attention weights, l_p-SVM for the decoder, their joint
+form, and the nuclear-norm AttSVM of the K/Q parametrisation (paper.md section 3).
+
+    from mirrorattn.svm import attention_svm
+    res = attention_svm(X, z, alpha, p=1.75)      # res.W, res.objective, res.support, res.duals
+
+Every solver validates its input first, builds the constraints as one stacked matrix
+expression, checks the solver status, and switches to constraint generation (active set) above
+5,000 constraints. Errors are :class:`SVMError` (a ``ValueError``) subclasses with messages that
+name the offending samples.
+"""
+
+from mirrorattn.svm.attention import attention_svm
+from mirrorattn.svm.decoder import decoder_svm, joint_svm
+from mirrorattn.svm.errors import InfeasibleSVMError, SVMError, SVMInputError
+from mirrorattn.svm.nuclear import attention_svm_nuclear
+from mirrorattn.svm.result import AttentionSVMResult, DecoderSVMResult, JointSVMResult
+
+__all__ = [
+    "AttentionSVMResult",
+    "DecoderSVMResult",
+    "InfeasibleSVMError",
+    "JointSVMResult",
+    "SVMError",
+    "SVMInputError",
+    "attention_svm",
+    "attention_svm_nuclear",
+    "decoder_svm",
+    "joint_svm",
+]

@@ -1,0 +1,100 @@
+"""l_p-AttSVM: minimise ||W||_p (entrywise) s.t. (x_{i,alpha_i} - x_it)^T W z_i >= 1 (paper.md section 3).
+
+Formulation: ``cp.pnorm(vec W, p, approx=False)``, which cvxpy writes with exact 3-D power cones
+(no rational approximation of p), solved by Clarabel. The reported ``objective`` is ||W||_p
+recomputed in float64 from the returned W, and W is rescaled by 1/min margin when the solver's
+answer falls short of margin 1 by its tolerance, so that it is exactly feasible.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cvxpy as cp
+import numpy as np
+
+from mirrorattn.mirror import check_p, lp_norm
+from mirrorattn.svm.constraints import AttentionConstraints
+from mirrorattn.svm.core import solve
+from mirrorattn.svm.result import AttentionSVMResult
+from mirrorattn.svm.warmstart import approximate_lp_solution
+
+
+def lp_objective(p: float):
+    """The cvxpy objective ||w||_p with exact power cones (2-norm: a second-order cone)."""
+    if p == 2.0:
+        return lambda w: cp.norm(w, 2)
+    return lambda w: cp.pnorm(w, p, approx=False)
+
+
+def finish_attention(
+    cs: AttentionConstraints, sol: Any, p: Any, objective: float, support_tol: float, solver: str
+) -> AttentionSVMResult:
+    """Wrap a core solution of the attention constraints into an :class:`AttentionSVMResult`."""
+    margins = np.where(cs.valid, sol.margins, np.nan)
+    support = cs.valid & (sol.margins <= 1.0 + support_tol)
+    return AttentionSVMResult(
+        W=sol.w.reshape(cs.d, cs.d),
+        objective=float(objective),
+        status=sol.status,
+        min_margin=float(sol.margins[cs.valid].min()),
+        support=support,
+        duals=sol.duals,
+        margins=margins,
+        solve_seconds=float(sol.seconds),
+        iterations=int(sol.iterations),
+        p=p,
+        alpha=cs.alpha.copy(),
+        n_constraints=cs.n_constraints,
+        method=sol.method,
+        n_working=sol.n_working,
+        rescale=float(sol.rescale),
+        support_tol=float(support_tol),
+        solver=solver.upper(),
+        history=sol.history,
+        polished=sol.polished,
+    )
+
+
+def attention_svm(
+    X: Any,
+    z: Any,
+    alpha: Any,
+    p: float,
+    *,
+    mask: Any = None,
+    solver: str = "clarabel",
+    active_set: str | bool = "auto",
+    tol: float = 1e-8,
+    support_tol: float = 1e-6,
+) -> AttentionSVMResult:
+    """Solve l_p-AttSVM for selected tokens ``alpha``.
+
+    Args:
+        X: (n, T, d) tokens (NumPy or torch; converted to float64).
+        z: (n, d) query ("cross") tokens.
+        alpha: (n,) int selected token of each sample (must be a real token).
+        p: exponent > 1 of the entrywise norm ||W||_p.
+        mask: optional (n, T) bool, True = real token, False = padding (ignored by the problem).
+        solver: a cvxpy conic solver name supporting power cones ("clarabel", "scs").
+        active_set: "auto" (constraint generation above 5,000 constraints), "on" or "off".
+        tol: solver tolerance and the largest margin violation the active set leaves unadded.
+        support_tol: a constraint is a support (tight) one when its margin is <= 1 + support_tol.
+
+    Returns:
+        :class:`AttentionSVMResult` (W (d, d), objective = ||W||_p exactly, duals (n, T), ...).
+
+    Raises:
+        SVMInputError: malformed input (shapes, NaN/inf, alpha out of range or on padding).
+        InfeasibleSVMError: a sample cannot be separated (names the samples).
+        SVMError: the solver failed (says what to try).
+    """
+    p = check_p(p)
+    cs = AttentionConstraints(X, z, alpha, mask)
+    sol = solve(cs, lp_objective(p), solver=solver, active_set=active_set, tol=tol, what="l_p-AttSVM", polish_p=p,
+                warm_start=lambda: approximate_lp_solution(cs, p))
+    W = sol.w.reshape(cs.d, cs.d)
+    return finish_attention(cs, sol, p, float(lp_norm(W, p)), support_tol, solver)
+
+
+__all__ = ["attention_svm", "lp_objective"]

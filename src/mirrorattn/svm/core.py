@@ -1,0 +1,279 @@
+"""The solver core shared by every max-margin problem: one conic solve, and constraint generation.
+
+A problem is ``minimise f(w) subject to A w >= 1`` where the rows of A come from a constraint
+set (see :mod:`mirrorattn.svm.constraints`) and f is a norm given as a cvxpy expression builder.
+The constraints go to cvxpy as ONE stacked matrix expression ``A @ w >= 1``.
+
+Active-set mode (constraint generation): solve on a working set of constraints, evaluate every
+margin with NumPy, add the most violated constraint of each violating sample (the ``max_add``
+most violated overall), and repeat until no margin is below ``1 - tol``. The working-set problem
+is a relaxation of the full one, so its optimum is a lower bound; once its solution is feasible
+for all constraints it is optimal for the full problem.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, NoReturn, Protocol
+
+import cvxpy as cp
+import numpy as np
+
+from mirrorattn.svm.errors import InfeasibleSVMError, SVMError, SVMInputError, name_samples
+from mirrorattn.svm.polish import polish_lp
+
+#: "auto" uses the active set above this many constraints
+ACTIVE_SET_THRESHOLD = 5000
+#: working-set constraints with margin above 1 + this and a negligible dual are dropped
+_DROP_SLACK = float(__import__('os').environ.get('MA_DROP', 1e-4))
+#: give up constraint generation after this many solves
+MAX_ACTIVE_SET_ITERATIONS = 200
+
+Objective = Callable[[cp.Variable], cp.Expression]
+
+
+class ConstraintSet(Protocol):
+    """What the core needs from a constraint set (a grid of groups x columns)."""
+
+    shape: tuple[int, int]
+    valid: np.ndarray
+    n_constraints: int
+    n_vars: int
+
+    def rows(self, flat: np.ndarray) -> np.ndarray: ...
+
+    def margins(self, w: np.ndarray) -> np.ndarray: ...
+
+    def initial(self, k: int) -> np.ndarray: ...
+
+    def group_of(self, flat: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class CoreSolution:
+    """Raw output of :func:`solve`: w (n_vars,), duals and margins on the grid, bookkeeping."""
+
+    w: np.ndarray
+    duals: np.ndarray
+    margins: np.ndarray
+    status: str
+    iterations: int
+    method: str
+    n_working: int
+    rescale: float
+    seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+    polished: bool = False
+
+
+def resolve_solver(solver: str) -> str:
+    """cvxpy's name for ``solver`` (case-insensitive), or :class:`SVMInputError` if unavailable."""
+    name = str(solver).upper()
+    if name not in cp.installed_solvers():
+        raise SVMInputError(
+            f"solver {solver!r} is not installed; installed conic solvers: {', '.join(cp.installed_solvers())}"
+        )
+    return name
+
+
+def _solver_options(name: str, tol: float) -> dict[str, Any]:
+    if name == "CLARABEL":
+        t = float(min(max(tol, 1e-9), 1e-8))  # tighter than 1e-9 ends 'optimal_inaccurate'
+        # qdldl (single-threaded) beats faer on these dense-row problems on a shared machine
+        return {"tol_gap_abs": t, "tol_gap_rel": t, "tol_feas": t, "max_iter": 500, "direct_solve_method": "qdldl"}
+    if name == "SCS":
+        return {"eps_abs": max(tol, 1e-9), "eps_rel": max(tol, 1e-9), "max_iters": 200_000}
+    return {}
+
+
+def infeasibility_certificate(A: np.ndarray) -> np.ndarray | None:
+    """Indices of rows carrying a Farkas certificate lambda >= 0, A^T lambda = 0, sum lambda = 1.
+
+    Such a lambda exists iff ``A w >= 1`` has no solution; its rows name the constraints that
+    contradict each other. Returns ``None`` when the LP finds no certificate.
+    """
+    from scipy.optimize import linprog
+
+    k, m = A.shape
+    A_eq = np.vstack([A.T, np.ones((1, k))])
+    b_eq = np.zeros(m + 1)
+    b_eq[-1] = 1.0
+    res = linprog(np.zeros(k), A_eq=A_eq, b_eq=b_eq, bounds=(0, None), method="highs")
+    if res.status != 0:
+        return None
+    return np.flatnonzero(res.x > 1e-9)
+
+
+def _solve_rows(A: np.ndarray, objective: Objective, solver: str, tol: float) -> tuple[np.ndarray, np.ndarray, str]:
+    """One conic solve of min f(w) s.t. A w >= 1. Returns (w, duals, status)."""
+    w = cp.Variable(A.shape[1])
+    con = A @ w >= 1
+    prob = cp.Problem(cp.Minimize(objective(w)), [con])
+    try:
+        prob.solve(solver=solver, **_solver_options(solver, tol))
+    except cp.error.SolverError as exc:
+        raise SVMError(
+            f"the conic solver {solver} failed ({exc}); try solver='scs', a looser tol, or rescale the data "
+            "(tokens of very different norms make the problem ill-conditioned)"
+        ) from None
+    status = str(prob.status)
+    if status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
+        raise _Infeasible(status)
+    if status != cp.OPTIMAL or w.value is None:
+        raise SVMError(
+            f"the conic solver {solver} returned status {status!r} instead of 'optimal'; "
+            "try solver='scs' or solver='clarabel', a looser tol, or rescale the data to unit-norm tokens"
+        )
+    duals = np.maximum(np.asarray(con.dual_value, dtype=np.float64).reshape(-1), 0.0)
+    return np.asarray(w.value, dtype=np.float64), duals, status
+
+
+class _Infeasible(Exception):
+    def __init__(self, status: str) -> None:
+        self.status = status
+
+
+def _raise_infeasible(cs: ConstraintSet, flat: np.ndarray, A: np.ndarray, status: str, what: str) -> NoReturn:
+    rows = infeasibility_certificate(A)
+    if rows is not None and len(rows):
+        samples = np.unique(cs.group_of(flat[rows]))
+        raise InfeasibleSVMError(
+            f"{what} is infeasible (solver status {status!r}): the constraints of samples "
+            f"{name_samples(samples)} contradict each other (a non-negative combination of their rows is 0). "
+            "Drop one of those samples or select other tokens (alpha) for them.",
+            samples=samples,
+        )
+    raise InfeasibleSVMError(
+        f"{what}: the solver reported status {status!r} but no certificate of infeasibility was found; "
+        "the data are probably badly scaled - normalise tokens and queries, or try solver='scs'"
+    )
+
+
+def solve(
+    cs: ConstraintSet,
+    objective: Objective,
+    *,
+    solver: str = "clarabel",
+    active_set: str | bool = "auto",
+    tol: float = 1e-8,
+    what: str = "the max-margin problem",
+    initial_size: int | None = None,
+    max_add: int | None = None,
+    polish_p: float | None = None,
+    warm_start: Callable[[], np.ndarray | None] | None = None,
+) -> CoreSolution:
+    """Solve min f(w) s.t. every constraint of ``cs`` has margin >= 1; see the module docstring.
+
+    ``active_set``: ``"auto"`` (active set above :data:`ACTIVE_SET_THRESHOLD` constraints),
+    ``"on"``/``True`` or ``"off"``/``False``. The returned ``w`` is rescaled by 1/min margin when
+    the solver's answer falls short of a margin of 1 by its own tolerance, so that it is exactly
+    feasible (``rescale`` records the factor). With ``polish_p`` (the objective is ||w||_p), the
+    answer is refined by Newton on its support set (:mod:`mirrorattn.svm.polish`) when that is safe.
+    """
+    t0 = time.perf_counter()
+    name = resolve_solver(solver)
+    tol = float(tol)
+    if not (0 < tol < 1e-2):
+        raise SVMInputError(f"tol must be in (0, 1e-2), got {tol}")
+    mode = {"auto": "auto", "on": True, "off": False, True: True, False: False}.get(active_set, None)
+    if mode is None:
+        raise SVMInputError(f"active_set must be 'auto', 'on' or 'off', got {active_set!r}")
+    if mode == "auto":
+        mode = cs.n_constraints > ACTIVE_SET_THRESHOLD
+    all_flat = np.flatnonzero(cs.valid.reshape(-1))
+    history: list[dict[str, Any]] = []
+    if not mode:
+        flat = all_flat
+        A = cs.rows(flat)
+        try:
+            w, lam, status = _solve_rows(A, objective, name, tol)
+        except _Infeasible as inf:
+            _raise_infeasible(cs, flat, A, inf.status, what)
+        iterations, method = 1, "one-shot"
+    else:
+        k0 = initial_size or max(2 * cs.n_vars, 200)
+        add_cap = max_add or max(2 * cs.n_vars, 500)
+        w_guess = warm_start() if warm_start is not None else None
+        if w_guess is not None:
+            marg0 = cs.margins(w_guess).reshape(-1)
+            flat = np.sort(np.argsort(marg0, kind="stable")[: min(k0, cs.n_constraints)])
+        else:
+            flat = cs.initial(k0)
+        in_work = np.zeros(cs.valid.size, dtype=bool)
+        in_work[flat] = True
+        method = "active-set"
+        iterations = 0
+        while True:
+            A = cs.rows(flat)
+            try:
+                w, lam, status = _solve_rows(A, objective, name, tol)
+            except _Infeasible as inf:
+                _raise_infeasible(cs, flat, A, inf.status, what)
+            iterations += 1
+            marg = cs.margins(w).reshape(-1)
+            viol = (marg < 1.0 - tol) & ~in_work
+            history.append(
+                {
+                    "working": int(len(flat)),
+                    "violated": int(viol.sum()),
+                    "min_margin": float(marg.min()),
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
+            if not viol.any():
+                break
+            if iterations >= MAX_ACTIVE_SET_ITERATIONS:
+                raise SVMError(
+                    f"{what}: constraint generation did not converge in {iterations} solves "
+                    f"({int(viol.sum())} constraints still violated); use active_set='off' or a looser tol"
+                )
+            # drop clearly slack constraints (margin well above 1, so zero dual): the working-set
+            # optimum stays the same, so the objective still rises strictly with every addition
+            slack = flat[marg[flat] > 1.0 + _DROP_SLACK]
+            in_work[slack] = False
+            cand = np.flatnonzero(viol)
+            groups = cs.group_of(cand)
+            # most violated per group: sort by margin, keep the first occurrence of each group
+            order = np.argsort(marg[cand], kind="stable")
+            cand, groups = cand[order], groups[order]
+            _, first = np.unique(groups, return_index=True)
+            new = cand[np.sort(first)][:add_cap]
+            in_work[new] = True
+            flat = np.flatnonzero(in_work)
+    polished = False
+    if polish_p is not None:
+        out = polish_lp(w, lam, cs.rows, flat, cs.margins, cs.valid, polish_p, tol)
+        if out is not None:
+            w, lam = out
+            polished = True
+    marg_grid = cs.margins(w)
+    min_margin = float(marg_grid[cs.valid].min())
+    rescale = 1.0
+    if min_margin < 1.0:
+        if min_margin <= 1.0 - 1e-4:
+            raise SVMError(
+                f"{what}: the solver's answer violates a constraint (min margin {min_margin:.6g} < 1); "
+                "try a tighter tol or another solver"
+            )
+        rescale = 1.0 / min_margin
+        w = w * rescale
+        marg_grid = marg_grid * rescale
+    duals = np.zeros(cs.valid.size)
+    duals[flat] = lam
+    return CoreSolution(
+        w=w,
+        duals=duals.reshape(cs.shape),
+        margins=marg_grid,
+        status=status,
+        iterations=iterations,
+        method=method,
+        n_working=int(len(flat)),
+        rescale=rescale,
+        seconds=time.perf_counter() - t0,
+        history=history,
+        polished=polished,
+    )
+
+
+__all__ = ["ACTIVE_SET_THRESHOLD", "CoreSolution", "infeasibility_certificate", "resolve_solver", "solve"]

@@ -1,0 +1,81 @@
+"""The training configuration shared by the text and vision experiments."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["RESUME_NEUTRAL_FIELDS", "TrainConfig"]
+
+
+@dataclass
+class TrainConfig:
+    """How :func:`mirrorattn.train.fit` trains a classifier.
+
+    Optimizer: ``optimizer`` is a registry spec of :mod:`mirrorattn.optim` ("sgd", "adam",
+    "adamw", "lp-md:1.1", ...). With ``md_scope="all"`` it updates every parameter (as the
+    authors). With ``md_scope="attention"`` it updates only the query/key projection weights
+    (:func:`mirrorattn.models.layers.qk_parameters`) and ``other_optimizer`` ("adamw" or "sgd",
+    step ``other_lr``, default ``lr``) updates the rest; the two are stepped together.
+
+    Loss: binary cross-entropy on one logit (models with output (B,)) or cross-entropy (output
+    (B, C)); ``loss_reduction`` "mean" over the global batch or "sum" (the authors' summed BCE,
+    whose gradient scales with the batch size).
+    """
+
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    md_scope: str = "all"  #: "all" or "attention"
+    other_optimizer: str = "adamw"  #: for non-attention parameters when md_scope == "attention"
+    other_lr: float | None = None  #: step of other_optimizer (None: lr)
+    weight_decay: float = 0.0
+    epochs: int = 10  #: maximum number of epochs
+    batch_size: int = 64  #: GLOBAL batch size (split across DDP ranks)
+    eval_batch_size: int = 256  #: per-process batch size for validation/test
+    grad_clip: float | None = None  #: max global gradient l2 norm (None: off)
+    amp: bool = False  #: bfloat16 autocast for the forward pass
+    loss_reduction: str = "mean"  #: "mean" or "sum" over the global batch
+    seed: int = 0  #: data order, dropout and augmentation (model init is seeded by the caller)
+    stop_train_acc: float | None = 0.995  #: stop once an epoch's training accuracy reaches this
+    patience: int | None = None  #: stop after this many epochs without a better validation accuracy
+    device: str = "auto"  #: "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
+    log_every: int = 20  #: progress-bar refresh interval in batches
+    eval_test_every_epoch: bool = False  #: also evaluate the test split each epoch (curves)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the bad field and the allowed values."""
+        if self.md_scope not in ("all", "attention"):
+            raise ValueError(f"md_scope must be 'all' or 'attention', got {self.md_scope!r}")
+        if self.other_optimizer not in ("adamw", "sgd", "adam"):
+            raise ValueError(f"other_optimizer must be 'adamw', 'adam' or 'sgd', got {self.other_optimizer!r}")
+        if self.loss_reduction not in ("mean", "sum"):
+            raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {self.loss_reduction!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.other_lr is not None and not self.other_lr > 0:
+            raise ValueError(f"other_lr must be positive, got {self.other_lr}")
+        for name in ("epochs", "batch_size", "eval_batch_size", "log_every"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.stop_train_acc is not None and not 0 < self.stop_train_acc <= 1:
+            raise ValueError(f"stop_train_acc must be in (0, 1] or None, got {self.stop_train_acc}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be a positive integer or None, got {self.patience}")
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that define the training result (what a resumed run must share)."""
+        d = dataclasses.asdict(self)
+        for name in RESUME_NEUTRAL_FIELDS:
+            d.pop(name, None)
+        return d
+
+
+#: fields that may differ between a run and its resumption (more epochs, logging, device)
+RESUME_NEUTRAL_FIELDS: tuple[str, ...] = (
+    "epochs", "log_every", "device", "eval_batch_size", "stop_train_acc", "patience"
+)

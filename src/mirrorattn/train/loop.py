@@ -1,0 +1,359 @@
+"""One training loop for every classifier (text and images), single process or DDP.
+
+:func:`fit` trains ``model`` on in-memory tensors (:class:`TrainData`), selects the epoch on the
+validation split only, and reports test accuracy at that epoch (``test_acc``) and at the last
+epoch (``test_acc_last``). Everything that is random in training depends only on the config's
+seed and the epoch: the data order, the dropout masks (the global torch RNG is reseeded at the
+start of every epoch) and augmentation. A run resumed from its per-epoch checkpoint therefore
+ends exactly where an uninterrupted run ends.
+
+DDP: under ``torchrun`` every process draws the same global batch and takes its own contiguous
+slice of it; each process's loss is scaled so that DDP's gradient averaging gives exactly the
+gradient of the global batch's loss (mean or sum), so N processes x (batch / N) follow the
+same path as one process on the whole batch (up to floating-point summation order; dropout
+masks differ, so compare with dropout 0).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mirrorattn.io import torch_save, write_json
+from mirrorattn.train.checkpoint import derive_seed, load_checkpoint, save_checkpoint, set_rng_state
+from mirrorattn.train.config import TrainConfig
+from mirrorattn.train.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, resolve_device
+from mirrorattn.train.param_groups import MultiOptimizer, build_optimizers
+
+__all__ = ["Augment", "NonFiniteLossError", "Split", "TrainData", "evaluate", "fit", "loss_and_correct"]
+
+#: ``augment(inputs, generator) -> inputs``: a random transform of one training batch (CPU tensors)
+Augment = Callable[[tuple[torch.Tensor, ...], torch.Generator], tuple[torch.Tensor, ...]]
+
+CHECKPOINT = "checkpoint.pt"
+BEST_MODEL = "best_model.pt"
+HISTORY = "history.json"
+
+
+class NonFiniteLossError(ValueError):
+    """The training loss became NaN or infinite (the message names the epoch and batch)."""
+
+
+@dataclass
+class Split:
+    """One split: ``inputs`` a tuple of tensors with the same first dimension N (text: (ids, mask);
+    images: (images,)), ``labels`` (N,) int64 class ids."""
+
+    inputs: tuple[torch.Tensor, ...]
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if isinstance(self.inputs, torch.Tensor):
+            self.inputs = (self.inputs,)
+        self.inputs = tuple(self.inputs)
+        n = len(self.labels)
+        if self.labels.ndim != 1:
+            raise ValueError(f"labels must have shape (N,), got {tuple(self.labels.shape)}")
+        if not self.inputs or any(t.shape[0] != n for t in self.inputs):
+            shapes = [tuple(t.shape) for t in self.inputs]
+            raise ValueError(f"every input must have the labels' length {n} as first dimension, got {shapes}")
+        self.labels = self.labels.long()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class TrainData:
+    """Training, validation (model selection) and optional test splits."""
+
+    train: Split
+    val: Split
+    test: Split | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.train) == 0 or len(self.val) == 0:
+            sizes = (len(self.train), len(self.val))
+            raise ValueError(f"training and validation splits must be non-empty, got sizes {sizes}")
+
+
+def loss_and_correct(out: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample loss (B,) and correctness (B,) bool.
+
+    ``out`` (B,): one logit, binary cross-entropy with labels in {0, 1}, prediction ``out > 0``.
+    ``out`` (B, C): logits, cross-entropy, prediction ``argmax``. Computed in float32 or wider.
+    """
+    if out.dtype in (torch.float16, torch.bfloat16):
+        out = out.float()
+    if out.ndim == 1:
+        if labels.numel() and int(labels.max()) > 1:
+            raise ValueError("a model with one output logit needs labels in {0, 1}; give it num_classes outputs")
+        y = labels.to(out.dtype)
+        return F.binary_cross_entropy_with_logits(out, y, reduction="none"), (out > 0) == labels.bool()
+    if out.ndim == 2:
+        return F.cross_entropy(out, labels, reduction="none"), out.argmax(dim=-1) == labels
+    raise ValueError(f"model output must have shape (B,) or (B, C), got {tuple(out.shape)}")
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def _shard(n: int, info: DistInfo) -> slice:
+    """This process's contiguous slice of ``n`` items (sizes differ by at most one)."""
+    base, extra = divmod(n, info.world_size)
+    start = info.rank * base + min(info.rank, extra)
+    return slice(start, start + base + (1 if info.rank < extra else 0))
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, split: Split, config: TrainConfig, device: torch.device, info: DistInfo | None = None
+) -> dict[str, float]:
+    """Mean loss and accuracy (fraction) of ``model`` on ``split`` (each process a shard, summed)."""
+    info = info or DistInfo()
+    was_training = model.training
+    model.eval()
+    sl = _shard(len(split), info)
+    idx = torch.arange(len(split))[sl]
+    totals = torch.zeros(3, dtype=torch.float64, device=device)
+    for start in range(0, len(idx), config.eval_batch_size):
+        b = idx[start : start + config.eval_batch_size]
+        inputs = tuple(t[b].to(device, non_blocking=True) for t in split.inputs)
+        labels = split.labels[b].to(device, non_blocking=True)
+        with _autocast(device, config.amp):
+            out = model(*inputs)
+        loss, correct = loss_and_correct(out, labels)
+        totals += torch.stack([loss.double().sum(), correct.double().sum(), torch.tensor(len(b), device=device)])
+    all_reduce_sum(totals)
+    model.train(was_training)
+    n = max(1.0, float(totals[2]))
+    return {"loss": float(totals[0]) / n, "acc": float(totals[1]) / n}
+
+
+def _state_dict_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="batch", leave=True, dynamic_ncols=True)
+
+
+def fit(
+    model: nn.Module,
+    data: TrainData,
+    config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    augment: Augment | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train ``model`` (a module mapping ``*inputs`` to logits (B,) or (B, C)) and return a summary.
+
+    Files in ``out_dir`` (rank 0 only, all atomic): ``checkpoint.pt`` after every epoch (model,
+    optimizer(s), RNG states, epoch, best-so-far, history), ``best_model.pt`` (validation-best
+    weights), ``history.json`` (one dict per epoch: train/val loss and accuracy, seconds,
+    samples/s, lr). With ``resume=True`` an existing checkpoint is continued (its training
+    settings must match ``config`` except the fields in
+    :data:`~mirrorattn.train.config.RESUME_NEUTRAL_FIELDS`, so ``epochs`` can be raised);
+    otherwise training starts over.
+
+    Returns: ``test_acc`` (test accuracy of the validation-best epoch, a fraction; None without a
+    test split), ``test_acc_last``, ``test_loss``, ``val_acc_best``, ``best_epoch`` (1-based),
+    ``epochs_run``, ``stop_reason``, ``train_seconds`` (training only, all epochs),
+    ``samples_per_second``, ``history``. On return the model holds the validation-best weights.
+
+    Raises :class:`NonFiniteLossError` if the loss becomes NaN/inf, ``ValueError`` for bad input.
+    """
+    config.validate()
+    out_dir = Path(out_dir)
+    info = init_distributed(config.device)
+    device = resolve_device(config.device, info.local_rank)
+    main = info.is_main
+    show = progress and main
+    model.to(device)
+    optimizer: MultiOptimizer = build_optimizers(model, config)
+    identity = config.identity()
+
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"val_acc": -math.inf, "epoch": 0}
+    best_state = _state_dict_cpu(model)
+    stop_reason: str | None = None
+    start_epoch = 0
+    ckpt_path = out_dir / CHECKPOINT
+    if resume and ckpt_path.is_file():
+        ckpt = load_checkpoint(ckpt_path)
+        if ckpt.get("identity") != identity:
+            raise ValueError(
+                f"cannot resume {ckpt_path}: it was trained with different settings "
+                f"({ckpt.get('identity')} vs {identity}); use a new output folder or start over"
+            )
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        history, best, stop_reason = ckpt["history"], ckpt["best"], ckpt.get("stop_reason")
+        start_epoch = int(ckpt["epoch"])
+        best_state = torch.load(out_dir / BEST_MODEL, map_location="cpu", weights_only=True)
+        set_rng_state(ckpt["rng"])
+
+    train_model: nn.Module = model
+    if info.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        train_model = DDP(model, device_ids=[device] if device.type == "cuda" else None)
+
+    n_train = len(data.train)
+    steps = math.ceil(n_train / config.batch_size)
+    for epoch in range(start_epoch, config.epochs):
+        if stop_reason is not None:
+            break
+        torch.manual_seed(derive_seed(config.seed, epoch, info.rank, "dropout"))
+        order_gen = torch.Generator().manual_seed(derive_seed(config.seed, epoch, "order"))
+        order = torch.randperm(n_train, generator=order_gen)
+        model.train()
+        totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count (global)
+        bar = _progress_bar(steps, f"epoch {epoch + 1}/{config.epochs}", show)
+        t0 = time.perf_counter()
+        for step in range(steps):
+            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
+            if len(idx) < info.world_size:
+                continue  # a last batch too small to give every process a sample
+            inputs = tuple(t[idx] for t in data.train.inputs)
+            if augment is not None:
+                gen = torch.Generator().manual_seed(derive_seed(config.seed, epoch, step, "augment"))
+                inputs = tuple(augment(inputs, gen))
+            sl = _shard(len(idx), info)
+            inputs = tuple(t[sl].to(device, non_blocking=True) for t in inputs)
+            labels = data.train.labels[idx][sl].to(device, non_blocking=True)
+            with _autocast(device, config.amp):
+                out = train_model(*inputs)
+            per_sample, correct = loss_and_correct(out, labels)
+            local_sum = per_sample.sum()
+            scale = info.world_size / (len(idx) if config.loss_reduction == "mean" else 1)
+            stats = torch.stack([local_sum.detach().double(), correct.double().sum(), torch.tensor(
+                float(len(labels)), dtype=torch.float64, device=device)]).cpu()
+            all_reduce_sum(stats)
+            if not math.isfinite(float(stats[0])):
+                if bar is not None:
+                    bar.close()
+                raise NonFiniteLossError(
+                    f"training loss became {float(stats[0])} at epoch {epoch + 1}, batch {step + 1} "
+                    f"(optimizer {config.optimizer}, lr {config.lr:g}): lower the learning rate, set a gradient "
+                    "clip (--grad-clip), or switch off mixed precision"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            (local_sum * scale).backward()
+            if config.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            try:
+                optimizer.step()
+            except FloatingPointError as exc:  # e.g. mirrorattn.optim.NonFiniteGradientError
+                if bar is not None:
+                    bar.close()
+                raise NonFiniteLossError(
+                    f"non-finite gradient or update at epoch {epoch + 1}, batch {step + 1} (optimizer "
+                    f"{config.optimizer}, lr {config.lr:g}): {exc}; lower the learning rate or set --grad-clip"
+                ) from None
+            totals += stats
+            if bar is not None:
+                bar.update(1)
+                if (step + 1) % config.log_every == 0 or step + 1 == steps:
+                    seconds = time.perf_counter() - t0
+                    bar.set_postfix(
+                        loss=f"{float(totals[0] / totals[2]):.4f}",
+                        acc=f"{float(totals[1] / totals[2]):.4f}",
+                        sps=f"{float(totals[2]) / max(seconds, 1e-9):.0f}",
+                        refresh=False,
+                    )
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - t0
+        if bar is not None:
+            bar.close()
+        count = max(1.0, float(totals[2]))
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "train_loss": float(totals[0]) / count,
+            "train_acc": float(totals[1]) / count,
+            "train_seconds": seconds,
+            "samples_per_second": count / max(seconds, 1e-9),
+            "lr": config.lr,
+        }
+        val = evaluate(model, data.val, config, device, info)
+        row.update(val_loss=val["loss"], val_acc=val["acc"])
+        if config.eval_test_every_epoch and data.test is not None:
+            test = evaluate(model, data.test, config, device, info)
+            row.update(test_loss=test["loss"], test_acc=test["acc"])
+        history.append(row)
+        improved = val["acc"] > best["val_acc"]
+        if improved:
+            best = {"val_acc": val["acc"], "epoch": epoch + 1}
+            best_state = _state_dict_cpu(model)
+        if config.stop_train_acc is not None and row["train_acc"] >= config.stop_train_acc:
+            stop_reason = f"train_acc {row['train_acc']:.4f} >= {config.stop_train_acc}"
+        elif config.patience is not None and epoch + 1 - best["epoch"] >= config.patience:
+            stop_reason = f"no better validation accuracy for {config.patience} epochs"
+        if main:
+            if improved:
+                torch_save(out_dir / BEST_MODEL, best_state)
+            write_json(out_dir / HISTORY, history)
+            save_checkpoint(
+                ckpt_path,
+                identity=identity,
+                epoch=epoch + 1,
+                model=_state_dict_cpu(model),
+                optimizer=optimizer.state_dict(),
+                history=history,
+                best=best,
+                stop_reason=stop_reason,
+            )
+        if show:
+            print(
+                f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | "
+                f"val loss {val['loss']:.4f} acc {val['acc']:.4f} | {row['samples_per_second']:.0f} samples/s",
+                flush=True,
+            )
+        barrier()
+
+    result: dict[str, Any] = {
+        "test_acc": None,
+        "test_acc_last": None,
+        "test_loss": None,
+        "val_acc_best": best["val_acc"] if history else None,
+        "val_acc_last": history[-1]["val_acc"] if history else None,
+        "best_epoch": best["epoch"],
+        "epochs_run": len(history),
+        "stop_reason": stop_reason or ("max_epochs" if history else None),
+        "train_seconds": sum(r["train_seconds"] for r in history),
+        "samples_per_second": (
+            sum(r["train_seconds"] * r["samples_per_second"] for r in history)
+            / max(1e-9, sum(r["train_seconds"] for r in history))
+        ),
+        "history": copy.deepcopy(history),
+    }
+    last_is_best = bool(history) and best["epoch"] == len(history)
+    if data.test is not None:
+        test_last = evaluate(model, data.test, config, device, info)
+        result["test_acc_last"] = test_last["acc"]
+    model.load_state_dict(best_state)
+    if data.test is not None:
+        test = test_last if last_is_best else evaluate(model, data.test, config, device, info)
+        result.update(test_acc=test["acc"], test_loss=test["loss"])
+    if main:
+        write_json(out_dir / "fit_result.json", result)
+    return result

@@ -1,0 +1,159 @@
+"""The pure l_p mirror-map functions against independent float64 NumPy/SciPy computations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import approx_fprime
+
+from mirrorattn.mirror import (
+    bregman_divergence,
+    check_p,
+    directional_bregman,
+    dual_exponent,
+    forward_exponent,
+    inverse_exponent,
+    inverse_mirror_map,
+    lp_norm,
+    lp_potential,
+    mirror_map,
+    normalize_lp,
+    snap_exponent,
+)
+
+P_VALUES = (1.01, 1.1, 1.25, 1.5, 1.75, 2.0, 3.0, 5.0)
+
+
+def rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def test_exponents_and_snapping():
+    assert 1.0 / (1.1 - 1.0) == pytest.approx(10.0) and 1.0 / (1.1 - 1.0) != 10.0
+    assert inverse_exponent(1.1) == 10.0
+    assert inverse_exponent(1.5) == 2.0
+    assert inverse_exponent(3.0) == 0.5
+    assert inverse_exponent(1.01) == 100.0
+    assert dual_exponent(1.1) == 11.0 and dual_exponent(3.0) == 1.5 and dual_exponent(2.0) == 2.0
+    assert forward_exponent(3.0) == 2.0 and forward_exponent(1.75) == 0.75
+    # a non-special exponent is left alone; snapping only moves by <= 1e-9 relative
+    assert inverse_exponent(1.75) == 1.0 / 0.75
+    assert snap_exponent(2.0 + 1e-6) == 2.0 + 1e-6
+    assert snap_exponent(2.5 + 1e-12) == 2.5
+    for p in P_VALUES:
+        assert abs(inverse_exponent(p) - 1.0 / (p - 1.0)) <= 1e-9 * max(1.0, 1.0 / (p - 1.0))
+        assert 1.0 / p + 1.0 / dual_exponent(p) == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("bad", [1.0, 0.5, -2.0, math.inf, math.nan, "x", None])
+def test_check_p_rejects(bad):
+    with pytest.raises(ValueError, match="> 1"):
+        check_p(bad)
+
+
+@pytest.mark.parametrize("p", P_VALUES)
+def test_mirror_maps_closed_form_and_round_trip(p):
+    w = rng(1).standard_normal((6, 7)) * 2.0
+    u_ref = np.sign(w) * np.abs(w) ** (p - 1.0)
+    u = mirror_map(w, p)
+    assert isinstance(u, np.ndarray)
+    np.testing.assert_allclose(u, u_ref, rtol=1e-14)
+    np.testing.assert_allclose(inverse_mirror_map(u_ref, p), np.sign(u_ref) * np.abs(u_ref) ** (1.0 / (p - 1.0)),
+                               rtol=1e-12)
+    np.testing.assert_allclose(inverse_mirror_map(u, p), w, rtol=1e-12)
+    np.testing.assert_allclose(mirror_map(inverse_mirror_map(w, p), p), w, rtol=1e-12)
+    ut = mirror_map(torch.from_numpy(w), p)
+    assert isinstance(ut, torch.Tensor) and ut.dtype == torch.float64
+    np.testing.assert_allclose(ut.numpy(), u_ref, rtol=1e-14)
+    np.testing.assert_allclose(inverse_mirror_map(ut, p).numpy(), w, rtol=1e-12)
+    # zeros map to zeros, signs are kept
+    z = np.array([0.0, -0.0, 1.0, -1.0])
+    np.testing.assert_array_equal(mirror_map(z, p), [0.0, 0.0, 1.0, -1.0])
+
+
+def test_mirror_map_is_gradient_of_potential():
+    """grad psi by finite differences of lp_potential equals mirror_map (independent of its formula)."""
+    for p in (1.25, 1.75, 3.0):
+        w = rng(2).standard_normal(5) + 0.3 * np.sign(rng(2).standard_normal(5))
+        fd = approx_fprime(w, lambda x, p=p: lp_potential(x, p), 1e-7)
+        np.testing.assert_allclose(mirror_map(w, p), fd, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("p", P_VALUES)
+def test_potential_and_norm(p):
+    w = rng(3).standard_normal((4, 5))
+    assert lp_potential(w, p) == pytest.approx(np.sum(np.abs(w) ** p) / p, rel=1e-13)
+    assert lp_norm(w, p) == pytest.approx(np.linalg.norm(w.ravel(), ord=p), rel=1e-13)
+    assert float(lp_norm(torch.from_numpy(w), p)) == pytest.approx(np.linalg.norm(w.ravel(), ord=p), rel=1e-13)
+    # no overflow for huge entries (|w|^p alone would overflow float64)
+    big = w * 1e250
+    assert lp_norm(big, p) == pytest.approx(1e250 * np.linalg.norm(w.ravel(), ord=p), rel=1e-12)
+    assert lp_norm(np.zeros(3), p) == 0.0
+
+
+@pytest.mark.parametrize("p", (1.1, 1.5, 1.75, 3.0))
+def test_bregman_against_definition_and_finite_difference(p):
+    r = rng(4)
+    a, b = r.standard_normal(6), r.standard_normal(6)
+
+    def psi(x):
+        return np.sum(np.abs(x) ** p) / p
+
+    grad_b = approx_fprime(b, psi, 1e-8)
+    d_fd = psi(a) - psi(b) - grad_b @ (a - b)
+    d = bregman_divergence(a, b, p)
+    assert d == pytest.approx(d_fd, rel=1e-5, abs=1e-7)
+    assert d >= 0.0
+    assert abs(bregman_divergence(a, a, p)) <= 1e-13
+    # positive away from the diagonal, and in torch too
+    assert d > 1e-3
+    dt = bregman_divergence(torch.from_numpy(a), torch.from_numpy(b), p)
+    assert float(dt) == pytest.approx(d, rel=1e-13)
+
+
+def test_bregman_is_nonnegative_on_random_pairs():
+    r = rng(5)
+    for p in P_VALUES:
+        a, b = r.standard_normal((50, 8)), r.standard_normal((50, 8))
+        d = bregman_divergence(a, b, p, batch_dims=1)
+        assert d.shape == (50,) and np.all(d >= -1e-12)
+        assert np.all(np.abs(bregman_divergence(a, a, p, batch_dims=1)) <= 1e-12)
+
+
+def test_batch_dims_match_per_item_values():
+    r = rng(6)
+    a, b = r.standard_normal((3, 4, 5)), r.standard_normal((3, 4, 5))
+    p = 1.75
+    for fn in (lp_norm, lp_potential):
+        out = fn(a, p, batch_dims=1)
+        np.testing.assert_allclose(out, [fn(a[i], p) for i in range(3)], rtol=1e-13)
+        out2 = fn(a, p, batch_dims=2)
+        assert out2.shape == (3, 4)
+        np.testing.assert_allclose(out2[1, 2], fn(a[1, 2], p), rtol=1e-13)
+    bd = bregman_divergence(a, b, p, batch_dims=1)
+    np.testing.assert_allclose(bd, [bregman_divergence(a[i], b[i], p) for i in range(3)], rtol=1e-12)
+    dd = directional_bregman(torch.from_numpy(a), torch.from_numpy(b), p, batch_dims=1)
+    np.testing.assert_allclose(dd.numpy(), [directional_bregman(a[i], b[i], p) for i in range(3)], rtol=1e-12)
+    n = normalize_lp(a, p, batch_dims=1)
+    np.testing.assert_allclose(lp_norm(n, p, batch_dims=1), np.ones(3), rtol=1e-13)
+    with pytest.raises(ValueError, match="batch_dims"):
+        lp_norm(a, p, batch_dims=4)
+
+
+def test_directional_bregman_is_scale_invariant_and_zero_on_same_direction():
+    r = rng(7)
+    a, b = r.standard_normal(9), r.standard_normal(9)
+    p = 1.25
+    d = directional_bregman(a, b, p)
+    na, nb = a / np.linalg.norm(a, ord=p), b / np.linalg.norm(b, ord=p)
+    ref = np.sum(np.abs(na) ** p) / p + (p - 1) * np.sum(np.abs(nb) ** p) / p - np.sign(nb) * np.abs(nb) ** (p - 1) @ na
+    assert d == pytest.approx(ref, rel=1e-12)
+    assert directional_bregman(3.0 * a, 0.5 * b, p) == pytest.approx(d, rel=1e-12)
+    assert abs(directional_bregman(a, 7.0 * a, p)) <= 1e-13
+    with pytest.raises(ValueError, match="zero array"):
+        directional_bregman(np.zeros(9), b, p)
+    with pytest.raises(ValueError, match="equal shapes"):
+        bregman_divergence(a, b[:4], p)

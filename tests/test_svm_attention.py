@@ -1,0 +1,200 @@
+"""l_p-AttSVM against independent computations: scipy SLSQP (p = 2), a hand-written power-cone
+epigraph (other p), the KKT conditions, invariances, padding, and the active set."""
+
+from __future__ import annotations
+
+import cvxpy as cp
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+
+from mirrorattn.svm import attention_svm
+
+P_VALUES = [1.75, 2.0, 3.0, 1.3]
+
+
+def unit_gaussian(n: int, T: int, d: int, seed: int = 0):
+    """X (n, T, d), z (n, d) unit-l2 rows (paper.md section 5); feasible alpha = argmax x_it^T W0 z_i."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, T, d))
+    X /= np.linalg.norm(X, axis=2, keepdims=True)
+    z = rng.standard_normal((n, d))
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    W0 = rng.standard_normal((d, d))
+    alpha = np.argmax(np.einsum("ntd,de,ne->nt", X, W0, z), axis=1)
+    return X, z, alpha
+
+
+def rows_loop(X, z, alpha, mask=None):
+    """Constraint matrices (x_ia - x_it) z_i^T, flattened, one by one in plain Python."""
+    rows, index = [], []
+    n, T, _ = X.shape
+    for i in range(n):
+        for t in range(T):
+            if t == alpha[i] or (mask is not None and not mask[i, t]):
+                continue
+            rows.append(np.outer(X[i, alpha[i]] - X[i, t], z[i]).ravel())
+            index.append((i, t))
+    return np.array(rows), index
+
+
+def powcone_epigraph(A: np.ndarray, p: float) -> tuple[np.ndarray, float]:
+    """min t s.t. sum r = t, |w_j| <= r_j^(1/p) t^(1-1/p) (3-D power cones), A w >= 1."""
+    m = A.shape[1]
+    w, r, t = cp.Variable(m), cp.Variable(m), cp.Variable()
+    cons = [A @ w >= 1, cp.sum(r) == t, cp.PowCone3D(r, t * np.ones(m), w, 1.0 / p)]
+    prob = cp.Problem(cp.Minimize(t), cons)
+    prob.solve(solver="CLARABEL", tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
+    assert prob.status == "optimal"
+    return np.asarray(w.value), float(t.value)
+
+
+@pytest.fixture(scope="module")
+def small():
+    return unit_gaussian(6, 8, 10, seed=1)
+
+
+def test_p2_equals_scipy_slsqp(small):
+    X, z, alpha = small
+    res = attention_svm(X, z, alpha, 2.0)
+    A, _ = rows_loop(X, z, alpha)
+    # independent: SLSQP on 0.5 ||w||^2 with linear inequality constraints, from the zero start
+    out = minimize(
+        lambda w: 0.5 * w @ w,
+        np.zeros(A.shape[1]),
+        jac=lambda w: w,
+        constraints=[{"type": "ineq", "fun": lambda w: A @ w - 1.0, "jac": lambda w: A}],
+        method="SLSQP",
+        options={"ftol": 1e-14, "maxiter": 1000},
+    )
+    assert out.success, out.message
+    assert res.status == "optimal" and res.method == "one-shot" and res.iterations == 1
+    assert res.objective == pytest.approx(np.linalg.norm(out.x), rel=1e-6)
+    np.testing.assert_allclose(res.W.ravel(), out.x, atol=1e-5 * np.abs(out.x).max())
+
+
+@pytest.mark.parametrize("p", P_VALUES)
+def test_objective_equals_power_cone_epigraph(small, p):
+    X, z, alpha = small
+    res = attention_svm(X, z, alpha, p)
+    A, _ = rows_loop(X, z, alpha)
+    w_ref, t_ref = powcone_epigraph(A, p)
+    assert res.objective == pytest.approx(t_ref, rel=1e-6)
+    # exact objective: recomputed from W, not the solver's value
+    assert res.objective == pytest.approx(np.sum(np.abs(res.W) ** p) ** (1 / p), rel=1e-12)
+    np.testing.assert_allclose(res.W.ravel(), w_ref, atol=1e-5 * np.abs(w_ref).max())
+    assert res.min_margin >= 1.0
+    assert A @ res.W.ravel() == pytest.approx(res.margins[~np.isnan(res.margins)], rel=1e-10)
+
+
+@pytest.mark.parametrize("p", P_VALUES)
+def test_kkt_conditions(small, p):
+    X, z, alpha = small
+    res = attention_svm(X, z, alpha, p)
+    assert res.polished  # Newton on the support set made W and the duals exact
+    A, index = rows_loop(X, z, alpha)
+    lam = np.array([res.duals[i, t] for i, t in index])
+    w = res.W.ravel()
+    norm = np.sum(np.abs(w) ** p) ** (1 / p)
+    grad = np.sign(w) * np.abs(w) ** (p - 1) / norm ** (p - 1)  # gradient of ||w||_p
+    margins = A @ w
+    assert np.all(lam >= 0)
+    np.testing.assert_allclose(A.T @ lam, grad, atol=1e-9 * np.abs(grad).max())  # stationarity
+    assert np.max(np.abs(lam * (margins - 1.0))) <= 1e-9 * lam.max()  # complementary slackness
+    assert margins.min() >= 1.0 - 1e-12  # primal feasibility (exactly, after the rescale)
+    # duals are zero at the selected token
+    assert np.all(res.duals[np.arange(len(alpha)), alpha] == 0)
+    # by homogeneity: sum of duals = ||W||_p
+    assert lam.sum() == pytest.approx(res.objective, rel=1e-6)
+
+
+@pytest.mark.parametrize("p", [1.75, 3.0])
+def test_support_tokens_are_tight_constraints(small, p):
+    X, z, alpha = small
+    res = attention_svm(X, z, alpha, p)
+    A, index = rows_loop(X, z, alpha)
+    margins = A @ res.W.ravel()
+    tight = np.zeros_like(res.support)
+    for (i, t), m in zip(index, margins):
+        tight[i, t] = m <= 1 + 1e-6
+    assert tight.any() and not tight.all()
+    np.testing.assert_array_equal(res.support, tight)
+    # strict complementarity on generic data: support <=> positive dual
+    np.testing.assert_array_equal(res.support, res.duals > 1e-6 * res.duals.max())
+
+
+@pytest.mark.parametrize("p", [1.75, 2.0])
+def test_permutation_invariance(small, p):
+    X, z, alpha = small
+    rng = np.random.default_rng(7)
+    base = attention_svm(X, z, alpha, p)
+    ps = rng.permutation(X.shape[0])
+    pt = rng.permutation(X.shape[1])
+    inv = np.argsort(pt)
+    Xp = X[ps][:, pt]
+    alpha_p = inv[alpha[ps]]
+    res = attention_svm(Xp, z[ps], alpha_p, p)
+    assert res.objective == pytest.approx(base.objective, rel=1e-7)
+    np.testing.assert_allclose(res.W, base.W, atol=1e-6 * np.abs(base.W).max())
+    np.testing.assert_array_equal(res.support, base.support[ps][:, pt])
+
+
+@pytest.mark.parametrize("c", [3.0, 0.25])
+def test_scaling_z_scales_solution(small, c):
+    X, z, alpha = small
+    base = attention_svm(X, z, alpha, 1.75)
+    res = attention_svm(X, c * z, alpha, 1.75)
+    assert res.objective == pytest.approx(base.objective / c, rel=1e-7)
+    np.testing.assert_allclose(res.W, base.W / c, atol=1e-6 * np.abs(base.W / c).max())
+
+
+def test_padding_mask_equals_duplicated_tokens():
+    # padding must be ignored: NaN there is fine, and the answer equals the problem where each
+    # padding token is replaced by a copy of a real non-selected token (a duplicate constraint)
+    X, z, alpha = unit_gaussian(8, 7, 5, seed=3)
+    rng = np.random.default_rng(0)
+    mask = np.ones(X.shape[:2], dtype=bool)
+    X_dup = X.copy()
+    X_pad = X.copy()
+    for i in range(X.shape[0]):
+        k = rng.integers(0, 4)
+        pad = [t for t in range(X.shape[1]) if t != alpha[i]][-k:] if k else []
+        mask[i, pad] = False
+        X_pad[i, pad] = np.nan
+        real = [t for t in range(X.shape[1]) if mask[i, t] and t != alpha[i]]
+        X_dup[i, pad] = X[i, real[0]]
+    assert not mask.all()
+    res = attention_svm(X_pad, z, alpha, 1.75, mask=mask)
+    ref = attention_svm(X_dup, z, alpha, 1.75)
+    assert res.objective == pytest.approx(ref.objective, rel=1e-7)
+    assert res.n_constraints == int(mask.sum()) - X.shape[0]
+    assert np.all(res.duals[~mask] == 0) and not res.support[~mask].any()
+    assert np.all(np.isnan(res.margins[~mask]))
+
+
+@pytest.mark.parametrize("p", [1.75, 2.0, 3.0])
+def test_active_set_equals_one_shot(p):
+    X, z, alpha = unit_gaussian(80, 8, 5, seed=4)
+    one = attention_svm(X, z, alpha, p, active_set="off")
+    act = attention_svm(X, z, alpha, p, active_set="on")
+    assert act.method == "active-set" and act.iterations >= 2
+    assert act.n_working < act.n_constraints
+    assert act.objective == pytest.approx(one.objective, rel=1e-7)
+    np.testing.assert_allclose(act.W, one.W, atol=1e-5 * np.abs(one.W).max())
+    np.testing.assert_array_equal(act.support, one.support)
+    np.testing.assert_allclose(act.duals, one.duals, atol=1e-5 * one.duals.max())
+    assert act.min_margin >= 1.0
+
+
+def test_torch_input_and_result_types(small):
+    import torch
+
+    X, z, alpha = small
+    res = attention_svm(torch.as_tensor(X), torch.as_tensor(z), torch.as_tensor(alpha), 1.75)
+    ref = attention_svm(X, z, alpha, 1.75)
+    assert res.objective == pytest.approx(ref.objective, rel=1e-9)
+    assert res.W.dtype == np.float64 and res.W.shape == (10, 10)
+    assert res.duals.shape == res.support.shape == (6, 8) and res.support.dtype == bool
+    assert isinstance(res.solve_seconds, float) and res.solve_seconds > 0
+    assert res.p == 1.75 and res.n_constraints == 6 * 7
+    np.testing.assert_array_equal(res.alpha, alpha)

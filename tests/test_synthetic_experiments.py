@@ -1,0 +1,225 @@
+"""The synthetic experiments: configs, resumable pieces, the regularisation-path solver, the CLI,
+and (slow) the quick-preset checks of issue 4 (diagonal dominance, decreasing divergences, joint
+saturation, regularisation path)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mirrorattn.config import ConfigError, build_config
+from mirrorattn.data.synthetic import make_synthetic_batch
+from mirrorattn.experiments.synthetic.common import directional_divergence, init_weights
+from mirrorattn.experiments.synthetic.joint import JointConfig, run_joint
+from mirrorattn.experiments.synthetic.local import LocalConfig, run_local
+from mirrorattn.experiments.synthetic.presets import preset
+from mirrorattn.experiments.synthetic.regpath import RegPathConfig, solve_constrained
+from mirrorattn.experiments.synthetic.runner import Piece, run_pieces
+from mirrorattn.mirror import directional_bregman, dual_exponent, lp_norm
+from mirrorattn.models.attention import forward, loss_and_grad, loss_difference, token_values
+
+# ---------------------------------------------------------------- configs and small helpers
+
+
+def test_configs_from_presets_and_toml(tmp_path: Path):
+    f = tmp_path / "c.toml"
+    f.write_text("seeds = 3\nps = [2, 3]\niterations = [10, 20]\n")
+    cfg = build_config(LocalConfig, preset("quick", "local"), f, {"eta": 0.05})
+    assert cfg.seeds == 3 and cfg.ps == (2.0, 3.0) and cfg.iterations == (10, 20) and cfg.eta == 0.05
+    paper = build_config(LocalConfig, preset("paper", "local"))
+    assert paper.iterations == (1500, 2000, 20000) and paper.seeds == 100 and (paper.n, paper.T, paper.d) == (6, 8, 10)
+    with pytest.raises(ValueError, match="one positive count per p"):
+        LocalConfig(ps=(2.0, 3.0), iterations=(1, 2, 3))
+    with pytest.raises(ValueError, match="ps must be a finite real number > 1"):
+        LocalConfig(ps=(0.5,))
+    with pytest.raises(ConfigError, match="unknown config field"):
+        build_config(JointConfig, None, None, {"n": 3})
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset("huge", "local")
+
+
+def test_init_weights_are_seeded_per_seed():
+    a = init_weights([1, 2], (3, 3), 2.0)
+    b = init_weights([2], (3, 3), 2.0)
+    np.testing.assert_array_equal(a[1], b[0])
+    assert 1.0 < a.std() < 3.5
+    np.testing.assert_array_equal(init_weights([1], (3, 3), 0.0), 0.0)
+
+
+def test_directional_divergence_matches_mirror_and_handles_zero():
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((2, 4, 3, 3))
+    d = directional_divergence(a, b, 1.75, batch_dims=1)
+    np.testing.assert_allclose(d, directional_bregman(a, b, 1.75, batch_dims=1), rtol=1e-12)
+    b[2] = 0.0
+    d = directional_divergence(a, b, 3.0, batch_dims=1)
+    assert np.isnan(d[2]) and np.all(np.isfinite(d[[0, 1, 3]]))
+
+
+def test_loss_difference_is_exact_where_float_losses_tie():
+    data = make_synthetic_batch(3, 4, 3, [0, 1])
+    rng = np.random.default_rng(3)
+    W = rng.standard_normal((2, 3, 3))
+    xv = token_values(data.X, data.v)
+    f1 = forward(data.X, data.z, W, data.v, xv)
+    f2 = forward(data.X, data.z, 1.001 * W, data.v, xv)
+    direct = loss_and_grad(data.X, data.z, data.y, 1.001 * W, data.v)[0] - loss_and_grad(
+        data.X, data.z, data.y, W, data.v)[0]
+    np.testing.assert_allclose(loss_difference(f1, f2, data.y), direct, rtol=1e-6, atol=1e-15)
+    # saturated softmax: the float losses are equal, the difference is still resolved and negative
+    big = 300.0 * W
+    g = loss_and_grad(data.X, data.z, data.y, big, data.v)[1]
+    f_big = forward(data.X, data.z, big, data.v, xv)
+    f_step = forward(data.X, data.z, big - 1e-3 * g / np.abs(g).max(), data.v, xv)
+    diff = loss_difference(f_big, f_step, data.y)
+    assert np.all(diff <= 0) and np.any(diff < 0)
+
+
+def test_constrained_solver_reaches_a_stationary_point_on_the_ball():
+    """At the returned W_R: ||W||_p = R and -g is aligned with grad psi(W) (FW gap ~ 0), checked
+    independently of the solver's own stopping rule; and random feasible points are no better."""
+    data = make_synthetic_batch(4, 5, 4, [0, 1])
+    p, R = 1.75, 5.0
+    W = np.zeros((2, 4, 4))
+    W[:, 0, 0] = R
+    W, loss, gap, steps = solve_constrained(data, W, R, p, 1e-8, 5000)
+    np.testing.assert_allclose(lp_norm(W, p, batch_dims=1), R, rtol=1e-9)
+    _, g, _, _ = loss_and_grad(data.X, data.z, data.y, W, data.v)
+    q = dual_exponent(p)
+    for s in range(2):
+        s_fw = -R * np.sign(g[s]) * np.abs(g[s]) ** (q - 1) / lp_norm(g[s], q) ** (q - 1)  # LMO of the ball
+        assert lp_norm(s_fw, p) == pytest.approx(R, rel=1e-9)
+        assert np.sum(g[s] * (W[s] - s_fw)) <= 1e-6 * R * lp_norm(g[s], q)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        Z = rng.standard_normal((2, 4, 4))
+        Z *= (R / np.asarray(lp_norm(Z, p, batch_dims=1)))[:, None, None]
+        assert np.all(loss_and_grad(data.X, data.z, data.y, Z, data.v)[0] >= loss - 1e-12)
+
+
+# ---------------------------------------------------------------- resumable pieces
+
+_CALLS: list[int] = []
+
+
+def _counting_piece(x: int):
+    _CALLS.append(x)
+    return {"y": np.array([x * 2])}, {"x": x}
+
+
+def test_pieces_are_reused_on_rerun(tmp_path: Path):
+    _CALLS.clear()
+    pieces = [Piece("a", _counting_piece, {"x": 1}), Piece("b", _counting_piece, {"x": 2})]
+    first = run_pieces(tmp_path, pieces[:1], "h1")  # "interrupted" after the first piece
+    assert _CALLS == [1] and not first["a"].reused
+    second = run_pieces(tmp_path, pieces, "h1")
+    assert _CALLS == [1, 2]  # piece a was not recomputed
+    assert second["a"].reused and second["a"].meta["computed_at"] == first["a"].meta["computed_at"]
+    assert int(second["b"].arrays["y"][0]) == 4
+    run_pieces(tmp_path, pieces, "h2")  # another config hash recomputes
+    assert _CALLS == [1, 2, 1, 2]
+
+
+def test_local_experiment_resumes_without_recomputing(tmp_path: Path):
+    cfg = LocalConfig(ps=(1.75, 3.0), iterations=(40, 40), seeds=2, grid_points=8)
+    s1 = run_local(cfg, tmp_path, progress=False, figures=False)
+    pieces = sorted((tmp_path / "pieces").glob("*.json"))
+    assert len(pieces) == 4
+    stamps = {p.name: json.loads(p.read_text())["computed_at"] for p in pieces}
+    s2 = run_local(cfg, tmp_path, progress=False, figures=False)
+    assert sorted(s2["reused_pieces"]) == sorted(["train_p1.75", "train_p3", "svm_p1.75", "svm_p3"])
+    assert all(p.name.endswith(f"-{s1['config_hash']}.json") for p in pieces)
+    assert {p.name: json.loads(p.read_text())["computed_at"] for p in pieces} == stamps
+    np.testing.assert_allclose(s1["final_mean_divergence"], s2["final_mean_divergence"])
+    # the saved divergence of the W_0 = 0 run equals one recomputed from the saved iterate and SVM solution
+    with np.load(tmp_path / "arrays.npz") as a:
+        div = a["divergence_p1.75"]
+        assert div.shape[1:] == (2, 3)  # (grid, p', seeds + zero-init run)
+        svmW = a["svm_W_p3"][0, -1]  # the l_3-SVM for the p = 1.75 path's alpha of the zero-init run
+        Wfin = a["zero_init_W_p1.75"][-1]
+        assert div[-1, 1, -1] == pytest.approx(float(directional_bregman(svmW, Wfin, 1.75)), rel=1e-10)
+
+
+@pytest.mark.slow
+def test_workers_give_the_same_result(tmp_path: Path):
+    cfg = JointConfig(ps=(2.0, 3.0), iterations=(30, 30), grid_points=10)
+    a = run_joint(cfg, tmp_path / "one", progress=False, figures=False)
+    b = run_joint(cfg, tmp_path / "two", workers=2, progress=False, figures=False)
+    for k in a["per_p"]:
+        assert a["per_p"][k]["final_divergence_W"] == pytest.approx(b["per_p"][k]["final_divergence_W"], rel=1e-12)
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_cli_smoke(tmp_path: Path, capsys: pytest.CaptureFixture):
+    from mirrorattn.cli import main
+
+    rc = main(["synthetic", "joint", "--preset", "quick", "--out", str(tmp_path / "j"), "--iterations", "20",
+               "--ps", "2", "3", "--no-progress"])
+    assert rc == 0
+    summary = json.loads((tmp_path / "j" / "summary.json").read_text())
+    assert summary["ps"] == [2.0, 3.0] and (tmp_path / "j" / "joint.png").stat().st_size > 10_000
+    assert "wrote" in capsys.readouterr().out
+    rc = main(["synthetic", "joint", "--out", str(tmp_path / "x"), "--n", "3"])
+    assert rc == 1
+    assert "--n does not apply" in capsys.readouterr().err
+    rc = main(["synthetic", "local", "--out", str(tmp_path / "y"), "--ps", "0.9"])
+    assert rc == 1 and "ps must be" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the issue's checks (quick preset)
+
+
+@pytest.fixture(scope="module")
+def quick_local(tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("local")
+    cfg = build_config(LocalConfig, preset("quick", "local"))
+    return run_local(cfg, out, progress=False), out
+
+
+@pytest.mark.slow
+def test_local_matrix_is_diagonal_dominant_and_decreasing(quick_local):
+    s, out = quick_local
+    m = np.array(s["final_mean_divergence"], dtype=float)
+    for i in range(m.shape[0]):
+        assert np.argmin(m[i]) == i, f"row {i} of {m}"
+    first = np.array(s["mean_divergence_first_third"], dtype=float)
+    last = np.array(s["mean_divergence_last_third"], dtype=float)
+    assert np.all(np.diag(last) < 0.5 * np.diag(first))
+    assert all(c.get("optimal", 0) == 9 for row in s["svm_status_counts"].values() for c in row.values())
+    for name in ("local_divergence.png", "local_path.png", "summary.json", "config.json", "arrays.npz"):
+        assert (out / name).is_file()
+
+
+@pytest.mark.slow
+def test_joint_saturates_and_converges_in_direction(tmp_path: Path):
+    cfg = build_config(JointConfig, preset("quick", "joint"))
+    s = run_joint(cfg, tmp_path, progress=False)
+    for k, r in s["per_p"].items():
+        assert r["final_max_softmax_prob"] > 0.99, k
+        assert r["mean_divergence_W_last_third"] < 0.5 * r["mean_divergence_W_first_third"], k
+        assert r["mean_divergence_v_last_third"] < 0.5 * r["mean_divergence_v_first_third"], k
+        assert r["W_moved_after_first_step"]
+        # independent check of the saved final divergence
+        W, Wm = np.array(r["final_W"]), np.array(r["svm_W"])
+        assert r["final_divergence_W"] == pytest.approx(
+            float(directional_bregman(Wm, W, float(k[1:]))), rel=1e-9)
+
+
+@pytest.mark.slow
+def test_regpath_divergence_decreases_with_radius(tmp_path: Path):
+    from mirrorattn.experiments.synthetic.regpath import run_regpath
+
+    cfg = build_config(RegPathConfig, preset("quick", "regpath"))
+    s = run_regpath(cfg, tmp_path, progress=False)
+    for k, r in s["per_p"].items():
+        m = np.array(r["mean_divergence_by_radius"], dtype=float)
+        assert m[-1] < 0.5 * m[0], k
+        assert np.mean(m[len(m) // 2 :]) < np.mean(m[: len(m) // 2]), k
+        assert r["unconverged_solves"] == 0, k
+    assert time.time() > 0

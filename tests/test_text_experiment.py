@@ -1,0 +1,143 @@
+"""Text experiment: analysis metrics against hand computations, the probe, the CLI end to end."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mirrorattn.experiments.text_analysis import (
+    cls_row_metrics,
+    hoyer,
+    load_probe_sentences,
+    probe_attention,
+    weight_stats,
+)
+from mirrorattn.models.transformer import TextTransformer, TextTransformerConfig
+
+
+def test_cls_row_metrics_by_hand():
+    probs = torch.tensor([[[0.5, 0.25, 0.25, 0.0], [0.7, 0.1, 0.1, 0.1]]])  # (B=1, H=2, T=4)
+    mask = torch.tensor([[True, True, True, False]])
+    m = cls_row_metrics(probs, mask, k=2)
+    ent0 = -(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25))
+    ent1 = -(0.7 * math.log(0.7) + 2 * 0.1 * math.log(0.1))  # the padded 0.1 is not counted
+    torch.testing.assert_close(m["entropy"], torch.tensor([[ent0, ent1]], dtype=torch.float64))
+    torch.testing.assert_close(m["entropy_norm"], torch.tensor([[ent0, ent1]], dtype=torch.float64) / math.log(3))
+    torch.testing.assert_close(m["max_prob"], torch.tensor([[0.5, 0.7]], dtype=torch.float64))
+    torch.testing.assert_close(m["topk_mass"], torch.tensor([[0.75, 0.8]], dtype=torch.float64))
+
+
+def test_hoyer_and_weight_counts():
+    assert hoyer(np.array([0.0, 0.0, 3.0, 0.0])) == pytest.approx(1.0)
+    assert hoyer(np.array([1.0, -1.0, 1.0, -1.0])) == pytest.approx(0.0, abs=1e-15)
+    w = np.array([0.0, 1.0, 2.0])
+    assert hoyer(w) == pytest.approx((math.sqrt(3) - 3 / math.sqrt(5)) / (math.sqrt(3) - 1))
+    torch.manual_seed(0)
+    model = TextTransformer(TextTransformerConfig(vocab_size=10, max_length=4, width=8, blocks=2, heads=2))
+    stats, hists = weight_stats(model, threshold=0.03)
+    q = torch.cat([b.attn.q_proj.weight.detach().ravel() for b in model.blocks]).numpy()
+    assert stats["q"]["count_above"] == int((np.abs(q) > 0.03).sum()) and stats["q"]["size"] == 128
+    assert stats["q"]["fraction_above"] == pytest.approx((np.abs(q) > 0.03).mean())
+    assert hists["v"].sum() == 128
+
+
+def test_probe_sentences_resource():
+    rows = load_probe_sentences()
+    assert len(rows) >= 50
+    assert {r["label"] for r in rows} == {"pos", "neg"}
+
+
+def test_probe_scores_a_model_built_to_attend_to_one_word():
+    from mirrorattn.data.text import CLS_ID, build_tokenizer
+
+    tok = build_tokenizer(["the film was great", "the film was bad", "great fun"] * 3, vocab_size=60,
+                          min_frequency=1, use_cache=False)
+    great = tok.token_to_id("great")
+    cfg = TextTransformerConfig(vocab_size=tok.get_vocab_size(), max_length=16, width=4, blocks=1, heads=1,
+                                dropout=0.0, bias=False)
+    model = TextTransformer(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.tok_emb.weight[CLS_ID, 0] = 1.0
+        model.tok_emb.weight[great, 1] = 1.0
+        model.blocks[0].attn.q_proj.weight[0, 0] = 5.0  # q(CLS) = 5 e0
+        model.blocks[0].attn.k_proj.weight[0, 1] = 1.0  # k(great) = e0, every other key 0
+    rows = [{"sentence": "the film was great", "word": "great", "label": "pos"},
+            {"sentence": "Great fun", "word": "great", "label": "pos"},
+            {"sentence": "the film was bad", "word": "film", "label": "neg"}]
+    res = probe_attention(model, tok, rows)
+    assert [it["score"] for it in res["items"]] == [1.0, 1.0, 0.0]  # third: uniform attention -> all 0
+    assert res["items"][0]["other"] == 0.0 and res["rank1"] == pytest.approx(1.0)
+    assert res["score"] == pytest.approx(2 / 3)
+
+
+def _args(**kw) -> argparse.Namespace:
+    from mirrorattn.experiments.text_cli import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    argv = ["text", "--out", "x"] + [a for k, v in kw.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+    return parser.parse_args(argv)
+
+
+def test_config_overrides_and_per_optimizer_steps(tmp_path):
+    from mirrorattn.experiments.text_cli import build_text_config
+
+    cfg = build_text_config(_args(width=32, epochs=1, grad_clip="none", lr="lp-md:1.1=3e-3,adam=1e-3"))
+    assert cfg.width == 32 and cfg.epochs == 1 and cfg.grad_clip is None
+    assert cfg.lr_for("lp-md:1.1") == 3e-3 and cfg.lr_for("adam") == 1e-3
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps({"lrs": {"sgd": 0.05}}))
+    args = _args(lr_from=sweep, optimizers="sgd,adam")
+    assert build_text_config(args).lr_for("sgd") == 0.05
+    cfg = build_text_config(_args(lr="0.02"))
+    assert cfg.lr_for("adam") == 0.02 and cfg.lrs == {}
+    with pytest.raises(ValueError, match="OPT=STEP"):
+        build_text_config(_args(lr="fast"))
+    with pytest.raises(ValueError, match="pooling"):
+        build_text_config(_args(pooling="max"))
+
+
+@pytest.mark.slow
+def test_text_cli_end_to_end_on_polarity(tmp_path, shared_data, cache, monkeypatch):
+    from mirrorattn.cli import main
+
+    monkeypatch.setenv("MIRRORATTN_DATA", str(shared_data))
+    out = tmp_path / "out"
+    common = ["--dataset", "polarity", "--preset", "quick", "--max-train", "400", "--max-test", "200",
+              "--max-length", "32", "--vocab-size", "1500", "--width", "16", "--epochs", "2",
+              "--analysis-samples", "100", "--no-progress"]
+    assert main(["text-sweep", *common, "--optimizers", "lp-md:1.1,adam", "--sweep-lrs", "1e-3,1e-1",
+                 "--out", str(tmp_path / "sweep")]) == 0
+    sweep = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert set(sweep["lrs"]) == {"lp-md:1.1", "adam"} and (tmp_path / "sweep" / "sweep.png").is_file()
+    for opt, row in sweep["sweep"].items():
+        best = max(row["grid"], key=lambda r: r["val_acc_best"])
+        assert sweep["lrs"][opt] == best["lr"]
+    argv = ["text", *common, "--optimizers", "lp-md:1.1,adam", "--seeds", "1", "--lr-from",
+            str(tmp_path / "sweep" / "sweep.json"), "--out", str(out)]
+    assert main(argv) == 0
+    for name in ("results.json", "results.md", "curves.png", "qkv_hist.png", "attention_maps.png"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "runs" / "adam-seed0" / "summary.json").read_text())
+    assert summary["lr"] == sweep["lrs"]["adam"]
+    for key in ("test_acc", "test_acc_last", "val_acc_best"):
+        assert 0.0 <= summary[key] <= 1.0
+    assert summary["best_epoch"] in (1, 2) and summary["epochs_run"] == 2 and summary["samples_per_second"] > 0
+    assert 0 <= summary["analysis"]["scalars"]["probe_score"] <= 1
+    # a second call reuses the finished runs (same config hash): nothing is retrained
+    mtime = (out / "runs" / "adam-seed0" / "checkpoint.pt").stat().st_mtime_ns
+    assert main(argv) == 0
+    assert (out / "runs" / "adam-seed0" / "checkpoint.pt").stat().st_mtime_ns == mtime
+    # another epoch count is another config: the run is resumed from its checkpoint and extended
+    assert main([*argv, "--epochs", "3"]) == 0
+    hist = json.loads((out / "runs" / "adam-seed0" / "history.json").read_text())
+    assert len(hist) == 3
+    # a user error is one line, exit code 1
+    assert main(["text", "--out", str(tmp_path / "bad"), "--dataset", str(tmp_path / "missing.csv")]) == 1

@@ -1,0 +1,106 @@
+"""Token scores, optimal tokens, support tokens and selected tokens against plain loops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mirrorattn.svm import attention_svm
+from mirrorattn.tokens import (
+    globally_optimal_tokens,
+    is_globally_optimal,
+    is_locally_optimal,
+    locally_optimal_samples,
+    selected_tokens,
+    support_tokens,
+    token_scores,
+)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(3)
+    n, T, d = 6, 8, 10
+    X = rng.standard_normal((n, T, d))
+    X /= np.linalg.norm(X, axis=2, keepdims=True)
+    z = rng.standard_normal((n, d))
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    v = rng.standard_normal(d)
+    v /= np.linalg.norm(v)
+    y = rng.choice([-1.0, 1.0], n)
+    return X, z, y, v
+
+
+def test_token_scores_loop_and_torch(data):
+    X, z, y, v = data
+    g = token_scores(X, y, v)
+    ref = np.array([[y[i] * sum(X[i, t, k] * v[k] for k in range(X.shape[2])) for t in range(8)] for i in range(6)])
+    np.testing.assert_allclose(g, ref, rtol=1e-12)
+    gt = token_scores(torch.as_tensor(X), torch.as_tensor(y), torch.as_tensor(v))
+    assert isinstance(gt, torch.Tensor)
+    np.testing.assert_allclose(gt.numpy(), ref, rtol=1e-12)
+    with pytest.raises(ValueError, match="token_scores needs"):
+        token_scores(X, y, v[:3])
+
+
+def test_globally_optimal_tokens_mask_and_ties():
+    g = np.array([[0.1, 0.5, 0.2], [0.9, 0.3, 0.95], [0.4, 0.4, 0.1]])
+    with pytest.raises(ValueError, match=r"not unique in samples \[2\]"):
+        globally_optimal_tokens(g)
+    np.testing.assert_array_equal(globally_optimal_tokens(g, ties="first"), [1, 2, 0])
+    mask = np.array([[1, 1, 1], [1, 1, 0], [1, 0, 1]], dtype=bool)
+    np.testing.assert_array_equal(globally_optimal_tokens(g, mask), [1, 0, 0])
+    out = globally_optimal_tokens(torch.as_tensor(g), torch.as_tensor(mask))
+    assert isinstance(out, torch.Tensor) and out.tolist() == [1, 0, 0]
+
+
+def test_support_and_local_optimality_against_definitions(data):
+    X, z, y, v = data
+    gamma = token_scores(X, y, v)
+    alpha = globally_optimal_tokens(gamma)
+    res = attention_svm(X, z, alpha, 1.75)
+    sup = support_tokens(res)
+    # definition: tight constraints, checked by recomputing every margin with a loop
+    for i in range(6):
+        for t in range(8):
+            m = (X[i, alpha[i]] - X[i, t]) @ res.W @ z[i]
+            assert sup[i, t] == (t != alpha[i] and m <= 1 + 1e-6)
+    # the globally optimal alpha is locally optimal (gamma_alpha beats every token)
+    assert is_locally_optimal(alpha, res, gamma) and is_globally_optimal(alpha, gamma)
+    # choose, in sample 0, a non-optimal alpha and make gamma favour one of its support tokens
+    alpha2 = alpha.copy()
+    alpha2[0] = int(np.argsort(gamma[0])[-2])  # second best score
+    res2 = attention_svm(X, z, alpha2, 1.75)
+    sup2 = support_tokens(res2)
+    local = locally_optimal_samples(alpha2, res2, gamma)
+    expect = np.array([all(gamma[i, alpha2[i]] > gamma[i, t] for t in np.flatnonzero(sup2[i])) for i in range(6)])
+    np.testing.assert_array_equal(local, expect)
+    assert not is_globally_optimal(alpha2, gamma)
+    # if the best token is a support token of sample 0 then alpha2 is not locally optimal there
+    best = int(np.argmax(gamma[0]))
+    assert local[0] == (not sup2[0, best])
+    with pytest.raises(ValueError, match="differs"):
+        locally_optimal_samples(alpha, res2, gamma)
+
+
+def test_selected_tokens_numpy_torch_and_seed_axis(data):
+    X, z, _, _ = data
+    rng = np.random.default_rng(1)
+    W = rng.standard_normal((3, 10, 10))
+    sel = selected_tokens(X, z, W)
+    assert sel.shape == (3, 6)
+    for s in range(3):
+        for i in range(6):
+            logits = X[i] @ W[s] @ z[i]
+            probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+            assert sel[s, i] == np.argmax(probs)
+    np.testing.assert_array_equal(selected_tokens(X, z, W[1]), sel[1])
+    selt = selected_tokens(torch.as_tensor(X), torch.as_tensor(z), torch.as_tensor(W))
+    np.testing.assert_array_equal(selt.numpy(), sel)
+    mask = np.ones((6, 8), dtype=bool)
+    mask[np.arange(6), sel[0]] = False
+    sel_m = selected_tokens(X, z, W[0], mask=mask)
+    assert not np.any(sel_m == sel[0])
+    np.testing.assert_array_equal(selected_tokens(torch.as_tensor(X), torch.as_tensor(z), torch.as_tensor(W[0]),
+                                                  mask=torch.as_tensor(mask)).numpy(), sel_m)

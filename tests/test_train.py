@@ -1,0 +1,203 @@
+"""The training loop: closed-form first step, parameter groups, resume, errors, model selection."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mirrorattn.models.transformer import TextTransformer, TextTransformerConfig
+from mirrorattn.train import (
+    NonFiniteLossError,
+    Split,
+    TrainConfig,
+    TrainData,
+    build_optimizers,
+    fit,
+    seeded_init,
+    split_md_scope,
+)
+
+
+def token_task(n: int, seed: int, length: int = 8, vocab: int = 20) -> Split:
+    """Label 1 iff token 3 occurs among the real tokens; variable lengths with padding (id 0)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(4, vocab, (n, length), generator=g)
+    ids[:, 0] = 1  # [CLS]
+    lengths = torch.randint(3, length + 1, (n,), generator=g)
+    mask = torch.arange(length)[None] < lengths[:, None]
+    labels = torch.randint(0, 2, (n,), generator=g)
+    pos = (torch.rand(n, generator=g) * (lengths - 1).float()).long() + 1
+    ids[labels.bool(), pos[labels.bool()]] = 3
+    ids[~mask] = 0
+    return Split((ids, mask), labels)
+
+
+def tiny_model(seed: int = 0, dtype=torch.float32, dropout: float = 0.1) -> TextTransformer:
+    cfg = TextTransformerConfig(
+        vocab_size=20, max_length=8, width=16, blocks=1, heads=2, dropout=dropout, pooling="mean"
+    )
+    with seeded_init(seed):
+        return TextTransformer(cfg).to(dtype)
+
+
+@pytest.fixture(scope="module")
+def data() -> TrainData:
+    return TrainData(token_task(192, 1), token_task(64, 2), token_task(64, 3))
+
+
+def cfg(**kw) -> TrainConfig:
+    base = dict(optimizer="adam", lr=3e-3, epochs=2, batch_size=32, seed=0, stop_train_acc=None, device="cpu")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+class Logistic(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.lin = nn.Linear(d, 1, bias=False, dtype=torch.float64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x).squeeze(-1)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_one_full_batch_sgd_step_matches_closed_form(tmp_path, reduction):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(10, 3))
+    y = (rng.random(10) > 0.5).astype(np.int64)
+    split = Split((torch.tensor(X),), torch.tensor(y))
+    model = Logistic(3)
+    with torch.no_grad():
+        model.lin.weight.copy_(torch.tensor([[0.3, -0.2, 0.1]], dtype=torch.float64))
+    w0 = np.array([0.3, -0.2, 0.1])
+    fit(model, TrainData(split, split), cfg(optimizer="sgd", lr=0.1, epochs=1, batch_size=10, loss_reduction=reduction),
+        tmp_path, progress=False)
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    w1 = ckpt["model"]["lin.weight"].numpy()[0]
+    grad = X.T @ (1 / (1 + np.exp(-X @ w0)) - y)  # d/dw sum_i BCE
+    if reduction == "mean":
+        grad /= 10
+    np.testing.assert_allclose(w1, w0 - 0.1 * grad, rtol=1e-12)
+
+
+def test_learns_and_reports_fractions_with_selection_on_validation(tmp_path, data):
+    with seeded_init(0):
+        model = tiny_model()
+    res = fit(model, data, cfg(epochs=6), tmp_path, progress=False)
+    for key in ("test_acc", "test_acc_last", "val_acc_best"):
+        assert 0.0 <= res[key] <= 1.0
+    assert res["test_acc"] > 0.8 and res["epochs_run"] == 6
+    hist = json.loads((tmp_path / "history.json").read_text())
+    val = [r["val_acc"] for r in hist]
+    assert res["best_epoch"] == int(np.argmax(val)) + 1  # first best epoch on validation
+    assert res["val_acc_best"] == max(val)
+    # test_acc is the accuracy of best_model.pt, computed here independently
+    best = tiny_model()
+    best.load_state_dict(torch.load(tmp_path / "best_model.pt", weights_only=True))
+    best.eval()
+    with torch.no_grad():
+        logits = best(*data.test.inputs)
+    assert res["test_acc"] == pytest.approx(((logits > 0).long() == data.test.labels).double().mean().item(), abs=1e-12)
+    last = tiny_model()
+    last.load_state_dict(torch.load(tmp_path / "checkpoint.pt", weights_only=False)["model"])
+    last.eval()
+    with torch.no_grad():
+        acc_last = ((last(*data.test.inputs) > 0).long() == data.test.labels).double().mean().item()
+    assert res["test_acc_last"] == pytest.approx(acc_last, abs=1e-12)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_resume_gives_exactly_the_uninterrupted_result(tmp_path, data, optimizer):
+    c2 = cfg(epochs=3, optimizer=optimizer, lr=0.05 if optimizer == "sgd" else 3e-3)
+    full = fit(tiny_model(), data, c2, tmp_path / "full", progress=False)
+    fit(tiny_model(), data, cfg(**{**c2.__dict__, "epochs": 1}), tmp_path / "part", progress=False)
+    resumed_model = tiny_model(seed=99)  # a different init: everything must come from the checkpoint
+    resumed = fit(resumed_model, data, c2, tmp_path / "part", resume=True, progress=False)
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    strip = ("train_seconds", "samples_per_second")
+    assert [{k: v for k, v in r.items() if k not in strip} for r in full["history"]] == [
+        {k: v for k, v in r.items() if k not in strip} for r in resumed["history"]
+    ]
+    for key in ("test_acc", "test_acc_last", "val_acc_best", "best_epoch", "epochs_run"):
+        assert full[key] == resumed[key], key
+
+
+def test_resume_refuses_other_settings(tmp_path, data):
+    fit(tiny_model(), data, cfg(epochs=1), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="cannot resume"):
+        fit(tiny_model(), data, cfg(epochs=2, lr=1e-2), tmp_path, resume=True, progress=False)
+
+
+def test_seeds_give_different_inits_and_same_seed_same_init():
+    a, b, c = tiny_model(0), tiny_model(0), tiny_model(1)
+    assert torch.equal(a.tok_emb.weight, b.tok_emb.weight)
+    assert not torch.equal(a.tok_emb.weight, c.tok_emb.weight)
+
+
+class NaNAfter(nn.Module):
+    def __init__(self, inner: nn.Module, calls: int) -> None:
+        super().__init__()
+        self.inner, self.calls, self.n = inner, calls, 0
+
+    def forward(self, *inputs):
+        out = self.inner(*inputs)
+        self.n += int(self.training)
+        return out * float("nan") if self.training and self.n > self.calls else out
+
+
+def test_nonfinite_loss_names_epoch_and_batch(tmp_path, data):
+    model = NaNAfter(tiny_model(), calls=8)  # 6 batches per epoch: the 9th call is epoch 2, batch 3
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2, batch 3"):
+        fit(model, data, cfg(epochs=3), tmp_path, progress=False)
+
+
+def test_md_scope_attention_groups(data):
+    model = tiny_model()
+    main, other = split_md_scope(model, "attention")
+    names = {n for n, p in model.named_parameters() if any(p is q for q in main)}
+    assert names == {"blocks.0.attn.q_proj.weight", "blocks.0.attn.k_proj.weight"}
+    assert len(main) + len(other) == len(list(model.parameters()))
+    opt = build_optimizers(model, cfg(optimizer="sgd", md_scope="attention", other_optimizer="adamw", other_lr=1e-4))
+    kinds = [type(o).__name__ for o in opt.optimizers]
+    assert kinds[1] == "AdamW" and [g["lr"] for g in opt.param_groups] == [3e-3, 1e-4]
+    all_main, none = split_md_scope(model, "all")
+    assert len(all_main) == len(list(model.parameters())) and none == []
+    with pytest.raises(ValueError, match="needs a model with MultiHeadSelfAttention"):
+        split_md_scope(nn.Linear(2, 1), "attention")
+
+
+def test_attention_scope_updates_only_qk_with_the_main_optimizer(tmp_path, data):
+    """SGD (main) with lr 0 on q/k and AdamW elsewhere: q/k must not move, the rest must."""
+    model = tiny_model(dropout=0.0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    c = cfg(optimizer="sgd", lr=1e-30, md_scope="attention", other_optimizer="adamw", other_lr=1e-2, epochs=1)
+    fit(model, data, c, tmp_path, progress=False)
+    last = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["model"]
+    for n, p0 in before.items():
+        moved = not torch.allclose(last[n], p0, rtol=0, atol=1e-20)
+        assert moved == (n.split(".")[-2] not in ("q_proj", "k_proj")), n
+
+
+def test_bad_config_and_data_are_clear(tmp_path, data):
+    with pytest.raises(ValueError, match="md_scope"):
+        fit(tiny_model(), data, cfg(md_scope="qk"), tmp_path)
+    with pytest.raises(ValueError, match="first dimension"):
+        Split((torch.zeros(3, 2),), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="labels in"):
+        bad = Split(data.train.inputs, data.train.labels * 3)
+        fit(tiny_model(), TrainData(bad, data.val), cfg(epochs=1), tmp_path, progress=False)
+
+
+def test_lp_md_optimizer_trains_through_the_loop(tmp_path, data):
+    pytest.importorskip("mirrorattn.optim")
+    res = fit(tiny_model(), data, cfg(optimizer="lp-md:1.1", lr=3e-3, epochs=2, md_scope="attention"), tmp_path,
+              progress=False)
+    assert math.isfinite(res["history"][-1]["train_loss"])
