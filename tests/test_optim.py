@@ -436,8 +436,7 @@ def test_foreach_loop_and_compiled_agree(p):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("p", P_VALUES)
-@pytest.mark.parametrize("normalized", [False, True])
+@pytest.mark.parametrize("p,normalized", [(p, False) for p in P_VALUES] + [(1.1, True), (1.75, True)])
 def test_compiled_matches_float64_reference(p, normalized):
     params = make()
     w0 = [prm.detach().numpy().copy() for prm in params]
@@ -545,3 +544,20 @@ def test_every_registered_optimizer_lowers_loss(name, dtype, foreach):
         opt.step()
         losses.append(float(loss))
     assert losses[-1] < losses[0] / 20, (name, losses[0], losses[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_compiled_half_precision_matches_eager(dtype):
+    shapes = ((50, 20),)
+    outs = []
+    for kw in ({"compile": False}, {"compile": True, "compile_min_numel": 2}):
+        params = make(shapes=shapes, dtype=dtype)
+        opt = run_opt(params, grad_seq(shapes=shapes, steps=3, scale=0.05), lr=0.02, p=1.1, **kw)
+        assert opt.state[params[0]]["dual"].dtype == torch.float32 and params[0].dtype == dtype
+        outs.append((params[0].detach().clone(), opt.state[params[0]]["dual"].clone(), opt.last_step_paths))
+    if outs[1][2] != {"compiled": 1}:
+        pytest.skip("torch.compile unavailable here")
+    torch.testing.assert_close(outs[1][1], outs[0][1], rtol=1e-6, atol=1e-7)
+    # the weights are the duals' images rounded to `dtype`: equal up to one rounding step
+    torch.testing.assert_close(outs[1][0].float(), outs[0][0].float(), rtol=torch.finfo(dtype).eps, atol=1e-6)

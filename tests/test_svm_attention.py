@@ -198,3 +198,39 @@ def test_torch_input_and_result_types(small):
     assert isinstance(res.solve_seconds, float) and res.solve_seconds > 0
     assert res.p == 1.75 and res.n_constraints == 6 * 7
     np.testing.assert_array_equal(res.alpha, alpha)
+
+
+def test_auto_switches_to_active_set_above_threshold(monkeypatch):
+    import mirrorattn.svm.core as core
+
+    X, z, alpha = unit_gaussian(30, 6, 4, seed=5)  # 150 constraints
+    assert attention_svm(X, z, alpha, 1.75).method == "one-shot"
+    monkeypatch.setattr(core, "ACTIVE_SET_THRESHOLD", 100)
+    res = attention_svm(X, z, alpha, 1.75)
+    assert res.method == "active-set"
+    assert res.history and res.history[-1]["violated"] == 0
+
+
+def test_decoder_active_set_equals_one_shot():
+    from mirrorattn.svm import decoder_svm
+
+    X, _, alpha = unit_gaussian(300, 3, 6, seed=6)
+    v0 = np.random.default_rng(0).standard_normal(6)
+    y = np.sign(X[np.arange(300), alpha] @ v0)
+    one = decoder_svm(X, y, alpha, 1.75, active_set="off")
+    act = decoder_svm(X, y, alpha, 1.75, active_set="on")
+    assert act.method == "active-set"
+    assert act.objective == pytest.approx(one.objective, rel=1e-8)
+    np.testing.assert_allclose(act.v, one.v, atol=1e-8 * np.abs(one.v).max())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("p", [1.75, 3.0])
+def test_active_set_equals_one_shot_at_6000_constraints(p):
+    X, z, alpha = unit_gaussian(400, 16, 8, seed=8)
+    one = attention_svm(X, z, alpha, p, active_set="off")
+    act = attention_svm(X, z, alpha, p, active_set="on")
+    assert act.n_constraints == 6000 and act.n_working < 6000
+    assert act.objective == pytest.approx(one.objective, rel=1e-7)
+    np.testing.assert_allclose(act.W, one.W, atol=1e-6 * np.abs(one.W).max())
+    np.testing.assert_array_equal(act.support, one.support)

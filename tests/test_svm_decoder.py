@@ -27,9 +27,14 @@ def test_decoder_p2_equals_slsqp():
     X, _, y, alpha = data()
     res = decoder_svm(X, y, alpha, 2.0)
     B = np.array([y[i] * X[i, alpha[i]] for i in range(len(y))])
-    out = minimize(lambda v: 0.5 * v @ v, np.zeros(4), jac=lambda v: v, method="SLSQP",
-                   constraints=[{"type": "ineq", "fun": lambda v: B @ v - 1, "jac": lambda v: B}],
-                   options={"ftol": 1e-15, "maxiter": 500})
+    out = minimize(
+        lambda v: 0.5 * v @ v,
+        np.zeros(4),
+        jac=lambda v: v,
+        method="SLSQP",
+        constraints=[{"type": "ineq", "fun": lambda v: B @ v - 1, "jac": lambda v: B}],
+        options={"ftol": 1e-15, "maxiter": 500},
+    )
     assert out.success
     assert res.objective == pytest.approx(np.linalg.norm(out.x), rel=1e-6)
     np.testing.assert_allclose(res.v, out.x, atol=1e-6)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mirrorattn.svm import InfeasibleSVMError, SVMError, SVMInputError, attention_svm, decoder_svm
+from mirrorattn.svm import (
+    InfeasibleSVMError,
+    InvalidSamplesError,
+    SVMError,
+    SVMInputError,
+    attention_svm,
+    decoder_svm,
+)
 
 
 def data(n=5, T=4, d=3, seed=0):
@@ -22,13 +29,17 @@ def data(n=5, T=4, d=3, seed=0):
 def test_error_hierarchy():
     assert issubclass(InfeasibleSVMError, SVMError) and issubclass(SVMInputError, SVMError)
     assert issubclass(SVMError, ValueError)
+    # unusable samples are both bad input and an infeasible instance (code that skips infeasible
+    # seeds skips them too); shape errors are input errors only
+    assert issubclass(InvalidSamplesError, InfeasibleSVMError) and issubclass(InvalidSamplesError, SVMInputError)
 
 
 def test_nan_in_X_names_sample():
     X, z, alpha = data()
     X[3, 1, 0] = np.nan
-    with pytest.raises(SVMInputError, match=r"NaN or inf .*samples \[3\]"):
+    with pytest.raises(InvalidSamplesError, match=r"NaN or inf .*samples \[3\]") as info:
         attention_svm(X, z, alpha, 1.75)
+    assert info.value.samples == [3]
     X, z, alpha = data()
     z[1, 2] = np.inf
     with pytest.raises(SVMInputError, match=r"z has NaN or inf .*\[1\]"):
@@ -39,7 +50,7 @@ def test_alpha_out_of_range_or_on_padding():
     X, z, alpha = data()
     bad = alpha.copy()
     bad[2] = 4
-    with pytest.raises(SVMInputError, match=r"alpha out of range \[0, 4\) in samples \[2\]"):
+    with pytest.raises(InfeasibleSVMError, match=r"alpha out of range \[0, 4\) in samples \[2\]"):
         attention_svm(X, z, bad, 2.0)
     bad[2] = -1
     with pytest.raises(SVMInputError, match=r"\[2\]"):
@@ -54,8 +65,9 @@ def test_alpha_out_of_range_or_on_padding():
 
 def test_shape_mismatch_and_bad_arguments():
     X, z, alpha = data()
-    with pytest.raises(SVMInputError, match=r"z must have shape \(n, d\)"):
+    with pytest.raises(SVMInputError, match=r"z must have shape \(n, d\)") as info:
         attention_svm(X, z[:, :2], alpha, 2.0)
+    assert not isinstance(info.value, InfeasibleSVMError)
     with pytest.raises(SVMInputError, match=r"X must have shape \(n, T, d\)"):
         attention_svm(X[0], z, alpha, 2.0)
     with pytest.raises(SVMInputError, match=r"alpha must have shape"):

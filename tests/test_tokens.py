@@ -102,5 +102,9 @@ def test_selected_tokens_numpy_torch_and_seed_axis(data):
     mask[np.arange(6), sel[0]] = False
     sel_m = selected_tokens(X, z, W[0], mask=mask)
     assert not np.any(sel_m == sel[0])
-    np.testing.assert_array_equal(selected_tokens(torch.as_tensor(X), torch.as_tensor(z), torch.as_tensor(W[0]),
-                                                  mask=torch.as_tensor(mask)).numpy(), sel_m)
+    np.testing.assert_array_equal(
+        selected_tokens(
+            torch.as_tensor(X), torch.as_tensor(z), torch.as_tensor(W[0]), mask=torch.as_tensor(mask)
+        ).numpy(),
+        sel_m,
+    )

@@ -201,3 +201,11 @@ def test_lp_md_optimizer_trains_through_the_loop(tmp_path, data):
     res = fit(tiny_model(), data, cfg(optimizer="lp-md:1.1", lr=3e-3, epochs=2, md_scope="attention"), tmp_path,
               progress=False)
     assert math.isfinite(res["history"][-1]["train_loss"])
+
+
+def test_bf16_autocast_trains_and_keeps_float32_weights(tmp_path, data):
+    model = tiny_model()
+    res = fit(model, data, cfg(epochs=4, amp=True), tmp_path, progress=False)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    hist = res["history"]
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"] and res["val_acc_best"] > 0.7

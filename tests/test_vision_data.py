@@ -153,6 +153,24 @@ def test_cifar_download_checks_md5(tmp_path: Path, cache: Path, monkeypatch: pyt
         server.shutdown()
 
 
+def test_fashion_download_from_a_local_server(tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    served = tmp_path / "served"
+    truth = _write_fashion(served)
+    md5s = {f.name: hashlib.md5(f.read_bytes()).hexdigest() for f in served.iterdir()}
+    monkeypatch.setattr(vision_sources, "FASHION_MNIST_FILES", md5s)
+    monkeypatch.setattr(vision, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "nowhere")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        root = tmp_path / "root"
+        ds = load_vision_dataset("fashion-mnist", data_root=root, download=True, val_fraction=0.0,
+                                 url=f"http://127.0.0.1:{server.server_address[1]}/")
+        assert sorted(p.name for p in (root / "fashion-mnist").iterdir()) == sorted(md5s)
+        np.testing.assert_array_equal(ds.test.images[:, 0], truth["t10k"][0])
+    finally:
+        server.shutdown()
+
+
 # --------------------------------------------------------------------------- image folders
 
 

@@ -17,8 +17,8 @@ from mirrorattn.experiments import vision_cli
 from mirrorattn.experiments.vision import PRESETS, VisionExperimentConfig, preset_values
 from mirrorattn.experiments.vision_cli import build_vision_config
 
-TINY = ["--width", "16", "--depth", "1", "--heads", "2", "--mlp-hidden", "16", "--analysis-samples", "50",
-        "--attention-images", "2", "--max-test", "100", "--no-progress", "--device", "cpu"]
+TINY = ["--patch", "2", "--width", "16", "--depth", "1", "--heads", "2", "--mlp-hidden", "16",
+        "--analysis-samples", "50", "--attention-images", "2", "--max-test", "100", "--no-progress", "--device", "cpu"]
 
 
 def _args(*argv: str):

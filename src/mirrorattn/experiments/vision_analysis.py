@@ -150,7 +150,9 @@ def write_report(out: Path, config: Any, results: dict[str, Any]) -> None:
             f"{row[f'{k}_hoyer']['mean']:.3f}" if row.get(f"{k}_hoyer", {}).get("mean") is not None else "-"
             for k in ("q", "k", "v")
         )
-        spe = _fmt(row.get("seconds_per_epoch"), 1, 1)
+        per_epoch = [r["seconds_per_epoch"] for r in results["runs"].get(opt, []) if r.get("seconds_per_epoch")]
+        spe = _fmt({"mean": float(np.mean(per_epoch)), "std": float(np.std(per_epoch, ddof=1)) if len(per_epoch) > 1
+                    else 0.0} if per_epoch else None, 1, 1)
         lines.append(
             f"| {opt} | {row['lr']:g} | {_fmt(row['test_acc'], 100)} | {_fmt(row['test_acc_last'], 100)} "
             f"| {_fmt(row['val_acc_best'], 100)} | {_fmt(row['best_epoch'], 1, 1)} | {spe} "

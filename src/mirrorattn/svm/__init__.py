@@ -12,7 +12,7 @@ name the offending samples.
 
 from mirrorattn.svm.attention import attention_svm
 from mirrorattn.svm.decoder import decoder_svm, joint_svm
-from mirrorattn.svm.errors import InfeasibleSVMError, SVMError, SVMInputError
+from mirrorattn.svm.errors import InfeasibleSVMError, InvalidSamplesError, SVMError, SVMInputError
 from mirrorattn.svm.nuclear import attention_svm_nuclear
 from mirrorattn.svm.result import AttentionSVMResult, DecoderSVMResult, JointSVMResult
 
@@ -20,6 +20,7 @@ __all__ = [
     "AttentionSVMResult",
     "DecoderSVMResult",
     "InfeasibleSVMError",
+    "InvalidSamplesError",
     "JointSVMResult",
     "SVMError",
     "SVMInputError",

@@ -17,7 +17,6 @@ from mirrorattn.mirror import check_p, lp_norm
 from mirrorattn.svm.constraints import AttentionConstraints
 from mirrorattn.svm.core import solve
 from mirrorattn.svm.result import AttentionSVMResult
-from mirrorattn.svm.warmstart import approximate_lp_solution
 
 
 def lp_objective(p: float):
@@ -91,8 +90,7 @@ def attention_svm(
     """
     p = check_p(p)
     cs = AttentionConstraints(X, z, alpha, mask)
-    sol = solve(cs, lp_objective(p), solver=solver, active_set=active_set, tol=tol, what="l_p-AttSVM", polish_p=p,
-                warm_start=lambda: approximate_lp_solution(cs, p))
+    sol = solve(cs, lp_objective(p), solver=solver, active_set=active_set, tol=tol, what="l_p-AttSVM", polish_p=p)
     W = sol.w.reshape(cs.d, cs.d)
     return finish_attention(cs, sol, p, float(lp_norm(W, p)), support_tol, solver)
 

@@ -99,8 +99,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--nuclear", action="store_true", help="minimise the nuclear norm instead (K/Q form)")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON summary here (atomically)")
     p.add_argument("--save-w", type=Path, default=None, help="write W, duals, support, alpha to this NPZ")
-    p.add_argument("--active-set", choices=("auto", "on", "off"), default="auto",
-                   help="constraint generation: auto = on above 5,000 constraints")
+    p.add_argument(
+        "--active-set",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="constraint generation: auto = on above 5,000 constraints",
+    )
     p.add_argument("--tol", type=float, default=1e-8, help="solver tolerance / allowed margin violation")
     p.add_argument("--solver", default="clarabel", help="cvxpy conic solver (clarabel, scs)")
     p.set_defaults(func=run)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from mirrorattn.svm.errors import InfeasibleSVMError, SVMInputError, name_samples
+from mirrorattn.svm.errors import InfeasibleSVMError, InvalidSamplesError, SVMInputError, name_samples
 
 #: samples per chunk when evaluating margins (keeps temporaries to a few MB)
 _CHUNK = 4096
@@ -44,9 +44,10 @@ def _as_float_array(a: Any, name: str) -> np.ndarray:
 def _nonfinite_samples(arr: np.ndarray, name: str) -> None:
     bad = ~np.isfinite(arr.reshape(arr.shape[0], -1)).all(axis=1)
     if bad.any():
-        raise SVMInputError(
+        raise InvalidSamplesError(
             f"{name} has NaN or inf values in samples {name_samples(np.flatnonzero(bad))}; "
-            "fix or drop those samples (a diverged training run produces them)"
+            "fix or drop those samples (a diverged training run produces them)",
+            samples=np.flatnonzero(bad),
         )
 
 
@@ -91,15 +92,17 @@ def check_alpha(alpha: Any, n: int, T: int, mask: np.ndarray) -> np.ndarray:
     a = a.astype(np.int64)
     out = (a < 0) | (a >= T)
     if out.any():
-        raise SVMInputError(
+        raise InvalidSamplesError(
             f"alpha out of range [0, {T}) in samples {name_samples(np.flatnonzero(out))}; "
-            "alpha_i must index a token of sample i"
+            "alpha_i must index a token of sample i",
+            samples=np.flatnonzero(out),
         )
     pad = ~mask[np.arange(n), a]
     if pad.any():
-        raise SVMInputError(
+        raise InvalidSamplesError(
             f"alpha points at a padding token in samples {name_samples(np.flatnonzero(pad))}; "
-            "select a real token (mask True) or fix the mask"
+            "select a real token (mask True) or fix the mask",
+            samples=np.flatnonzero(pad),
         )
     return a
 
@@ -158,8 +161,7 @@ class AttentionConstraints:
             rows = np.flatnonzero(dup.any(axis=1))
             bad.update(rows.tolist())
             msgs.append(
-                f"a token equal to the selected token in samples {name_samples(rows)} "
-                "(no W can separate equal tokens)"
+                f"a token equal to the selected token in samples {name_samples(rows)} (no W can separate equal tokens)"
             )
         if zero_z.any():
             rows = np.flatnonzero(zero_z)

@@ -30,6 +30,15 @@ class InfeasibleSVMError(SVMError):
         self.samples: list[int] = sorted({int(s) for s in samples})
 
 
+class InvalidSamplesError(SVMInputError, InfeasibleSVMError):
+    """Some samples hold unusable data: NaN/inf, or alpha out of range or on a padding token.
+
+    Both an :class:`SVMInputError` and an :class:`InfeasibleSVMError` (no W can satisfy
+    constraints built from such samples), so that code skipping infeasible instances also skips
+    these; ``samples`` names them.
+    """
+
+
 def name_samples(samples: Iterable[int], limit: int = 20) -> str:
     """``"[3, 7, 12]"`` or ``"[0, 1, ..., 19] and 5 more"`` for an error message."""
     s = sorted({int(i) for i in samples})
@@ -38,4 +47,4 @@ def name_samples(samples: Iterable[int], limit: int = 20) -> str:
     return f"{s[:limit]} and {len(s) - limit} more"
 
 
-__all__ = ["InfeasibleSVMError", "SVMError", "SVMInputError", "name_samples"]
+__all__ = ["InfeasibleSVMError", "InvalidSamplesError", "SVMError", "SVMInputError", "name_samples"]

@@ -18,11 +18,13 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+import scipy.linalg
 
 from mirrorattn.mirror import inverse_exponent, inverse_mirror_map, lp_norm
 
 _MAX_NEWTON = 50
 _RESIDUAL_TOL = 1e-13
+_ACCEPT_TOL = 1e-10
 
 
 def newton_support(A_S: np.ndarray, mu0: np.ndarray, p: float) -> np.ndarray | None:
@@ -57,8 +59,8 @@ def newton_support(A_S: np.ndarray, mu0: np.ndarray, p: float) -> np.ndarray | N
                 break
             t *= 0.5
         else:
-            return None
-    return mu if float(np.abs(r).max()) <= 1e-11 else None
+            break  # no further decrease: rounding level reached (or Newton failed; checked below)
+    return mu if float(np.abs(r).max()) <= _ACCEPT_TOL else None
 
 
 def polish_lp(
@@ -77,9 +79,18 @@ def polish_lp(
     """
     if lam.size == 0 or lam.max() <= 0:
         return None
-    on = lam > 1e-6 * lam.max()
-    S = flat[on]
-    A_S = rows(S)
+    marg_w = margins_all(w).reshape(-1)[flat]
+    on = (lam > 1e-6 * lam.max()) & (marg_w <= 1.0 + 1e-4)
+    A_S = rows(flat[on])
+    if A_S.shape[0] > A_S.shape[1] or np.linalg.matrix_rank(A_S) < A_S.shape[0]:
+        # degenerate support: keep a maximal independent subset of the rows, largest duals first
+        _, R, piv = scipy.linalg.qr(A_S.T * lam[on], mode="economic", pivoting=True)
+        diag = np.abs(np.diag(R))
+        rank = int(np.sum(diag > 1e-10 * diag.max()))
+        keep = np.zeros(on.sum(), dtype=bool)
+        keep[piv[:rank]] = True
+        on[np.flatnonzero(on)[~keep]] = False
+        A_S = rows(flat[on])
     norm = float(lp_norm(w, p))
     mu = newton_support(A_S, lam[on] * norm ** (p - 1.0), p)
     if mu is None or np.any(mu < 0):

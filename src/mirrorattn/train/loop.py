@@ -246,8 +246,8 @@ def fit(
             local_sum = per_sample.sum()
             scale = info.world_size / (len(idx) if config.loss_reduction == "mean" else 1)
             stats = torch.stack([local_sum.detach().double(), correct.double().sum(), torch.tensor(
-                float(len(labels)), dtype=torch.float64, device=device)]).cpu()
-            all_reduce_sum(stats)
+                float(len(labels)), dtype=torch.float64, device=device)])
+            stats = all_reduce_sum(stats).cpu()  # reduced on the device (nccl needs CUDA tensors)
             if not math.isfinite(float(stats[0])):
                 if bar is not None:
                     bar.close()

@@ -1,0 +1,147 @@
+"""Benchmark: one-shot against active-set (constraint generation) l_p-AttSVM solves.
+
+Prints JSON with, per (n, T, d) and p, both solve times (wall and process CPU seconds: on a
+shared machine CPU time is the fairer measure of one single-threaded solve), their ratios and
+the objectives' relative difference, plus one active-set solve at 1,000,000 constraints (n = 20,000, T = 51,
+d = 16, p = 1.75) with its time and the process's peak resident memory. Data as in paper.md
+section 5: unit-norm Gaussian tokens and queries; alpha_i = argmax_t x_it^T W0 z_i for a random
+W0, which makes the problem feasible.
+
+    nice -n 10 python benchmarks/svm_scale.py [--out results.json] [--max-one-shot-constraints 40000]
+
+The JSON is rewritten (atomically) after every case, so an interrupted run keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import time
+
+import numpy as np
+
+from mirrorattn.io import to_jsonable, write_json
+from mirrorattn.svm import attention_svm
+
+SIZES = [(6, 8, 10), (200, 16, 16), (2000, 16, 16), (2000, 32, 16)]
+P_VALUES = [1.75, 2.0, 3.0]
+MILLION = (20000, 51, 16, 1.75)
+
+
+def make_data(n: int, T: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """X (n, T, d), z (n, d) with unit-l2 rows; alpha = argmax_t x_it^T W0 z_i (feasible)."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, T, d))
+    X /= np.linalg.norm(X, axis=2, keepdims=True)
+    z = rng.standard_normal((n, d))
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    W0 = rng.standard_normal((d, d))
+    alpha = np.empty(n, dtype=np.int64)
+    for s in range(0, n, 4096):
+        alpha[s : s + 4096] = np.argmax(np.einsum("ntd,de,ne->nt", X[s : s + 4096], W0, z[s : s + 4096]), axis=1)
+    return X, z, alpha
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far, MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_case(n: int, T: int, d: int, p: float, seed: int, one_shot: bool) -> dict:
+    X, z, alpha = make_data(n, T, d, seed)
+    case: dict = {"n": n, "T": T, "d": d, "p": p, "constraints": n * (T - 1)}
+    c0 = time.process_time()
+    act = attention_svm(X, z, alpha, p, active_set="on")
+    case.update(
+        active_set_seconds=act.solve_seconds,
+        active_set_cpu_seconds=time.process_time() - c0,
+        active_set_objective=act.objective,
+        active_set_iterations=act.iterations,
+        active_set_working=act.n_working,
+        active_set_polished=act.polished,
+        n_support=int(act.support.sum()),
+    )
+    if one_shot:
+        c0 = time.process_time()
+        one = attention_svm(X, z, alpha, p, active_set="off")
+        one_cpu = time.process_time() - c0
+        case.update(
+            one_shot_seconds=one.solve_seconds,
+            one_shot_cpu_seconds=one_cpu,
+            speedup_cpu=one_cpu / case["active_set_cpu_seconds"],
+            one_shot_objective=one.objective,
+            one_shot_polished=one.polished,
+            speedup=one.solve_seconds / act.solve_seconds,
+            objective_rel_diff=abs(act.objective - one.objective) / one.objective,
+            W_max_rel_diff=float(np.abs(act.W - one.W).max() / np.abs(one.W).max()),
+        )
+    else:
+        case["one_shot_seconds"] = None
+        case["note"] = "one-shot skipped (--max-one-shot-constraints)"
+    return case
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=None, help="write the JSON here too (atomically, after every case)")
+    ap.add_argument(
+        "--max-one-shot-constraints",
+        type=int,
+        default=None,
+        help="skip the (slow) one-shot solve above this many constraints; default: run all",
+    )
+    ap.add_argument("--no-million", action="store_true", help="skip the 1,000,000-constraint run")
+    ap.add_argument("--million-only", action="store_true", help="only the 1,000,000-constraint run")
+    ap.add_argument("--p", type=float, nargs="+", default=P_VALUES)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    out: dict = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_start": os.getloadavg()},
+        "cases": [],
+    }
+
+    def emit() -> None:
+        out["machine"]["load_avg_now"] = os.getloadavg()
+        if args.out:
+            write_json(args.out, out)
+
+    if not args.no_million:  # first, so that the peak RSS is this run's own
+        n, T, d, p = MILLION
+        X, z, alpha = make_data(n, T, d, args.seed)
+        t0, c0 = time.perf_counter(), time.process_time()
+        res = attention_svm(X, z, alpha, p, active_set="on")
+        cpu = time.process_time() - c0
+        out["million"] = {
+            "n": n,
+            "T": T,
+            "d": d,
+            "p": p,
+            "constraints": res.n_constraints,
+            "seconds": time.perf_counter() - t0,
+            "cpu_seconds": cpu,
+            "objective": res.objective,
+            "iterations": res.iterations,
+            "working_set": res.n_working,
+            "n_support": int(res.support.sum()),
+            "min_margin": res.min_margin,
+            "polished": res.polished,
+            "peak_rss_mib": peak_rss_mib(),
+        }
+        del X, z, alpha, res
+        emit()
+    if not args.million_only:
+        for n, T, d in SIZES:
+            for p in args.p:
+                m = n * (T - 1)
+                one_shot = args.max_one_shot_constraints is None or m <= args.max_one_shot_constraints
+                out["cases"].append(run_case(n, T, d, p, args.seed, one_shot))
+                emit()
+    print(json.dumps(to_jsonable(out), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
