@@ -97,6 +97,7 @@ def main() -> int:
     ap.add_argument("--million-only", action="store_true", help="only the 1,000,000-constraint run")
     ap.add_argument("--p", type=float, nargs="+", default=P_VALUES)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sizes", nargs="+", default=None, help="n,T,d triples such as 2000,32,16 (default: the issue's)")
     args = ap.parse_args()
     out: dict = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_start": os.getloadavg()},
@@ -133,7 +134,8 @@ def main() -> int:
         del X, z, alpha, res
         emit()
     if not args.million_only:
-        for n, T, d in SIZES:
+        sizes = [tuple(int(v) for v in s.split(",")) for s in args.sizes] if args.sizes else SIZES
+        for n, T, d in sizes:
             for p in args.p:
                 m = n * (T - 1)
                 one_shot = args.max_one_shot_constraints is None or m <= args.max_one_shot_constraints

@@ -234,3 +234,43 @@ def test_active_set_equals_one_shot_at_6000_constraints(p):
     assert act.objective == pytest.approx(one.objective, rel=1e-7)
     np.testing.assert_allclose(act.W, one.W, atol=1e-6 * np.abs(one.W).max())
     np.testing.assert_array_equal(act.support, one.support)
+
+
+@pytest.mark.slow
+def test_active_set_100k_constraints_satisfies_kkt():
+    # 100,000 constraints: too many for the one-shot solve in a test, so the answer is checked by
+    # the KKT conditions of the full problem, each computed here with plain NumPy
+    p = 1.75
+    X, z, alpha = unit_gaussian(5000, 21, 8, seed=9)
+    res = attention_svm(X, z, alpha, p)
+    assert res.method == "active-set" and res.n_constraints == 100_000
+    n = X.shape[0]
+    xa = X[np.arange(n), alpha]
+    margins = np.einsum("ntd,de,ne->nt", xa[:, None, :] - X, res.W, z)
+    valid = np.ones_like(res.support)
+    valid[np.arange(n), alpha] = False
+    assert margins[valid].min() >= 1.0 - 1e-12  # primal feasibility over all 100k constraints
+    lam = res.duals
+    assert np.all(lam >= 0) and np.all(lam[~valid] == 0)
+    G = np.einsum("nt,ntd,ne->de", lam, xa[:, None, :] - X, z)
+    w = res.W
+    grad = np.sign(w) * np.abs(w) ** (p - 1) / np.sum(np.abs(w) ** p) ** ((p - 1) / p)
+    np.testing.assert_allclose(G, grad, atol=1e-8 * np.abs(grad).max())  # stationarity
+    assert np.max(np.abs(lam * np.where(valid, margins - 1.0, 0.0))) <= 1e-8 * lam.max()  # compl. slackness
+    assert res.n_working < 5000
+
+
+def test_active_set_with_variable_length_sequences():
+    X, z, _ = unit_gaussian(60, 9, 5, seed=10)
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(2, 10, 60)
+    mask = np.arange(9)[None, :] < lengths[:, None]
+    scores = np.einsum("ntd,de,ne->nt", X, rng.standard_normal((5, 5)), z)
+    alpha = np.argmax(np.where(mask, scores, -np.inf), axis=1)  # feasible: selected by some W0
+    X = np.where(mask[..., None], X, np.nan)
+    one = attention_svm(X, z, alpha, 1.75, mask=mask, active_set="off")
+    act = attention_svm(X, z, alpha, 1.75, mask=mask, active_set="on")
+    assert act.n_constraints == one.n_constraints == int(lengths.sum()) - 60
+    assert act.objective == pytest.approx(one.objective, rel=1e-8)
+    np.testing.assert_array_equal(act.support, one.support)
+    assert not act.support[~mask].any() and np.all(act.duals[~mask] == 0)

@@ -152,3 +152,18 @@ def test_decoder_errors():
     y1[1] = -y1[0]
     with pytest.raises(InfeasibleSVMError, match=r"samples \[0, 1\]"):
         decoder_svm(X1, y1, alpha, 1.75)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_solver_retries_then_reports_status(monkeypatch):
+    import mirrorattn.svm.core as core
+
+    X, z, alpha = data()
+    good = core._solver_attempts("CLARABEL", 1e-8)[0]
+    stopped = dict(good, max_iter=1)  # stops after one iteration: status 'user_limit'
+    monkeypatch.setattr(core, "_solver_attempts", lambda name, tol: [stopped, good])
+    ref = attention_svm(X, z, alpha, 1.75, active_set="off")
+    assert ref.status == "optimal"
+    monkeypatch.setattr(core, "_solver_attempts", lambda name, tol: [stopped])
+    with pytest.raises(SVMError, match=r"did not reach 'optimal' \(status 'user_limit'"):
+        attention_svm(X, z, alpha, 1.75, active_set="off")

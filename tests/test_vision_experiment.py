@@ -146,3 +146,17 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path: Path, monkeypatch:
     a = torch.load(tmp_path / "full" / "best_model.pt")
     b = torch.load(tmp_path / "cut" / "best_model.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_a_diverging_run_is_recorded_not_fatal(tmp_path: Path) -> None:
+    cfg = VisionExperimentConfig(dataset="digits", width=16, depth=1, heads=2, mlp_hidden=16, epochs=2, batch_size=64,
+                                 max_train=300, max_test=60, optimizers=("sgd", "adam"), lrs={"sgd": 1e6}, seeds=1,
+                                 analysis_samples=20, attention_images=1, device="cpu")
+    results = vx.run_vision_experiment(cfg, tmp_path, progress=False)
+    bad = results["runs"]["sgd"][0]
+    assert bad["diverged"] is True and bad["test_acc"] is None and "nan" in bad["error"].lower()
+    assert results["runs"]["adam"][0]["diverged"] is False
+    assert results["aggregate"]["sgd"]["test_acc"]["n"] == 0
+    table = (tmp_path / "results.md").read_text()
+    assert "| sgd | 1e+06 | 1/1 | - |" in table and "| adam | 0.001 | 0/1 |" in table

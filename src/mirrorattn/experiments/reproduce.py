@@ -135,7 +135,7 @@ def run_reproduce(
     if record.get("preset") not in (None, preset):
         log(f"note: {out} holds a reproduce of preset {record['preset']!r}; its finished runs are reused where "
             f"their settings match")
-    record.update({"preset": preset, "started": record.get("started") or _dt.datetime.now().isoformat("seconds")})
+    record.update({"preset": preset, "started": record.get("started") or _dt.datetime.now().isoformat(timespec="seconds")})
     steps = record.setdefault("steps", {})
     for step in preset_steps(preset):
         if only and step.name not in only:
@@ -171,7 +171,7 @@ def run_reproduce(
             steps[step.name]["reason"] = f"`mirrorattn {' '.join(argv)}` exited with {rc}; see the error above"
             log(f"[fail] {step.name}: exit code {rc}")
         write_json(status_path, record)
-    record["finished"] = _dt.datetime.now().isoformat("seconds")
+    record["finished"] = _dt.datetime.now().isoformat(timespec="seconds")
     write_json(status_path, record)
     report = build_report(out)
     log(f"report: {report}")

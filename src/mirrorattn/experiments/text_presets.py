@@ -6,7 +6,7 @@ not BERT's), [CLS] pooling, no biases, dropout 0.2, MLP 4x, batch 100, summed BC
 sizes from the paper, l_p-MD on every parameter, stop at 99.5 % train accuracy or 1,000 epochs.
 
 ``quick`` - a CPU configuration (2 cores) chosen by measurement: 1 block, width 64, length 256,
-masked mean pooling, 3 epochs, the compared optimizer on the query/key weights and AdamW
+masked mean pooling, 2 epochs, the compared optimizer on the query/key weights and AdamW
 elsewhere. Why: :data:`QUICK_NOTES`.
 """
 
@@ -56,7 +56,10 @@ Measured on the 2-core development machine while ~5 other jobs shared it (so wal
 - throughput of this model (1 block, width 64, 2 heads, MLP 2x, length 256, vocab 16k, batch 64,
   one torch thread): about 110 training samples per CPU-second for SGD, l_1.1-MD and Adam alike
   (l_1.1-MD / SGD = 1.04). An IMDb epoch (22,500 training reviews) is then about 200 CPU-seconds;
-  3 epochs + validation + two test passes (25,000 reviews) fit 8 minutes on two free cores.
+  2 epochs + validation + test passes (25,000 reviews) fit 8 minutes on two free cores.
+- IMDb probe (this preset, l_1.1-MD step 1e-2, ONE epoch, seed 0, 1 thread, load ~9): epoch 366 s
+  wall (61 samples/s), whole run 415 s; validation 84.72 %, test 83.39 %. The [CLS]-row attention
+  stayed almost uniform (normalised entropy 1.00): the query/key weights barely moved in one epoch.
 - l_p-MD on EVERY parameter (the authors' scope) did not learn at this compute: with masked mean
   pooling and mean BCE, l_1.1-MD at steps 1e-3 / 1e-2 / 1e-1 stayed at 51-52 % validation
   accuracy after 2 epochs on a 1,800-review subset and reached 59 % only at step 1 (the
@@ -94,7 +97,7 @@ QUICK: dict[str, Any] = {
     "md_scope": "attention",
     "other_optimizer": "adamw",
     "other_lr": 2e-3,
-    "epochs": 3,
+    "epochs": 2,
     "batch_size": 64,
     "loss_reduction": "mean",
     "stop_train_acc": 0.995,

@@ -133,13 +133,14 @@ def write_report(out: Path, config: Any, results: dict[str, Any]) -> None:
         f"(source: {data.get('source')}).",
         "",
         "Test accuracy (%) at the validation-best epoch (`test_acc`) and at the last epoch (`test_acc_last`), "
-        "mean ± std over seeds (each seed its own initialisation; epoch chosen on validation only). "
+        "mean ± std over the seeds that did not diverge (each seed its own initialisation; epoch chosen on "
+        "validation only). "
         f"Attention: last layer's [CLS] row on {config.analysis_samples} test images. Weights: fraction of Q/K/V "
         f"entries with |w| > {config.weight_threshold} and their Hoyer sparsity.",
         "",
-        "| optimizer | lr | test acc (val-best) | test acc (last) | val acc | best epoch | s/epoch "
+        "| optimizer | lr | diverged | test acc (val-best) | test acc (last) | val acc | best epoch | s/epoch "
         f"| [CLS] entropy | [CLS] max prob | top-{config.topk} mass | Q/K/V frac > thr | Q/K/V Hoyer |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for opt, row in agg.items():
         frac = "/".join(
@@ -153,8 +154,10 @@ def write_report(out: Path, config: Any, results: dict[str, Any]) -> None:
         per_epoch = [r["seconds_per_epoch"] for r in results["runs"].get(opt, []) if r.get("seconds_per_epoch")]
         spe = _fmt({"mean": float(np.mean(per_epoch)), "std": float(np.std(per_epoch, ddof=1)) if len(per_epoch) > 1
                     else 0.0} if per_epoch else None, 1, 1)
+        runs_opt = results["runs"].get(opt, [])
+        diverged = f"{sum(bool(r.get('diverged')) for r in runs_opt)}/{len(runs_opt)}"
         lines.append(
-            f"| {opt} | {row['lr']:g} | {_fmt(row['test_acc'], 100)} | {_fmt(row['test_acc_last'], 100)} "
+            f"| {opt} | {row['lr']:g} | {diverged} | {_fmt(row['test_acc'], 100)} | {_fmt(row['test_acc_last'], 100)} "
             f"| {_fmt(row['val_acc_best'], 100)} | {_fmt(row['best_epoch'], 1, 1)} | {spe} "
             f"| {_fmt(row.get('cls_entropy_last'))} | {_fmt(row.get('cls_max_prob_last'))} | {_fmt(row.get(topk))} "
             f"| {frac} | {hoy} |"

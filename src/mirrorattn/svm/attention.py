@@ -1,14 +1,16 @@
 """l_p-AttSVM: minimise ||W||_p (entrywise) s.t. (x_{i,alpha_i} - x_it)^T W z_i >= 1 (paper.md section 3).
 
-Formulation: ``cp.pnorm(vec W, p, approx=False)``, which cvxpy writes with exact 3-D power cones
-(no rational approximation of p), solved by Clarabel. The reported ``objective`` is ||W||_p
+Formulation (see :func:`lp_objective`): cvxpy's ``pnorm`` as an exact second-order-cone tower
+when p is a rational with a small denominator (1.75, 3, 1.1, ...), else exact 3-D power cones;
+either one falls back to the other if Clarabel stalls. Solved by Clarabel. The reported ``objective`` is ||W||_p
 recomputed in float64 from the returned W, and W is rescaled by 1/min margin when the solver's
 answer falls short of margin 1 by its tolerance, so that it is exactly feasible.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from fractions import Fraction
+from typing import Any, Callable
 
 import cvxpy as cp
 import numpy as np
@@ -19,11 +21,26 @@ from mirrorattn.svm.core import solve
 from mirrorattn.svm.result import AttentionSVMResult
 
 
-def lp_objective(p: float):
-    """The cvxpy objective ||w||_p with exact power cones (2-norm: a second-order cone)."""
+def lp_objective(p: float) -> list[Callable[[cp.Variable], cp.Expression]]:
+    """cvxpy formulations of ||w||_p, in the order to try them (all exact where used first).
+
+    p = 2: one second-order cone. p rational with denominator <= 1024 (1.75 = 7/4, 3, 1.1 ...):
+    cvxpy's second-order-cone tower for ``pnorm`` is then exact, and Clarabel solves it more
+    reliably than power cones on large problems; exact 3-D power cones (``approx=False``) are the
+    fallback. Other p: power cones first, the (rationally approximated) tower as the fallback;
+    the Newton polish on the support set uses the exact p either way.
+    """
     if p == 2.0:
-        return lambda w: cp.norm(w, 2)
-    return lambda w: cp.pnorm(w, p, approx=False)
+        return [lambda w: cp.norm(w, 2)]
+
+    def soc(w: cp.Variable) -> cp.Expression:
+        return cp.pnorm(w, p)
+
+    def powcone(w: cp.Variable) -> cp.Expression:
+        return cp.pnorm(w, p, approx=False)
+
+    exact_rational = float(Fraction(p).limit_denominator(1024)) == p
+    return [soc, powcone] if exact_rational else [powcone, soc]
 
 
 def finish_attention(

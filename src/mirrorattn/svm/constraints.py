@@ -189,12 +189,6 @@ class AttentionConstraints:
             s[sl] = np.einsum("ntd,nd->nt", self.X[sl], self.z[sl] @ W.T)
         return s
 
-    def rmatvec(self, lam: np.ndarray) -> np.ndarray:
-        """A^T lam = vec(sum_it lam_it (x_ia - x_it) z_i^T) for lam on the (n, T) grid (flat or 2-D)."""
-        lam = np.where(self.valid, np.asarray(lam, dtype=np.float64).reshape(self.n, self.T), 0.0)
-        C = lam.sum(axis=1)[:, None] * self.X[np.arange(self.n), self.alpha] - np.einsum("nt,ntd->nd", lam, self.X)
-        return (C.T @ self.z).reshape(-1)
-
     def margins(self, w: np.ndarray) -> np.ndarray:
         """Margins (n, T) of every constraint for vec(W) = ``w``; +inf at alpha and padding."""
         s = self.scores(w)
@@ -267,10 +261,6 @@ class DecoderConstraints:
     def rows(self, flat: np.ndarray) -> np.ndarray:
         """Rows y_i x_{i,alpha_i} of the given constraints: (k, d)."""
         return self.rows_all[np.asarray(flat, dtype=np.int64)]
-
-    def rmatvec(self, lam: np.ndarray) -> np.ndarray:
-        """sum_i lam_i y_i x_{i,alpha_i}, (d,)."""
-        return self.rows_all.T @ np.asarray(lam, dtype=np.float64).reshape(-1)
 
     def margins(self, w: np.ndarray) -> np.ndarray:
         """Margins (n, 1) for ``w`` = v."""

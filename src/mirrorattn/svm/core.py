@@ -11,8 +11,8 @@ is a relaxation of the full one, so its optimum is a lower bound; once its solut
 for all constraints it is optimal for the full problem. Details that keep it fast:
 - the first working set is, per sample, the token closest to the selected one (the hardest to
   separate), the ``n_vars`` hardest samples;
-- working sets are solved to 1e-6 first; once nothing is violated at that level the answer is
-  polished exactly by Newton on its support set (l_p objectives) or re-solved to ``tol``;
+- once nothing is violated the answer is polished exactly by Newton on its support set (l_p
+  objectives, :mod:`mirrorattn.svm.polish`);
 - constraints with margin > 1.001 and a negligible dual leave the working set (the working-set
   optimum does not change, so the objective still rises strictly and the loop cannot cycle).
 One-shot mode solves all constraints at once (the reference the active set is tested against).
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, NoReturn, Protocol
+from typing import Any, Callable, NoReturn, Protocol, Union
 
 import cvxpy as cp
 import numpy as np
@@ -32,15 +32,16 @@ from mirrorattn.svm.polish import polish_lp
 
 #: "auto" uses the active set above this many constraints
 ACTIVE_SET_THRESHOLD = 5000
-#: solver tolerance of the intermediate working-set solves
-_LOOSE_TOL = 1e-6
+#: solver tolerance of the intermediate working-set solves (0: every solve uses ``tol``; looser
+#: intermediate solves made Clarabel fail on some working sets)
+_LOOSE_TOL = 0.0
 #: working-set constraints with margin above 1 + this and a negligible dual are dropped
 _DROP_SLACK = 1e-3
 _DROP_DUAL = 1e-9
 #: give up constraint generation after this many solves
 MAX_ACTIVE_SET_ITERATIONS = 200
 
-Objective = Callable[[cp.Variable], cp.Expression]
+Objective = Union[Callable[[cp.Variable], cp.Expression], list[Callable[[cp.Variable], cp.Expression]]]
 
 
 class ConstraintSet(Protocol):
@@ -87,14 +88,25 @@ def resolve_solver(solver: str) -> str:
     return name
 
 
-def _solver_options(name: str, tol: float) -> dict[str, Any]:
+def _solver_attempts(name: str, tol: float) -> list[dict[str, Any]]:
+    """Solver settings to try in turn: as asked, then looser (the answer is polished afterwards)."""
     if name == "CLARABEL":
-        t = float(min(max(tol, 1e-9), 1e-8))  # tighter than 1e-9 ends 'optimal_inaccurate'
-        # qdldl (single-threaded) beats faer on these dense-row problems on a shared machine
-        return {"tol_gap_abs": t, "tol_gap_rel": t, "tol_feas": t, "max_iter": 500, "direct_solve_method": "qdldl"}
+        t = float(max(tol, 1e-9))  # tighter than 1e-9 ends 'optimal_inaccurate'
+
+        def opts(tt: float, method: str) -> dict[str, Any]:
+            # qdldl (single-threaded) beats faer on these dense-row problems on a shared machine
+            return {
+                "tol_gap_abs": tt,
+                "tol_gap_rel": tt,
+                "tol_feas": tt,
+                "max_iter": 500,
+                "direct_solve_method": method,
+            }
+
+        return [opts(t, "qdldl"), opts(max(t, 1e-7), "qdldl"), opts(max(t, 1e-6), "faer")]
     if name == "SCS":
-        return {"eps_abs": max(tol, 1e-9), "eps_rel": max(tol, 1e-9), "max_iters": 200_000}
-    return {}
+        return [{"eps_abs": max(tol, 1e-9), "eps_rel": max(tol, 1e-9), "max_iters": 200_000}]
+    return [{}]
 
 
 def infeasibility_certificate(A: np.ndarray) -> np.ndarray | None:
@@ -116,27 +128,35 @@ def infeasibility_certificate(A: np.ndarray) -> np.ndarray | None:
 
 
 def _solve_rows(A: np.ndarray, objective: Objective, solver: str, tol: float) -> tuple[np.ndarray, np.ndarray, str]:
-    """One conic solve of min f(w) s.t. A w >= 1. Returns (w, duals, status)."""
-    w = cp.Variable(A.shape[1])
-    con = A @ w >= 1
-    prob = cp.Problem(cp.Minimize(objective(w)), [con])
-    try:
-        prob.solve(solver=solver, **_solver_options(solver, tol))
-    except cp.error.SolverError as exc:
-        raise SVMError(
-            f"the conic solver {solver} failed ({exc}); try solver='scs', a looser tol, or rescale the data "
-            "(tokens of very different norms make the problem ill-conditioned)"
-        ) from None
-    status = str(prob.status)
-    if status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
-        raise _Infeasible(status)
-    if status != cp.OPTIMAL or w.value is None:
-        raise SVMError(
-            f"the conic solver {solver} returned status {status!r} instead of 'optimal'; "
-            "try solver='scs' or solver='clarabel', a looser tol, or rescale the data to unit-norm tokens"
-        )
-    duals = np.maximum(np.asarray(con.dual_value, dtype=np.float64).reshape(-1), 0.0)
-    return np.asarray(w.value, dtype=np.float64), duals, status
+    """One conic solve of min f(w) s.t. A w >= 1. Returns (w, duals, status).
+
+    ``objective`` is one cvxpy formulation or a list of equivalent ones. When the solver fails or
+    stops short of 'optimal' (Clarabel's power cones can stall on large problems), the next
+    formulation is tried, then looser tolerances / another factorisation, before giving up.
+    """
+    formulations = list(objective) if isinstance(objective, (list, tuple)) else [objective]
+    problems = []
+    for opts in _solver_attempts(solver, tol):
+        for form in formulations:
+            w = cp.Variable(A.shape[1])
+            con = A @ w >= 1
+            prob = cp.Problem(cp.Minimize(form(w)), [con])
+            try:
+                prob.solve(solver=solver, **opts)
+            except cp.error.SolverError as exc:
+                problems.append(f"failed ({exc})")
+                continue
+            status = str(prob.status)
+            if status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
+                raise _Infeasible(status)
+            if status == cp.OPTIMAL and w.value is not None:
+                duals = np.maximum(np.asarray(con.dual_value, dtype=np.float64).reshape(-1), 0.0)
+                return np.asarray(w.value, dtype=np.float64), duals, status
+            problems.append(f"status {status!r}")
+    raise SVMError(
+        f"the conic solver {solver} did not reach 'optimal' ({'; '.join(problems)}); try solver='scs', "
+        "a looser tol, or rescale the data to unit-norm tokens (very different norms make it ill-conditioned)"
+    )
 
 
 class _Infeasible(Exception):

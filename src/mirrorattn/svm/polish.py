@@ -25,6 +25,7 @@ from mirrorattn.mirror import inverse_exponent, inverse_mirror_map, lp_norm
 _MAX_NEWTON = 50
 _RESIDUAL_TOL = 1e-13
 _ACCEPT_TOL = 1e-10
+_MAX_ROUNDS = 8
 
 
 def newton_support(A_S: np.ndarray, mu0: np.ndarray, p: float) -> np.ndarray | None:
@@ -63,6 +64,19 @@ def newton_support(A_S: np.ndarray, mu0: np.ndarray, p: float) -> np.ndarray | N
     return mu if float(np.abs(r).max()) <= _ACCEPT_TOL else None
 
 
+def _independent(A_S: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Mask of a maximal linearly independent subset of the rows, largest weights first (pivoted QR)."""
+    keep = np.ones(A_S.shape[0], dtype=bool)
+    if A_S.shape[0] <= A_S.shape[1] and np.linalg.matrix_rank(A_S) == A_S.shape[0]:
+        return keep
+    _, R, piv = scipy.linalg.qr(A_S.T * weights, mode="economic", pivoting=True)
+    diag = np.abs(np.diag(R))
+    rank = int(np.sum(diag > 1e-10 * diag.max()))
+    keep[:] = False
+    keep[piv[:rank]] = True
+    return keep
+
+
 def polish_lp(
     w: np.ndarray,
     lam: np.ndarray,
@@ -73,36 +87,44 @@ def polish_lp(
     p: float,
     tol: float,
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Polished (w, duals on ``flat``) or ``None`` when the polish is not trustworthy.
+    """Polished (w, duals on ``flat``) or ``None`` when no KKT point was certified.
 
-    ``lam`` are the solver's duals (for the norm objective) on the working set ``flat``.
+    ``lam`` are the solver's duals (for the norm objective) on the working set ``flat``. The
+    support guess (positive dual and margin within 1e-4 of 1) is corrected for a few rounds, as a
+    primal-dual active set method: rows with a negative multiplier leave, working-set rows that the
+    polished point violates join. The answer is returned only with a full KKT certificate:
+    multipliers >= 0, every constraint of the problem at margin >= 1 - tol, support rows at
+    margin 1 (to 1e-10) and stationarity (exact by construction).
     """
     if lam.size == 0 or lam.max() <= 0:
         return None
     marg_w = margins_all(w).reshape(-1)[flat]
     on = (lam > 1e-6 * lam.max()) & (marg_w <= 1.0 + 1e-4)
-    A_S = rows(flat[on])
-    if A_S.shape[0] > A_S.shape[1] or np.linalg.matrix_rank(A_S) < A_S.shape[0]:
-        # degenerate support: keep a maximal independent subset of the rows, largest duals first
-        _, R, piv = scipy.linalg.qr(A_S.T * lam[on], mode="economic", pivoting=True)
-        diag = np.abs(np.diag(R))
-        rank = int(np.sum(diag > 1e-10 * diag.max()))
-        keep = np.zeros(on.sum(), dtype=bool)
-        keep[piv[:rank]] = True
-        on[np.flatnonzero(on)[~keep]] = False
-        A_S = rows(flat[on])
-    norm = float(lp_norm(w, p))
-    mu = newton_support(A_S, lam[on] * norm ** (p - 1.0), p)
-    if mu is None or np.any(mu < 0):
-        return None
-    w_new = inverse_mirror_map(A_S.T @ mu, p)
-    marg = margins_all(w_new)[valid]
-    new_norm = float(lp_norm(w_new, p))
-    if marg.min() < 1.0 - tol or new_norm > norm * (1.0 + 1e-8):
-        return None
-    duals = np.zeros(len(flat))
-    duals[on] = mu / new_norm ** (p - 1.0)
-    return w_new, duals
+    mu_full = lam * float(lp_norm(w, p)) ** (p - 1.0)
+    for _ in range(_MAX_ROUNDS):
+        idx = np.flatnonzero(on)
+        keep = _independent(rows(flat[idx]), np.maximum(mu_full[idx], 1e-300))
+        on[idx[~keep]] = False
+        idx = idx[keep]
+        A_S = rows(flat[idx])
+        mu = newton_support(A_S, np.maximum(mu_full[idx], 0.0), p)
+        if mu is None:
+            return None
+        mu_full[:] = 0.0
+        mu_full[idx] = mu
+        if np.any(mu < 0):
+            on[idx[mu < 0]] = False
+            continue
+        w_new = inverse_mirror_map(A_S.T @ mu, p)
+        marg_grid = margins_all(w_new).reshape(-1)
+        if marg_grid[valid.reshape(-1)].min() >= 1.0 - tol:
+            duals = mu_full / float(lp_norm(w_new, p)) ** (p - 1.0)
+            return w_new, duals
+        bad = marg_grid[flat] < 1.0 - tol
+        if not bad.any():
+            return None  # violated constraints outside the working set: not a solution yet
+        on |= bad
+    return None
 
 
 __all__ = ["newton_support", "polish_lp"]

@@ -1,0 +1,111 @@
+"""The report's claims and verdicts, checked on hand-made result folders (independent numbers)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mirrorattn.io import write_json
+from mirrorattn.report import build_report, collect_claims
+from mirrorattn.report.claims_base import NOT_REPRODUCED, NOT_RUN, REPRODUCED, Claim
+
+
+def _local(root: Path, matrix, first, last) -> None:
+    ps = [1.75, 2.0, 3.0]
+    write_json(root / "synthetic" / "local" / "summary.json", {
+        "ps": ps, "final_mean_divergence": matrix, "mean_divergence_first_third": first,
+        "mean_divergence_last_third": last, "share_globally_optimal_alpha": {"p1.75": 0.5},
+        "share_locally_optimal_alpha": {"p1.75": 0.9}, "figures": []})
+
+
+def _eye(diag: float, off: float) -> list[list[float]]:
+    return [[diag if i == j else off for j in range(3)] for i in range(3)]
+
+
+def _claims(root: Path) -> dict[str, Claim]:
+    return {c.key: c for c in collect_claims(root)}
+
+
+def test_empty_folder_every_claim_not_run(tmp_path: Path) -> None:
+    claims = _claims(tmp_path)
+    assert claims and all(c.verdict == NOT_RUN for c in claims.values())
+    text = build_report(tmp_path).read_text()
+    assert text.count("**Verdict: not run.**") == len(claims)
+
+
+def test_local_verdict_follows_the_rule(tmp_path: Path) -> None:
+    _local(tmp_path, _eye(0.01, 0.05), _eye(0.9, 0.9), _eye(0.1, 0.2))
+    assert _claims(tmp_path)["local"].verdict == REPRODUCED
+    # one row whose smallest entry is off the diagonal
+    m = _eye(0.01, 0.05)
+    m[2][0] = 0.001
+    _local(tmp_path, m, _eye(0.9, 0.9), _eye(0.1, 0.2))
+    assert _claims(tmp_path)["local"].verdict == NOT_REPRODUCED
+    # diagonal smallest, but the divergence did not halve along the run
+    _local(tmp_path, _eye(0.01, 0.05), _eye(0.9, 0.9), _eye(0.6, 0.7))
+    assert _claims(tmp_path)["local"].verdict == NOT_REPRODUCED
+
+
+def _text(root: Path, dataset: str, acc: dict[str, tuple[float, float]], entropy: dict[str, float] | None = None,
+          probe: dict[str, float] | None = None, counts: dict[str, tuple[int, int, int]] | None = None) -> None:
+    agg = {}
+    for opt, (m, s) in acc.items():
+        row = {"lr": 1e-2, "test_acc": {"mean": m, "std": s, "n": 3}, "test_acc_last": {"mean": m, "std": s, "n": 3}}
+        if entropy:
+            row["cls_entropy_last"] = {"mean": entropy[opt], "std": 0.0, "n": 3}
+            row["cls_max_prob_last"] = {"mean": 0.5, "std": 0.0, "n": 3}
+        if probe:
+            row["probe_score"] = {"mean": probe[opt], "std": 0.01, "n": 3}
+            row["probe_other"] = {"mean": 0.3, "std": 0.01, "n": 3}
+        if counts:
+            for k, c in zip("qkv", counts[opt]):
+                row[f"{k}_count_above"] = {"mean": c, "std": 0.0, "n": 3}
+                row[f"{k}_hoyer"] = {"mean": 0.1, "std": 0.0, "n": 3}
+        agg[opt] = row
+    write_json(root / "text" / dataset / "results.json",
+               {"config": {"blocks": 3, "width": 64, "pooling": "mean", "max_length": 256}, "data": {},
+                "aggregate": agg})
+
+
+def test_accuracy_claim_needs_a_margin_over_the_spread(tmp_path: Path) -> None:
+    _text(tmp_path, "imdb", {"lp-md:1.1": (0.84, 0.004), "lp-md:2": (0.82, 0.005)})
+    c = _claims(tmp_path)["accuracy-imdb"]
+    assert c.verdict == REPRODUCED
+    assert "83.47 %" in "\n".join(c.body)  # the paper's number beside ours (3 blocks)
+    _text(tmp_path, "imdb", {"lp-md:1.1": (0.84, 0.03), "lp-md:2": (0.82, 0.005)})
+    assert _claims(tmp_path)["accuracy-imdb"].verdict == NOT_REPRODUCED  # 2 points < 3-point spread
+    _text(tmp_path, "imdb", {"lp-md:1.1": (0.84, 0.0), "adam": (0.85, 0.0)})
+    assert _claims(tmp_path)["accuracy-imdb"].verdict == NOT_RUN  # no gradient-descent baseline
+
+
+def test_token_selection_and_weight_sparsity(tmp_path: Path) -> None:
+    _text(tmp_path, "polarity", {"lp-md:1.1": (0.7, 0.0), "sgd": (0.7, 0.0)},
+          entropy={"lp-md:1.1": 1.0, "sgd": 2.0}, probe={"lp-md:1.1": 0.5, "sgd": 0.4},
+          counts={"lp-md:1.1": (10, 10, 10), "sgd": (20, 20, 20)})
+    claims = _claims(tmp_path)
+    assert claims["token-selection"].verdict == REPRODUCED
+    assert claims["token-selection"].numbers["dataset"] == "polarity"
+    assert claims["weight-sparsity"].verdict == REPRODUCED
+    _text(tmp_path, "polarity", {"lp-md:1.1": (0.7, 0.0), "sgd": (0.7, 0.0)},
+          entropy={"lp-md:1.1": 1.0, "sgd": 2.0}, probe={"lp-md:1.1": 0.3, "sgd": 0.4},
+          counts={"lp-md:1.1": (30, 10, 10), "sgd": (20, 10, 10)})
+    claims = _claims(tmp_path)
+    assert claims["token-selection"].verdict == NOT_REPRODUCED
+    assert claims["weight-sparsity"].verdict == NOT_REPRODUCED
+
+
+def test_report_json_matches_markdown(tmp_path: Path) -> None:
+    _local(tmp_path, _eye(0.01, 0.05), _eye(0.9, 0.9), _eye(0.1, 0.2))
+    md = build_report(tmp_path).read_text()
+    data = json.loads((tmp_path / "report.json").read_text())
+    for c in data["claims"]:
+        assert f"## {c['title']}" in md
+        assert f"**Verdict: {c['verdict']}.**" in md
+    assert data["verdicts"]["local"] == REPRODUCED
+
+
+def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="mirrorattn reproduce"):
+        collect_claims(tmp_path / "nope")

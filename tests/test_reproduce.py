@@ -1,0 +1,100 @@
+"""``mirrorattn reproduce`` end to end on the tiny preset: report against the saved JSON; resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mirrorattn.cli import main
+from mirrorattn.experiments.reproduce import data_available, preset_steps
+
+pytestmark = pytest.mark.slow
+
+
+def _env(shared_data: Path, cache: Path) -> dict[str, str]:
+    env = dict(os.environ, MIRRORATTN_DATA=str(shared_data), MIRRORATTN_CACHE=str(cache), OMP_NUM_THREADS="1")
+    return env
+
+
+def test_presets_and_data_detection(tmp_path: Path, shared_data: Path) -> None:
+    assert [s.name for s in preset_steps("quick")][0] == "synthetic"
+    assert data_available("polarity", str(shared_data), False)[0]
+    ok, reason = data_available("imdb", str(tmp_path), False)
+    assert not ok and "--download" in reason and str(tmp_path) in reason
+
+
+def test_reproduce_tiny_end_to_end(tmp_path: Path, shared_data: Path, cache: Path) -> None:
+    out = tmp_path / "rep"
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    rc = main(["reproduce", "--preset", "tiny", "--out", str(out), "--data-root", str(shared_data), "--no-progress"])
+    assert rc == 0
+    status = json.loads((out / "reproduce.json").read_text())
+    assert {k: v["status"] for k, v in status["steps"].items()} == {
+        "synthetic": "done", "vision/digits": "done", "text/polarity": "done"}
+    report = json.loads((out / "report.json").read_text())
+    md = (out / "report.md").read_text()
+    for claim in report["claims"]:
+        assert f"## {claim['title']}" in md and f"**Verdict: {claim['verdict']}.**" in md
+        for fig in claim["figures"]:
+            assert (out / fig).is_file()
+    # verdicts recomputed from the saved JSON with the stated rules
+    local = json.loads((out / "synthetic" / "local" / "summary.json").read_text())
+    m = np.array(local["final_mean_divergence"])
+    first, last = np.array(local["mean_divergence_first_third"]), np.array(local["mean_divergence_last_third"])
+    expect = all(np.argmin(m[i]) == i for i in range(3)) and all(last[i, i] <= 0.5 * first[i, i] for i in range(3))
+    assert report["verdicts"]["local"] == ("reproduced" if expect else "not reproduced")
+    polarity = json.loads((out / "text" / "polarity" / "results.json").read_text())["aggregate"]
+    a, b = polarity["lp-md:1.1"]["test_acc"], polarity["lp-md:2"]["test_acc"]
+    expect = a["mean"] - b["mean"] > max(a["std"], b["std"])
+    assert report["verdicts"]["accuracy-polarity"] == ("reproduced" if expect else "not reproduced")
+    assert report["verdicts"]["accuracy-imdb"] == "not run"
+    # the report is redrawn from disk alone
+    (out / "report.md").unlink()
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.md").read_text().split("\n")[4:] == md.split("\n")[4:]  # same but the timestamp line
+    # a data root without the data: the step is skipped with the reason
+    rc = main(["reproduce", "--preset", "tiny", "--out", str(out), "--data-root", str(empty), "--only",
+               "text/polarity", "--no-progress"])
+    assert rc == 0
+    status = json.loads((out / "reproduce.json").read_text())
+    assert status["steps"]["text/polarity"]["status"] == "skipped"
+    assert "MIRRORATTN_DATA" in status["steps"]["text/polarity"]["reason"]
+    assert "text/polarity" in (out / "report.md").read_text()
+
+
+def _mtimes(folder: Path) -> dict[str, float]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")
+            if p.is_file() and ("pieces" in p.parts or p.name in ("best_model.pt", "history.json"))}
+
+
+def test_killed_reproduce_resumes_without_redoing(tmp_path: Path, shared_data: Path, cache: Path) -> None:
+    out = tmp_path / "rep"
+    cmd = [sys.executable, "-m", "mirrorattn", "reproduce", "--preset", "tiny", "--out", str(out), "--no-progress"]
+    env = _env(shared_data, cache)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 600
+    marker = out / "synthetic" / "kq" / "summary.json"
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert marker.exists(), "the synthetic step never finished"
+    os.killpg(proc.pid, signal.SIGKILL)  # kill mid-way: the vision step is running or about to
+    proc.wait()
+    before = _mtimes(out / "synthetic")
+    assert before
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-2000:]
+    after = _mtimes(out / "synthetic")
+    assert {k: after[k] for k in before} == before  # finished pieces were reused, not recomputed
+    status = json.loads((out / "reproduce.json").read_text())
+    assert all(v["status"] == "done" for v in status["steps"].values())
+    assert (out / "report.md").is_file()
