@@ -37,6 +37,7 @@ def test_hoyer_and_weight_counts():
     assert hoyer(np.array([1.0, -1.0, 1.0, -1.0])) == pytest.approx(0.0, abs=1e-15)
     w = np.array([0.0, 1.0, 2.0])
     assert hoyer(w) == pytest.approx((math.sqrt(3) - 3 / math.sqrt(5)) / (math.sqrt(3) - 1))
+    assert hoyer(np.zeros(5)) == 0.0 and hoyer(torch.tensor([2.0])) == 0.0  # undefined -> 0, no failure
     torch.manual_seed(0)
     model = TextTransformer(TextTransformerConfig(vocab_size=10, max_length=4, width=8, blocks=2, heads=2))
     stats, hists = weight_stats(model, threshold=0.03)
@@ -118,8 +119,10 @@ def test_text_cli_end_to_end_on_polarity(tmp_path, shared_data, cache, monkeypat
     sweep = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
     assert set(sweep["lrs"]) == {"lp-md:1.1", "adam"} and (tmp_path / "sweep" / "sweep.png").is_file()
     for opt, row in sweep["sweep"].items():
-        best = max(row["grid"], key=lambda r: r["val_acc_best"])
-        assert sweep["lrs"][opt] == best["lr"]
+        chosen = [r for r in row["grid"] if r["lr"] == sweep["lrs"][opt]]
+        assert len(chosen) == 1 and chosen[0]["val_acc_best"] == max(r["val_acc_best"] for r in row["grid"])
+        assert isinstance(row["warnings"], list)
+    assert 0.5 <= sweep["chance"] <= 1 and sweep["n_val"] == 40
     argv = ["text", *common, "--optimizers", "lp-md:1.1,adam", "--seeds", "1", "--lr-from",
             str(tmp_path / "sweep" / "sweep.json"), "--out", str(out)]
     assert main(argv) == 0
@@ -141,3 +144,30 @@ def test_text_cli_end_to_end_on_polarity(tmp_path, shared_data, cache, monkeypat
     assert len(hist) == 3
     # a user error is one line, exit code 1
     assert main(["text", "--out", str(tmp_path / "bad"), "--dataset", str(tmp_path / "missing.csv")]) == 1
+
+
+def test_select_step_ties_and_warnings():
+    from mirrorattn.experiments.text import select_step
+
+    def row(lr, acc, loss, diverged=False):
+        return {"lr": lr, "val_acc_best": acc, "val_loss_best": loss, "diverged": diverged}
+
+    # n_val 400, chance 0.5: standard error 0.025, two of them 0.05
+    rows = [row(1e-3, 0.70, 0.60), row(1e-2, 0.85, 0.40), row(1e-1, 0.60, 0.70), row(1.0, 0.0, None, True)]
+    best, warnings = select_step(rows, chance=0.5, n_val=400)
+    assert best["lr"] == 1e-2 and warnings == []
+    # equal accuracies: the lower validation loss wins (not the smallest step), and the flat grid is reported
+    rows = [row(1e-3, 0.765, 0.52), row(1e-2, 0.765, 0.47), row(1e-1, 0.765, 0.49)]
+    best, warnings = select_step(rows, chance=0.5, n_val=200)
+    assert best["lr"] == 1e-2
+    assert len(warnings) == 1 and "no measurable difference" in warnings[0]
+    # within two standard errors of chance (0.5 + 2 * 0.025 = 0.55): nothing learned
+    rows = [row(1e-3, 0.52, 0.69), row(1e-2, 0.549, 0.69), row(1e-1, 0.62, 0.9, False)]
+    rows[2]["val_acc_best"] = 0.50
+    best, warnings = select_step(rows, chance=0.5, n_val=400)
+    assert best["lr"] == 1e-2 and any("within noise of chance" in w for w in warnings)
+    # 0.56 is just above the noise band of chance, and the grid is not flat (0.50 .. 0.56 > 0.05)
+    rows[1]["val_acc_best"] = 0.56
+    assert select_step(rows, chance=0.5, n_val=400)[1] == []
+    with pytest.raises(ValueError, match="at least one"):
+        select_step([], chance=0.5, n_val=10)

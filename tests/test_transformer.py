@@ -84,3 +84,12 @@ def test_bad_config_is_clear():
     model = tiny()
     with pytest.raises(ValueError, match="exceeds max_length"):
         model(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_init_std_sets_the_weight_scale():
+    model = tiny(init_std=0.1, vocab_size=2000)
+    w = model.tok_emb.weight.detach()
+    assert abs(float(w.std()) - 0.1) < 0.005  # 16,000 draws: the sample std is within ~0.6 % of 0.1
+    assert torch.all(model.blocks[0].norm1.weight == 1.0)  # layer-norm gains are not drawn
+    with pytest.raises(ValueError, match="init_std"):
+        TextTransformer(TextTransformerConfig(init_std=0.0))

@@ -17,7 +17,6 @@ Report (:func:`write_report`): ``results.md`` and figures, all drawn from files 
 from __future__ import annotations
 
 import csv
-import math
 import re
 from importlib import resources
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 from torch import nn
 
 from mirrorattn.io import read_json, save_figure, write_json, write_npz
+from mirrorattn.metrics import attention_entropy, hoyer_sparsity, max_probability, topk_mass, weight_sparsity
 from mirrorattn.models.layers import attention_layers, record_attention
 
 __all__ = [
@@ -48,33 +48,36 @@ HIST_EDGES = np.linspace(-0.5, 0.5, 201)
 
 # ----------------------------------------------------------------------------------- metrics
 def cls_row_metrics(probs: torch.Tensor, mask: torch.Tensor, k: int = 5) -> dict[str, torch.Tensor]:
-    """Sparsity of attention rows restricted to real tokens.
+    """Sparsity of attention rows restricted to real tokens (computed by :mod:`mirrorattn.metrics`).
 
     ``probs`` (B, H, T): one attention row per (sample, head) (e.g. the [CLS] query's row);
-    ``mask`` (B, T) bool, True for real tokens. Returns (B, H) tensors: ``entropy`` = -sum p log p
-    (nats, 0 log 0 = 0), ``entropy_norm`` = entropy / log(n_real) (0 when n_real = 1),
-    ``max_prob``, ``topk_mass`` = sum of the k largest probabilities (k capped at n_real).
+    ``mask`` (B, T) bool, True for real tokens. Returns (B, H) float64 tensors: ``entropy`` =
+    -sum p log p (nats, 0 log 0 = 0, :func:`~mirrorattn.metrics.attention_entropy`),
+    ``entropy_norm`` = entropy / log(n_real) (0 when n_real = 1), ``max_prob``
+    (:func:`~mirrorattn.metrics.max_probability`), ``topk_mass`` = sum of the k largest
+    probabilities (:func:`~mirrorattn.metrics.topk_mass`; k capped at T). Padded positions count as 0.
     """
     p = probs.double() * mask[:, None, :]
     n_real = mask.sum(-1).double()[:, None].expand(p.shape[:2])
-    ent = -(torch.where(p > 0, p * p.log(), torch.zeros_like(p))).sum(-1)
-    kk = min(k, p.shape[-1])
+    ent = attention_entropy(p, mask[:, None, :])
     return {
         "entropy": ent,
         "entropy_norm": torch.where(n_real > 1, ent / n_real.clamp_min(2).log(), torch.zeros_like(ent)),
-        "max_prob": p.max(-1).values,
-        "topk_mass": p.topk(kk, dim=-1).values.sum(-1),
+        "max_prob": max_probability(p),
+        "topk_mass": topk_mass(p, min(int(k), p.shape[-1])),
     }
 
 
-def hoyer(w: np.ndarray) -> float:
-    """Hoyer sparsity (sqrt(n) - ||w||_1 / ||w||_2) / (sqrt(n) - 1): 0 for equal magnitudes, 1 for one non-zero."""
-    w = np.asarray(w, dtype=np.float64).ravel()
-    n = w.size
-    l2 = np.linalg.norm(w)
-    if n < 2 or l2 == 0:
+def hoyer(w: np.ndarray | torch.Tensor) -> float:
+    """Hoyer sparsity (:func:`mirrorattn.metrics.hoyer_sparsity`), but 0.0 where it is undefined.
+
+    (sqrt(n) - ||w||_1 / ||w||_2) / (sqrt(n) - 1): 0 for equal magnitudes, 1 for one non-zero;
+    0.0 for an all-zero array or fewer than 2 entries (a report must not fail on them).
+    """
+    a = np.asarray(w.detach().cpu() if isinstance(w, torch.Tensor) else w, dtype=np.float64)
+    if a.size < 2 or not np.any(a):
         return 0.0
-    return float((math.sqrt(n) - np.abs(w).sum() / l2) / (math.sqrt(n) - 1))
+    return hoyer_sparsity(a)
 
 
 def weight_stats(model: nn.Module, threshold: float = 0.06) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -90,8 +93,9 @@ def weight_stats(model: nn.Module, threshold: float = 0.06) -> tuple[dict[str, A
         w = np.concatenate(
             [getattr(layer, f"{name}_proj").weight.detach().double().cpu().numpy().ravel() for layer in layers]
         )
-        above = int(np.sum(np.abs(w) > threshold))
-        stats[name] = {"count_above": above, "fraction_above": above / w.size, "hoyer": hoyer(w), "size": int(w.size)}
+        sp = weight_sparsity(w, threshold)
+        stats[name] = {"count_above": sp["count"], "fraction_above": sp["fraction"], "hoyer": hoyer(w),
+                       "size": sp["total"]}
         hists[name] = np.histogram(np.clip(w, HIST_EDGES[0], HIST_EDGES[-1]), bins=HIST_EDGES)[0]
     return stats, hists
 
@@ -341,8 +345,11 @@ def plot_attention_maps(runs: dict[str, list[Path]], path: Path, sentences: int 
     save_figure(fig, path)
 
 
-def plot_sweep(table: dict[str, Any], path: Path) -> None:
-    """Validation accuracy against the step size, one line per optimizer; the chosen step marked."""
+def plot_sweep(table: dict[str, Any], path: Path, chance: float | None = None) -> None:
+    """Validation accuracy against the step size, one line per optimizer; the chosen step marked.
+
+    ``chance``: the majority-class validation accuracy, drawn as a dashed line when given.
+    """
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -351,6 +358,8 @@ def plot_sweep(table: dict[str, Any], path: Path) -> None:
         acc = [r["val_acc_best"] for r in row["grid"]]
         (line,) = ax.plot(lrs, acc, marker="o", label=opt)
         ax.plot([row["best_lr"]], [row["best_val_acc"]], marker="*", ms=14, color=line.get_color())
+    if chance is not None:
+        ax.axhline(chance, color="grey", lw=0.8, ls="--", label="chance (majority class)")
     ax.set(xscale="log", xlabel="step size", ylabel="best validation accuracy", title="learning-rate sweep")
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -16,7 +16,7 @@ from typing import Any
 
 __all__ = ["build_text_config", "register"]
 
-_SPECIAL = {"dataset", "optimizers", "lrs", "lr", "sweep_lrs", "data_root", "download", "device"}
+_SPECIAL = {"dataset", "optimizers", "lrs", "lr", "sweep_lrs", "sweep_grids", "data_root", "download", "device"}
 
 
 class _NoneValue:
@@ -77,7 +77,7 @@ def _add_common(p: argparse.ArgumentParser, sweep: bool) -> None:
     p.add_argument("--lr", default=None, help="step for all optimizers, or per optimizer: lp-md:1.1=3e-3,adam=1e-3")
     if not sweep:
         p.add_argument("--lr-from", default=None, metavar="SWEEP.json", help="use the steps chosen by text-sweep")
-        p.add_argument("--workers", type=int, default=1, help="runs trained in parallel processes (default 1)")
+    p.add_argument("--workers", type=int, default=1, help="runs trained in parallel processes (default 1)")
     p.add_argument("--sweep-lrs", default=None, help="comma-separated step sizes of the sweep grid")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (default: torch's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -111,7 +111,11 @@ def build_text_config(args: argparse.Namespace):
     if args.optimizers is not None:
         overrides["optimizers"] = tuple(_split_list(args.optimizers))
     if args.sweep_lrs is not None:
-        overrides["sweep_lrs"] = tuple(float(x) for x in _split_list(args.sweep_lrs))
+        try:
+            overrides["sweep_lrs"] = tuple(float(x) for x in _split_list(args.sweep_lrs))
+        except ValueError:
+            raise ValueError(f"--sweep-lrs: expected comma-separated numbers, got {args.sweep_lrs!r}") from None
+        overrides["sweep_grids"] = {}  # one grid for every optimizer
     nones = [k for k, v in overrides.items() if v is NONE]
     given = {k: v for k, v in overrides.items() if v is not NONE}
     config = build_config(TextExperimentConfig, preset, args.config, given)
@@ -159,10 +163,12 @@ def _sweep(args: argparse.Namespace) -> int:
 
     _threads(args)
     config = build_text_config(args)
-    result = run_lr_sweep(config, args.out, progress=not args.no_progress)
+    result = run_lr_sweep(config, args.out, progress=not args.no_progress, workers=args.workers)
     if dist_info().is_main:
         for opt, row in result["sweep"].items():
             print(f"{opt}: best lr {row['best_lr']:g} (validation accuracy {row['best_val_acc']:.4f})")
+        for warning in result["warnings"]:
+            print(f"WARNING {warning}")
     return 0
 
 

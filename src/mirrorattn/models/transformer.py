@@ -55,6 +55,8 @@ class TextTransformerConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.mlp_ratio <= 0:
             raise ValueError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
+        if not self.init_std > 0:
+            raise ValueError(f"init_std must be positive, got {self.init_std}")
 
 
 class TextTransformer(nn.Module):
