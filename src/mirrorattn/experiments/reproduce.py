@@ -135,7 +135,8 @@ def run_reproduce(
     if record.get("preset") not in (None, preset):
         log(f"note: {out} holds a reproduce of preset {record['preset']!r}; its finished runs are reused where "
             f"their settings match")
-    record.update({"preset": preset, "started": record.get("started") or _dt.datetime.now().isoformat(timespec="seconds")})
+    now = _dt.datetime.now().isoformat(timespec="seconds")
+    record.update({"preset": preset, "started": record.get("started") or now})
     steps = record.setdefault("steps", {})
     for step in preset_steps(preset):
         if only and step.name not in only:
