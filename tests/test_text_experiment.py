@@ -115,14 +115,14 @@ def test_text_cli_end_to_end_on_polarity(tmp_path, shared_data, cache, monkeypat
               "--max-length", "32", "--vocab-size", "1500", "--width", "16", "--epochs", "2",
               "--analysis-samples", "100", "--no-progress"]
     assert main(["text-sweep", *common, "--optimizers", "lp-md:1.1,adam", "--sweep-lrs", "1e-3,1e-1",
-                 "--out", str(tmp_path / "sweep")]) == 0
+                 "--sweep-max-train", "400", "--out", str(tmp_path / "sweep")]) == 0
     sweep = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
     assert set(sweep["lrs"]) == {"lp-md:1.1", "adam"} and (tmp_path / "sweep" / "sweep.png").is_file()
     for opt, row in sweep["sweep"].items():
         chosen = [r for r in row["grid"] if r["lr"] == sweep["lrs"][opt]]
         assert len(chosen) == 1 and chosen[0]["val_acc_best"] == max(r["val_acc_best"] for r in row["grid"])
         assert isinstance(row["warnings"], list)
-    assert 0.5 <= sweep["chance"] <= 1 and sweep["n_val"] == 40
+    assert sweep["n_val"] == 40 and 0.5 <= sweep["chance"] <= 1
     argv = ["text", *common, "--optimizers", "lp-md:1.1,adam", "--seeds", "1", "--lr-from",
             str(tmp_path / "sweep" / "sweep.json"), "--out", str(out)]
     assert main(argv) == 0

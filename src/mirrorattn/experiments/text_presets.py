@@ -90,23 +90,21 @@ QUICK: dict[str, Any] = {
     "pooling": "mean",
     "optimizers": ("lp-md:1.1", "lp-md:2", "lp-md:3", "sgd", "adam"),
     "seeds": 3,
-    # lp-md:1.1 = 1e-2 measured to learn (75.5 % validation after 1 epoch on 1,800 reviews); the others
-    # are NOT yet swept - run `mirrorattn text-sweep --preset quick` and pass `--lr-from sweep.json`
-    "lrs": {"lp-md:1.1": 1e-2, "lp-md:2": 1e-2, "lp-md:3": 1e-2, "sgd": 1e-2, "adam": 2e-3},
+    # placeholders (probe bests, 1 epoch on 4,500 reviews); the real steps come from the sweep: --lr-from sweep.json
+    "lrs": {"lp-md:1.1": 3e-2, "lp-md:2": 3e-2, "lp-md:3": 1e-4, "sgd": 3e-2, "adam": 3e-3},
     "lr": 1e-2,
-    "md_scope": "attention",
-    "other_optimizer": "adamw",
-    "other_lr": 2e-3,
+    "md_scope": "all",
     "epochs": 2,
     "batch_size": 64,
-    "loss_reduction": "mean",
+    "loss_reduction": "sum",
     "stop_train_acc": 0.995,
     "patience": None,
-    "grad_clip": 1.0,
+    "grad_clip": None,
     "amp": False,
-    "sweep_lrs": (1e-3, 1e-2, 1e-1, 1.0),
+    "sweep_lrs": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
+    "sweep_grids": {"lp-md:3": (1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3), "adam": (3e-4, 1e-3, 3e-3, 1e-2)},
     "sweep_epochs": 2,
-    "sweep_max_train": 2000,
+    "sweep_max_train": 4000,
 }
 
 PRESETS: dict[str, dict[str, Any]] = {"paper": PAPER, "quick": QUICK}

@@ -21,6 +21,7 @@ One-shot mode solves all constraints at once (the reference the active set is te
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, NoReturn, Protocol, Union
 
@@ -142,7 +143,10 @@ def _solve_rows(A: np.ndarray, objective: Objective, solver: str, tol: float) ->
             con = A @ w >= 1
             prob = cp.Problem(cp.Minimize(form(w)), [con])
             try:
-                prob.solve(solver=solver, **opts)
+                with warnings.catch_warnings():
+                    # the SOC tower is used only where it is exact (error 0); cvxpy warns anyway
+                    warnings.filterwarnings("ignore", message="pnorm with p=.* is being approximated")
+                    prob.solve(solver=solver, **opts)
             except cp.error.SolverError as exc:
                 problems.append(f"failed ({exc})")
                 continue
@@ -279,6 +283,14 @@ def solve(
             flat = np.flatnonzero(in_work)
     if polish_p is not None and not polished:
         out = polish_lp(w, lam, cs.rows, flat, cs.margins, cs.valid, polish_p, tol)
+        if out is None and method == "active-set" and isinstance(objective, (list, tuple)) and len(objective) > 1:
+            # the polish needs accurate duals; the other formulation may give them (one more small solve)
+            try:
+                w2, lam2, _ = _solve_rows(cs.rows(flat), list(objective)[::-1], name, tol)
+                iterations += 1
+                out = polish_lp(w2, lam2, cs.rows, flat, cs.margins, cs.valid, polish_p, tol)
+            except (SVMError, _Infeasible):
+                out = None
         if out is not None:
             w, lam = out
             polished = True
