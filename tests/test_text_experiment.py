@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 
@@ -169,5 +170,51 @@ def test_select_step_ties_and_warnings():
     # 0.56 is just above the noise band of chance, and the grid is not flat (0.50 .. 0.56 > 0.05)
     rows[1]["val_acc_best"] = 0.56
     assert select_step(rows, chance=0.5, n_val=400)[1] == []
+    # the best step at the end of the grid: the optimum may lie beyond
+    rows = [row(1e-3, 0.60, 0.6), row(1e-2, 0.70, 0.5), row(1e-1, 0.80, 0.4)]
+    best, warnings = select_step(rows, chance=0.5, n_val=400)
+    assert best["lr"] == 1e-1 and len(warnings) == 1 and "largest of the grid" in warnings[0]
     with pytest.raises(ValueError, match="at least one"):
         select_step([], chance=0.5, n_val=10)
+
+
+def test_a_diverged_run_keeps_its_validation_best_epoch(tmp_path, monkeypatch):
+    """train_one(keep_diverged=True): a NaN in epoch 2 leaves the epoch-1 model, measured on the test split."""
+    import mirrorattn.experiments.text as text
+    from mirrorattn.experiments.text import PreparedText, TextExperimentConfig, train_one
+    from mirrorattn.train import NonFiniteLossError, Split, TrainData, fit
+
+    def token_task(n: int, seed: int) -> Split:  # label 1 iff token 3 occurs (padded sequences of length 8)
+        g = torch.Generator().manual_seed(seed)
+        ids = torch.randint(4, 20, (n, 8), generator=g)
+        mask = torch.arange(8)[None] < torch.randint(3, 9, (n,), generator=g)[:, None]
+        labels = torch.randint(0, 2, (n,), generator=g)
+        ids[labels.bool(), 1] = 3
+        return Split((ids.masked_fill(~mask, 0), mask), labels)
+
+    class Tok:
+        def get_vocab_size(self) -> int:
+            return 20
+
+    data = TrainData(token_task(128, 1), token_task(64, 2), token_task(64, 3))
+    prepared = PreparedText(data, Tok(), 2, ["neg", "pos"], {})
+    config = TextExperimentConfig(max_length=8, width=16, heads=2, epochs=3, batch_size=32, lr=3e-3,
+                                  optimizers=("adam",), stop_train_acc=None, device="cpu")
+
+    def fit_then_nan(model, data, cfg, out_dir, **kw):
+        fit(model, data, dataclasses.replace(cfg, epochs=1), out_dir, **kw)
+        raise NonFiniteLossError("training loss became nan at epoch 2, batch 1")
+
+    monkeypatch.setattr(text, "fit", fit_then_nan)
+    with pytest.raises(NonFiniteLossError):
+        train_one(config, prepared, "adam", 0, tmp_path / "a", analyse=False, progress=False)
+    s = train_one(config, prepared, "adam", 0, tmp_path / "b", analyse=False, progress=False, keep_diverged=True)
+    assert s["diverged"] and s["best_epoch"] == 1 and s["epochs_run"] == 1 and s["test_acc_last"] is None
+    assert "nan" in s["stop_reason"]
+    monkeypatch.undo()
+    ref = train_one(dataclasses.replace(config, epochs=1), prepared, "adam", 0, tmp_path / "c", analyse=False,
+                    progress=False)
+    assert not ref["diverged"]
+    assert s["test_acc"] == ref["test_acc"] and s["val_acc_best"] == ref["val_acc_best"]
+    agg = text.aggregate({"adam": [s, ref]})["adam"]
+    assert agg["diverged_runs"] == 1 and agg["test_acc_last"]["n"] == 1

@@ -235,12 +235,18 @@ def train_one(
     epochs: int | None = None,
     analyse: bool = True,
     progress: bool = True,
+    keep_diverged: bool = False,
 ) -> dict[str, Any]:
     """Train (or reuse / resume) one run and return its summary (also written to ``summary.json``).
 
     The summary holds ``test_acc`` (validation-best epoch, fraction), ``test_acc_last``,
-    ``val_acc_best``, ``best_epoch``, ``epochs_run``, ``train_seconds``, ``samples_per_second``
-    and, with ``analyse``, the attention / weight sparsity and the probe score.
+    ``val_acc_best``, ``best_epoch``, ``epochs_run``, ``train_seconds``, ``samples_per_second``,
+    ``diverged`` and, with ``analyse``, the attention / weight sparsity and the probe score.
+
+    A run whose loss becomes NaN/inf raises :class:`~mirrorattn.train.NonFiniteLossError`, unless
+    ``keep_diverged``: then it ends there, ``diverged`` is True, ``stop_reason`` holds the error and
+    the model is the validation-best of the epochs completed before (``test_acc`` measured on it,
+    ``test_acc_last`` None; everything None if no epoch completed).
     """
     lr = config.lr_for(optimizer) if lr is None else float(lr)
     train_cfg = config.train_config(optimizer, lr, seed, epochs)
@@ -251,7 +257,7 @@ def train_one(
     summary_path = out_dir / "summary.json"
     if summary_path.is_file():
         old = read_json(summary_path)
-        if old.get("config_hash") == digest and (old.get("analysis") is not None or not analyse):
+        if old.get("config_hash") == digest and (old.get("analysis") is not None or not analyse or old.get("diverged")):
             return old
     # a run with the same settings except the stopping rule (e.g. more epochs) continues from its checkpoint
     resume_key = config_hash({k: v for k, v in identity.items() if k not in ("epochs", "stop_train_acc", "patience")})
@@ -267,7 +273,14 @@ def train_one(
     with seeded_init(seed):
         model = TextTransformer(model_cfg)
     start = time.time()
-    result = fit(model, prepared.data, train_cfg, out_dir, resume=resume, progress=progress)
+    try:
+        result = fit(model, prepared.data, train_cfg, out_dir, resume=resume, progress=progress)
+        result["diverged"] = False
+    except NonFiniteLossError as exc:
+        if not keep_diverged:
+            raise
+        result = _diverged_result(model, prepared, train_cfg, out_dir, exc)
+        analyse = analyse and result["best_epoch"] > 0
     summary: dict[str, Any] = {
         "config_hash": digest,
         "optimizer": optimizer,
@@ -287,6 +300,33 @@ def train_one(
     return summary
 
 
+def _diverged_result(
+    model: torch.nn.Module, prepared: PreparedText, train_cfg: TrainConfig, out_dir: Path, exc: Exception
+) -> dict[str, Any]:
+    """The fit-like result of a run that diverged: the validation-best completed epoch, if any."""
+    from mirrorattn.train import evaluate, resolve_device
+    from mirrorattn.train.loop import BEST_MODEL, HISTORY
+
+    info = dist_info()
+    hist = read_json(out_dir / HISTORY) if (out_dir / HISTORY).is_file() else []
+    result: dict[str, Any] = {
+        "test_acc": None, "test_acc_last": None, "test_loss": None, "val_acc_best": None, "val_acc_last": None,
+        "best_epoch": 0, "epochs_run": len(hist), "stop_reason": f"diverged: {exc}", "diverged": True,
+        "train_seconds": sum(r["train_seconds"] for r in hist),
+        "samples_per_second": (sum(r["train_seconds"] * r["samples_per_second"] for r in hist)
+                               / max(1e-9, sum(r["train_seconds"] for r in hist))) if hist else None,
+    }
+    if hist and (out_dir / BEST_MODEL).is_file():
+        best = max(range(len(hist)), key=lambda i: (hist[i]["val_acc"], -i))  # first maximum, as fit
+        model.load_state_dict(torch.load(out_dir / BEST_MODEL, map_location="cpu", weights_only=True))
+        result.update(best_epoch=best + 1, val_acc_best=hist[best]["val_acc"], val_acc_last=hist[-1]["val_acc"])
+        if prepared.data.test is not None:
+            device = resolve_device(train_cfg.device, info.local_rank)
+            test = evaluate(model.to(device), prepared.data.test, train_cfg, device, info)
+            result.update(test_acc=test["acc"], test_loss=test["loss"])
+    return result
+
+
 def _mean_std(values: list[float]) -> dict[str, float | None]:
     vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     if not vals:
@@ -295,7 +335,11 @@ def _mean_std(values: list[float]) -> dict[str, float | None]:
 
 
 def aggregate(summaries: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """Mean and standard deviation (over seeds, ddof 1) of every reported number, per optimizer."""
+    """Mean and standard deviation (over seeds, ddof 1) of every reported number, per optimizer.
+
+    Runs without a value (e.g. ``test_acc_last`` of a diverged run) are left out of that number's
+    statistics; ``diverged_runs`` counts the runs whose loss became NaN/inf.
+    """
     keys = ("test_acc", "test_acc_last", "val_acc_best", "best_epoch", "epochs_run", "train_seconds",
             "samples_per_second")
     out: dict[str, Any] = {}
@@ -307,6 +351,7 @@ def aggregate(summaries: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
                 flat.setdefault(k, []).append(v)
         row.update({k: _mean_std(v) for k, v in flat.items()})
         row["lr"] = runs[0]["lr"] if runs else None
+        row["diverged_runs"] = sum(bool(r.get("diverged")) for r in runs)
         out[opt] = row
     return out
 
@@ -320,7 +365,8 @@ def _worker_run(config: TextExperimentConfig, out: str, optimizer: str, seed: in
     key = config_hash(config.data_identity())
     if key not in _PREPARED:
         _PREPARED[key] = prepare_text_data(config)
-    train_one(config, _PREPARED[key], optimizer, seed, Path(out) / "runs" / run_name(optimizer, seed), progress=False)
+    train_one(config, _PREPARED[key], optimizer, seed, Path(out) / "runs" / run_name(optimizer, seed), progress=False,
+              keep_diverged=True)
     return f"{optimizer} seed {seed}"
 
 
@@ -363,7 +409,7 @@ def run_text_experiment(
                 print(f"== {optimizer} (lr {config.lr_for(optimizer):g}), seed {seed}", flush=True)
             run_dir = out / "runs" / run_name(optimizer, seed)
             summaries.setdefault(optimizer, []).append(
-                train_one(config, prepared, optimizer, seed, run_dir, progress=progress)
+                train_one(config, prepared, optimizer, seed, run_dir, progress=progress, keep_diverged=True)
             )
     results = {"config": config, "data": prepared.summary, "aggregate": aggregate(summaries), "runs": summaries}
     if info.is_main:
@@ -382,7 +428,8 @@ def select_step(rows: list[dict[str, Any]], chance: float, n_val: int) -> tuple[
     Warnings (strings) when the best accuracy is within two standard errors
     (sqrt(chance (1 - chance) / n_val)) of ``chance`` (the majority-class fraction of the
     validation split: nothing was learned), and when every non-diverged step lies within two
-    standard errors of the best (the grid is flat: the step size made no measurable difference).
+    standard errors of the best (the grid is flat: the step size made no measurable difference),
+    and otherwise when the chosen step is the smallest or largest of a grid of 3 or more.
     """
     if not rows:
         raise ValueError("select_step needs at least one sweep row")
@@ -405,6 +452,11 @@ def select_step(rows: list[dict[str, Any]], chance: float, n_val: int) -> tuple[
             f"all {len(finite)} step sizes give validation accuracies within {2 * se:.4f} (two standard errors) of "
             "each other: the step size made no measurable difference (are the swept parameters the ones that matter?)"
         )
+    lrs = sorted(r["lr"] for r in rows)
+    if len(lrs) > 2 and best["lr"] in (lrs[0], lrs[-1]) and not warnings:
+        edge = "largest" if best["lr"] == lrs[-1] else "smallest"
+        warnings.append(f"the chosen step {best['lr']:g} is the {edge} of the grid: the optimum may lie beyond it; "
+                        "extend the grid")
     return best, warnings
 
 

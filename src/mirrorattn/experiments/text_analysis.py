@@ -256,6 +256,10 @@ def write_report(out: Path, config: Any, results: dict[str, Any]) -> None:
             f"| {_fmt(row['samples_per_second'], 1, 0)} | {_fmt(row.get('cls_entropy_last'))} "
             f"| {_fmt(row.get('cls_max_prob_last'))} | {_fmt(row.get(topk))} | {probe} | {counts} |"
         )
+    diverged = {opt: row.get("diverged_runs", 0) for opt, row in agg.items() if row.get("diverged_runs")}
+    if diverged:
+        lines += ["", "Diverged runs (loss NaN/inf; their validation-best completed epoch is reported, no last-epoch "
+                  "figure): " + ", ".join(f"{opt} {n}/{len(results['runs'][opt])}" for opt, n in diverged.items())]
     lines += ["", "Figures: `curves.png`, `qkv_hist.png`, `attention_maps.png`.", ""]
     (out / "results.md").write_text("\n".join(lines), encoding="utf-8")
     runs = {opt: [out / "runs" / _run_dir(opt, r["seed"]) for r in rs] for opt, rs in results["runs"].items()}

@@ -52,9 +52,19 @@ def _check_batch(X: np.ndarray, z: np.ndarray, y: np.ndarray | None, W: np.ndarr
 
 
 def softmax(s: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Numerically stable softmax along ``axis``."""
-    e = np.exp(s - s.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
+    """Numerically stable softmax along ``axis`` (``s`` is not modified)."""
+    e = s - s.max(axis=axis, keepdims=True)
+    np.exp(e, out=e)
+    e /= e.sum(axis=axis, keepdims=True)
+    return e
+
+
+def _pick_last(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """a[..., idx[...]] for a (..., T) and integer idx (...): the same as ``take_along_axis``
+    with ``idx[..., None]`` (without its trailing axis), by flat indexing (much less overhead)."""
+    T = a.shape[-1]
+    flat = np.arange(0, idx.size * T, T).reshape(idx.shape) + idx
+    return np.ascontiguousarray(a).reshape(-1)[flat]
 
 
 def attention_scores(X: np.ndarray, z: np.ndarray, W: np.ndarray) -> np.ndarray:
@@ -72,6 +82,11 @@ class Forward:
     out: np.ndarray  #: model output f, (S, n)
     ref: np.ndarray  #: (S, n) token of largest attention (the reference token)
     deficit: np.ndarray  #: (S, n) x_ref^T v - f = sum_t a_t (x_ref - x_t)^T v, accurate when tiny
+    xref: np.ndarray | None = None  #: (S, n, 1) x_ref^T v (recomputed from ``xv`` and ``ref`` when None)
+
+    def ref_values(self) -> np.ndarray:
+        """x_ref^T v, shape (S, n, 1)."""
+        return self.xref if self.xref is not None else _pick_last(self.xv, self.ref)[..., None]
 
 
 def token_values(X: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -91,9 +106,9 @@ def forward(X: np.ndarray, z: np.ndarray, W: np.ndarray, v: np.ndarray, xv: np.n
     if xv is None:
         xv = token_values(X, v)
     ref = probs.argmax(axis=-1)
-    xref = np.take_along_axis(xv, ref[..., None], axis=-1)  # (S, n, 1)
+    xref = _pick_last(xv, ref)[..., None]  # (S, n, 1)
     deficit = np.sum(probs * (xref - xv), axis=-1)
-    return Forward(probs=probs, xv=xv, out=xref[..., 0] - deficit, ref=ref, deficit=deficit)
+    return Forward(probs=probs, xv=xv, out=xref[..., 0] - deficit, ref=ref, deficit=deficit, xref=xref)
 
 
 def logistic_loss(out: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -123,8 +138,9 @@ def loss_and_grad(
     loss = logistic_loss(fw.out, y)
     # sigma(-y f) computed stably as exp(-logaddexp(0, y f))
     r = -y * np.exp(-np.logaddexp(0.0, y * fw.out)) / n  # (S, n)
-    xref = np.take_along_axis(fw.xv, fw.ref[..., None], axis=-1)
-    G = r[..., None] * fw.probs * ((fw.xv - xref) + fw.deficit[..., None])  # (S, n, T); x_t v - f, accurately
+    G = fw.xv - fw.ref_values()
+    G += fw.deficit[..., None]  # x_t^T v - f, accurately
+    G *= r[..., None] * fw.probs  # (S, n, T)
     B = (G[:, :, None, :] @ X)[:, :, 0, :]  # (S, n, d): sum_t G_it x_it
     gW = B.transpose(0, 2, 1) @ z  # (S, d, d)
     gv = None
@@ -142,7 +158,7 @@ def loss_difference(old: Forward, new: Forward, y: np.ndarray) -> np.ndarray:
     log1p(e^{-m_old} expm1(m_old - m_new) / (1 + e^{-m_old})), with m_old - m_new = y (deficit_new
     - deficit_old) computed from the small deficits.
     """
-    xref = np.take_along_axis(old.xv, old.ref[..., None], axis=-1)
+    xref = old.ref_values()
     deficit_new = np.sum(new.probs * (xref - new.xv), axis=-1)
     m_old = y * (xref[..., 0] - old.deficit)
     dm = y * (deficit_new - old.deficit)  # m_old - m_new

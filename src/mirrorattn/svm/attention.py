@@ -9,6 +9,7 @@ answer falls short of margin 1 by its tolerance, so that it is exactly feasible.
 
 from __future__ import annotations
 
+import functools
 from fractions import Fraction
 from typing import Any, Callable
 
@@ -28,10 +29,16 @@ def lp_objective(p: float) -> list[Callable[[cp.Variable], cp.Expression]]:
     cvxpy's second-order-cone tower for ``pnorm`` is then exact, and Clarabel solves it more
     reliably than power cones on large problems; exact 3-D power cones (``approx=False``) are the
     fallback. Other p: power cones first, the (rationally approximated) tower as the fallback;
-    the Newton polish on the support set uses the exact p either way.
+    the Newton polish on the support set uses the exact p either way. The same p gives the same
+    function objects, so that the solver core can reuse its canonicalised problems.
     """
+    return list(_lp_forms(float(p)))
+
+
+@functools.lru_cache(maxsize=64)
+def _lp_forms(p: float) -> tuple[Callable[[cp.Variable], cp.Expression], ...]:
     if p == 2.0:
-        return [lambda w: cp.norm(w, 2)]
+        return (lambda w: cp.norm(w, 2),)
 
     def soc(w: cp.Variable) -> cp.Expression:
         return cp.pnorm(w, p)
@@ -40,7 +47,7 @@ def lp_objective(p: float) -> list[Callable[[cp.Variable], cp.Expression]]:
         return cp.pnorm(w, p, approx=False)
 
     exact_rational = float(Fraction(p).limit_denominator(1024)) == p
-    return [soc, powcone] if exact_rational else [powcone, soc]
+    return (soc, powcone) if exact_rational else (powcone, soc)
 
 
 def finish_attention(

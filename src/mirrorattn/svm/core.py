@@ -20,8 +20,10 @@ One-shot mode solves all constraints at once (the reference the active set is te
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, NoReturn, Protocol, Union
 
@@ -41,6 +43,13 @@ _DROP_SLACK = 1e-3
 _DROP_DUAL = 1e-9
 #: give up constraint generation after this many solves
 MAX_ACTIVE_SET_ITERATIONS = 200
+#: constraint matrices with at most this many entries are solved through a cached, parametrised
+#: cvxpy problem (one per objective and shape): for small problems cvxpy's canonicalisation costs
+#: more than the solve, and many same-shape problems (one per seed) then canonicalise once
+REUSE_MAX_ENTRIES = 50_000
+#: how many parametrised problems are kept (least recently used ones are dropped)
+_REUSE_CACHE_SIZE = 32
+_PROBLEMS: OrderedDict[tuple[Any, tuple[int, int]], tuple[cp.Problem, cp.Parameter, cp.Variable, Any]] = OrderedDict()
 
 Objective = Union[Callable[[cp.Variable], cp.Expression], list[Callable[[cp.Variable], cp.Expression]]]
 
@@ -79,14 +88,47 @@ class CoreSolution:
     polished: bool = False
 
 
+@functools.lru_cache(maxsize=1)
+def _installed_solvers() -> tuple[str, ...]:
+    return tuple(cp.installed_solvers())  # probes every solver: ~10 ms, so asked once
+
+
 def resolve_solver(solver: str) -> str:
     """cvxpy's name for ``solver`` (case-insensitive), or :class:`SVMInputError` if unavailable."""
     name = str(solver).upper()
-    if name not in cp.installed_solvers():
+    if name not in _installed_solvers():
         raise SVMInputError(
-            f"solver {solver!r} is not installed; installed conic solvers: {', '.join(cp.installed_solvers())}"
+            f"solver {solver!r} is not installed; installed conic solvers: {', '.join(_installed_solvers())}"
         )
     return name
+
+
+def _problem(form: Callable[[cp.Variable], cp.Expression], A: np.ndarray) -> tuple[cp.Problem, cp.Variable, Any]:
+    """The problem min form(w) s.t. A w >= 1 as (problem, w, constraint).
+
+    Small A (at most :data:`REUSE_MAX_ENTRIES` entries) go through a cached problem whose matrix
+    is a ``cp.Parameter``: cvxpy canonicalises it once per (formulation, shape) and later solves
+    only substitute the new matrix. Larger A get a fresh problem (the solve dominates there).
+    """
+    if A.size > REUSE_MAX_ENTRIES:
+        w = cp.Variable(A.shape[1])
+        con = A @ w >= 1
+        return cp.Problem(cp.Minimize(form(w)), [con]), w, con
+    key = (form, A.shape)
+    hit = _PROBLEMS.get(key)
+    if hit is None:
+        param = cp.Parameter(A.shape)
+        w = cp.Variable(A.shape[1])
+        con = param @ w >= 1
+        hit = (cp.Problem(cp.Minimize(form(w)), [con]), param, w, con)
+        _PROBLEMS[key] = hit
+        while len(_PROBLEMS) > _REUSE_CACHE_SIZE:
+            _PROBLEMS.popitem(last=False)
+    else:
+        _PROBLEMS.move_to_end(key)
+    prob, param, w, con = hit
+    param.value = A
+    return prob, w, con
 
 
 def _solver_attempts(name: str, tol: float) -> list[dict[str, Any]]:
@@ -139,9 +181,7 @@ def _solve_rows(A: np.ndarray, objective: Objective, solver: str, tol: float) ->
     problems = []
     for opts in _solver_attempts(solver, tol):
         for form in formulations:
-            w = cp.Variable(A.shape[1])
-            con = A @ w >= 1
-            prob = cp.Problem(cp.Minimize(form(w)), [con])
+            prob, w, con = _problem(form, A)
             try:
                 with warnings.catch_warnings():
                     # the SOC tower is used only where it is exact (error 0); cvxpy warns anyway

@@ -7,7 +7,8 @@ values of the returned W.
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Callable
 
 import cvxpy as cp
 import numpy as np
@@ -16,6 +17,16 @@ from mirrorattn.svm.attention import finish_attention
 from mirrorattn.svm.constraints import AttentionConstraints
 from mirrorattn.svm.core import solve
 from mirrorattn.svm.result import AttentionSVMResult
+
+
+@functools.lru_cache(maxsize=16)
+def _nuclear_objective(d: int) -> Callable[[cp.Variable], cp.Expression]:
+    """||reshape(w, (d, d))||_*, one function object per d (the solver core reuses its problems)."""
+
+    def objective(w: cp.Variable) -> cp.Expression:
+        return cp.normNuc(cp.reshape(w, (d, d), order="C"))
+
+    return objective
 
 
 def attention_svm_nuclear(
@@ -37,11 +48,7 @@ def attention_svm_nuclear(
     """
     cs = AttentionConstraints(X, z, alpha, mask)
     d = cs.d
-
-    def objective(w: cp.Variable) -> cp.Expression:
-        return cp.normNuc(cp.reshape(w, (d, d), order="C"))
-
-    sol = solve(cs, objective, solver=solver, active_set=active_set, tol=tol, what="nuclear-norm AttSVM")
+    sol = solve(cs, _nuclear_objective(d), solver=solver, active_set=active_set, tol=tol, what="nuclear-norm AttSVM")
     W = sol.w.reshape(d, d)
     nuc = float(np.linalg.svd(W, compute_uv=False).sum())
     return finish_attention(cs, sol, "nuclear", nuc, support_tol, solver)

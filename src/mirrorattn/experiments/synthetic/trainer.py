@@ -15,7 +15,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from mirrorattn.mirror import check_p, dual_exponent, inverse_mirror_map, mirror_map
+from mirrorattn.mirror import check_p, dual_exponent, inverse_exponent, mirror_map
 
 __all__ = ["BatchedMirrorDescent", "DEFAULT_EPS", "MDTrace", "log_grid", "run_md"]
 
@@ -38,20 +38,36 @@ def log_grid(iterations: int, points: int) -> np.ndarray:
 def _dual_norms(g: np.ndarray, q: float) -> np.ndarray:
     """||g_s||_q per seed, shaped (S, 1, ...) to broadcast against g (scaled by max|g_s| first).
 
-    Same value as ``lp_norm(g, q, batch_dims=1)``, with less overhead (this runs every step).
+    Same value as ``lp_norm(g, q, batch_dims=1)`` (tested), with less overhead and one temporary
+    (this runs every step, where ``lp_norm``'s generality costs a third of the step).
     """
-    a = np.abs(g)
-    m = a.reshape(a.shape[0], -1).max(axis=1).reshape((-1,) + (1,) * (g.ndim - 1))
+    r = np.abs(g)
+    m = r.reshape(r.shape[0], -1).max(axis=1).reshape((-1,) + (1,) * (g.ndim - 1))
     safe = np.where(m > 0, m, 1.0)
-    r = a / safe
+    r /= safe
     if q == 2.0:
-        r = r * r
+        r *= r
     elif q == 1.5:
-        r = r * np.sqrt(r)
+        r *= np.sqrt(r)
     else:
-        r = r**q
-    s = r.reshape(a.shape[0], -1).sum(axis=1).reshape(m.shape)
+        np.power(r, q, out=r)
+    s = r.reshape(r.shape[0], -1).sum(axis=1).reshape(m.shape)
     return np.where(m > 0, safe * s ** (1.0 / q), 0.0)
+
+
+def _signed_power(u: np.ndarray, e: float) -> np.ndarray:
+    """sign(u) |u|^e as a new array: the values of ``mirror.inverse_mirror_map`` (bit for bit, tested)
+    with fewer temporaries (``e`` = ``inverse_exponent(p)``, already snapped)."""
+    if e == 1.0:
+        return u.copy()
+    a = np.abs(u)
+    if e == 0.5:
+        np.sqrt(a, out=a)
+    elif e == float(int(e)) and 0 < e <= 64:
+        a = a ** int(e)
+    else:
+        np.power(a, e, out=a)
+    return np.copysign(a, u, out=a)
 
 
 class BatchedMirrorDescent:
@@ -76,15 +92,20 @@ class BatchedMirrorDescent:
         self.normalized = bool(normalized)
         self.eps = float(eps)
         self.params = {k: np.array(v, dtype=np.float64, copy=True) for k, v in params.items()}
-        self.u = {k: mirror_map(v, self.p) for k, v in self.params.items()}
+        self.u = {k: np.asarray(mirror_map(v, self.p), dtype=np.float64) for k, v in self.params.items()}
+        self._e = inverse_exponent(self.p)
 
     def step(self, grads: Mapping[str, np.ndarray]) -> None:
-        """One mirror step for every parameter named in ``grads``."""
+        """One mirror step for every parameter named in ``grads`` (the dual state ``u`` is updated in
+        place; ``params`` gets new arrays, so that iterates handed out earlier stay unchanged)."""
         for k, g in grads.items():
             if self.normalized:
-                g = g / (_dual_norms(g, self.q) + self.eps)
-            self.u[k] = self.u[k] - self.eta * g
-            self.params[k] = inverse_mirror_map(self.u[k], self.p)
+                step = g / (_dual_norms(g, self.q) + self.eps)
+                step *= self.eta
+            else:
+                step = self.eta * g
+            self.u[k] -= step
+            self.params[k] = _signed_power(self.u[k], self._e)
 
 
 @dataclass
