@@ -5,6 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mirrorattn-installed
 OUT ?= results/demo
+# data root for the real-data parts of the demo: $MIRRORATTN_DATA, else ../shared/data if present
+DATA ?= $(or $(MIRRORATTN_DATA),$(wildcard ../shared/data))
 
 .PHONY: demo test lint fast-test bench clean-venv
 
@@ -16,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/mirrorattn reproduce --preset quick --out $(OUT)
+	OMP_NUM_THREADS=1 $(VENV)/bin/mirrorattn reproduce --preset quick --out $(OUT) $(if $(DATA),--data-root $(DATA))
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -38,7 +38,8 @@ def _skips(root: Path) -> dict[str, str]:
     path = root / "reproduce.json"
     if not path.is_file():
         return {}
-    return {k: v.get("reason", "") for k, v in read_json(path).get("steps", {}).items() if v.get("status") == "skipped"}
+    steps = read_json(path).get("steps", {}).items()
+    return {k: f"{v['status']}: {v.get('reason', '')}" for k, v in steps if v.get("status") in ("skipped", "failed")}
 
 
 def render_markdown(claims: list[Claim], root: Path, meta: dict[str, Any] | None = None) -> str:
@@ -83,7 +84,7 @@ def render_markdown(claims: list[Claim], root: Path, meta: dict[str, Any] | None
             lines.append("")
     skips = _skips(root)
     if skips:
-        lines.append("## Skipped experiments")
+        lines.append("## Experiments skipped or failed")
         lines.append("")
         for step, reason in skips.items():
             lines.append(f"- `{step}`: {reason}")
