@@ -109,3 +109,13 @@ def test_report_json_matches_markdown(tmp_path: Path) -> None:
 def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="mirrorattn reproduce"):
         collect_claims(tmp_path / "nope")
+
+
+def test_a_baseline_that_always_diverged_is_not_a_comparison(tmp_path: Path) -> None:
+    _text(tmp_path, "imdb", {"lp-md:1.1": (0.84, 0.004), "lp-md:2": (0.82, 0.005)})
+    path = tmp_path / "text" / "imdb" / "results.json"
+    data = json.loads(path.read_text())
+    data["aggregate"]["lp-md:2"]["test_acc"] = {"mean": None, "std": None, "n": 0}
+    write_json(path, data)
+    c = _claims(tmp_path)["accuracy-imdb"]
+    assert c.verdict == NOT_RUN and "diverged" in c.note and "lp-md:2" in c.note

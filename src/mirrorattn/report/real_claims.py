@@ -39,6 +39,16 @@ def _gd(agg: dict[str, Any]) -> str | None:
     return next((g for g in GD_NAMES if g in agg), None)
 
 
+def _diverged(agg: dict[str, Any], opts: tuple[str | None, ...]) -> str:
+    """A note naming the optimizers of ``opts`` whose every run diverged (no finite test accuracy), or ''."""
+    bad = [o for o in opts if o is not None and o in agg and not (agg[o].get("test_acc") or {}).get("n")]
+    if not bad:
+        return ""
+    steps = ", ".join(f"{o} (lr {agg[o].get('lr')})" for o in bad)
+    return (f"every run of {steps} diverged, so there is nothing to compare; choose the step size on validation "
+            "with `mirrorattn text-sweep` and run again")
+
+
 def _figs(folder: Path, root: Path, names: tuple[str, ...]) -> list[str]:
     return [rel(folder / n, root) for n in names if (folder / n).is_file()]
 
@@ -82,6 +92,9 @@ def text_accuracy_claim(root: Path, dataset: str = "imdb") -> Claim:
     gd = _gd(agg)
     blocks = int(cfg.get("blocks", 3) or 3)
     paper = PAPER_IMDB_ACC.get(blocks, {}) if not stand_in else {}
+    if LP in agg and gd and _diverged(agg, (LP, gd)):
+        c.note = _diverged(agg, (LP, gd))
+        return c
     if LP in agg and gd:
         ok, c.numbers = _beats(agg, LP, gd)
         c.verdict = verdict(ok)
@@ -123,6 +136,9 @@ def token_selection_claim(root: Path) -> Claim:
     gd = _gd(agg)
     if LP not in agg or gd is None:
         c.note = f"needs {LP} and gradient descent in the text comparison"
+        return c
+    if _diverged(agg, (LP, gd)):
+        c.note = _diverged(agg, (LP, gd))
         return c
     ent_lp, ent_gd = _stat(agg[LP], "cls_entropy_last")[0], _stat(agg[gd], "cls_entropy_last")[0]
     pr_lp, pr_gd = _stat(agg[LP], "probe_score")[0], _stat(agg[gd], "probe_score")[0]
