@@ -101,6 +101,73 @@ def test_constrained_solver_reaches_a_stationary_point_on_the_ball():
         assert np.all(loss_and_grad(data.X, data.z, data.y, Z, data.v)[0] >= loss - 1e-12)
 
 
+def test_solve_each_records_failures_and_shares_equal_keys():
+    from mirrorattn.experiments.synthetic.common import solve_each
+    from mirrorattn.svm import InfeasibleSVMError
+
+    calls = []
+
+    class Res:
+        status = "optimal"
+
+        def __init__(self, b):
+            self.W = np.full((2, 2), float(b))
+
+    def call(b):
+        calls.append(b)
+        if b == 3:
+            raise InfeasibleSVMError("samples [0] contradict each other", samples=[0])
+        return Res(b)
+
+    out = solve_each(4, call, (2, 2), key=lambda b: min(b, 2) if b < 3 else 3)
+    assert calls == [0, 1, 2, 3]
+    out = solve_each(4, call, (2, 2), key=lambda b: 0 if b < 2 else b)
+    assert calls[4:] == [0, 2, 3]  # b = 1 reuses the solve of b = 0
+    np.testing.assert_array_equal(out.W[1], 0.0)
+    assert list(out.status) == ["optimal", "optimal", "optimal", "infeasible"]
+    assert np.isnan(out.W[3]).all() and "contradict" in out.reason[3] and out.reason[0] == ""
+    assert out.results[3] is None
+
+
+def test_cosine_or_nan_matches_the_metric_and_marks_zero():
+    from mirrorattn.experiments.synthetic.common import cosine_or_nan
+
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((2, 3, 4, 4)), rng.standard_normal((3, 4, 4))
+    a[1] = 0.0
+    c = cosine_or_nan(a, b[None])  # (2, 3) against (1, 3): broadcast
+    for i in range(2):
+        for j in range(3):
+            if i == 1:
+                assert np.isnan(c[i, j])
+            else:
+                direct = np.sum(a[i, j] * b[j]) / np.sqrt(np.sum(a[i, j] ** 2) * np.sum(b[j] ** 2))
+                assert c[i, j] == pytest.approx(direct, rel=1e-13)
+
+
+def test_svm_reuses_its_problems_with_fresh_data():
+    """The cached, parametrised cvxpy problem answers each new data set like a fresh problem does."""
+    from mirrorattn.svm import attention_svm, attention_svm_nuclear, core
+    from mirrorattn.tokens import globally_optimal_tokens, token_scores
+
+    data = make_synthetic_batch(4, 5, 5, [11, 12, 13])
+    alphas = [globally_optimal_tokens(token_scores(data.X[s], data.y[s], data.v[s])) for s in range(3)]
+    cached = [attention_svm(data.X[s], data.z[s], alphas[s], 1.75) for s in range(3)]
+    nuc = [attention_svm_nuclear(data.X[s], data.z[s], alphas[s]) for s in range(3)]
+    assert any(key[1] == (4 * 4, 25) for key in core._PROBLEMS)  # (n (T - 1), d^2) problems were cached
+    limit = core.REUSE_MAX_ENTRIES
+    try:
+        core.REUSE_MAX_ENTRIES = 0  # every solve builds its own problem (the reference)
+        for s in range(3):
+            fresh = attention_svm(data.X[s], data.z[s], alphas[s], 1.75)
+            np.testing.assert_allclose(cached[s].W, fresh.W, rtol=0, atol=1e-9)
+            fresh_nuc = attention_svm_nuclear(data.X[s], data.z[s], alphas[s])
+            assert nuc[s].objective == pytest.approx(fresh_nuc.objective, rel=1e-7)
+    finally:
+        core.REUSE_MAX_ENTRIES = limit
+    assert not np.allclose(cached[0].W, cached[1].W)  # the data sets really differ
+
+
 # ---------------------------------------------------------------- resumable pieces
 
 _CALLS: list[int] = []
@@ -153,6 +220,42 @@ def test_workers_give_the_same_result(tmp_path: Path):
         assert a["per_p"][k]["final_divergence_W"] == pytest.approx(b["per_p"][k]["final_divergence_W"], rel=1e-12)
 
 
+def test_kq_experiment_small(tmp_path: Path):
+    """K/Q run: saved cosines equal ones recomputed from the saved final W and SVM solutions; for p = 2
+    the l_p and l_2 targets coincide; the nuclear-norm solution beats the l_2 one in nuclear norm."""
+    from mirrorattn.experiments.synthetic.kq import KQConfig, run_kq
+
+    cfg = KQConfig(ps=(2.0, 3.0), iterations=40, seeds=2, grid_points=6)
+    s = run_kq(cfg, tmp_path, progress=False, figures=False)
+    assert set(s["per_run"]) == {"K/Q form, l_2-MD", "W form, l_2-MD", "svm p=2", "K/Q form, l_3-MD",
+                                 "W form, l_3-MD", "svm p=3"}
+    for t in ("2", "3"):
+        assert all(c == {"optimal": 2} for c in s["per_run"][f"svm p={t}"]["status_counts"].values())
+    assert s["reused_pieces"] == []
+    with np.load(tmp_path / "arrays.npz") as a:
+        for run in ("K/Q form, l_2-MD", "W form, l_2-MD", "K/Q form, l_3-MD", "W form, l_3-MD"):
+            W, sols, corr = a[f"final_W_{run}"], a[f"svm_{run}"], a[f"corr_{run}"]
+            if "l_2" in run:
+                np.testing.assert_array_equal(sols[1], sols[2])
+            else:
+                assert not np.allclose(sols[1], sols[2])
+            for j in range(3):
+                for q in range(2):
+                    direct = np.sum(W[q] * sols[j, q]) / (np.linalg.norm(W[q]) * np.linalg.norm(sols[j, q]))
+                    assert corr[-1, j, q] == pytest.approx(direct, rel=1e-12)
+            nuc = [np.linalg.svd(sols[j, 0], compute_uv=False).sum() for j in (0, 2)]
+            assert nuc[0] <= nuc[1] * (1 + 1e-7)
+        # the l_3 solution of the W-form run, solved independently for its final alpha
+        from mirrorattn.models.attention import forward
+        from mirrorattn.svm import attention_svm
+
+        data = make_synthetic_batch(cfg.n, cfg.T, cfg.d, [1, 2])
+        alpha = forward(data.X, data.z, a["final_W_W form, l_3-MD"], data.v).probs.argmax(axis=-1)
+        ref = attention_svm(data.X[1], data.z[1], alpha[1], 3.0)
+        np.testing.assert_allclose(a["svm_W form, l_3-MD"][1, 1], ref.W, atol=1e-9)
+    assert run_kq(cfg, tmp_path, progress=False, figures=False)["reused_pieces"] == ["kq_p2", "kq_p3", "kq_svm"]
+
+
 # ---------------------------------------------------------------- CLI
 
 
@@ -160,7 +263,7 @@ def test_cli_smoke(tmp_path: Path, capsys: pytest.CaptureFixture):
     from mirrorattn.cli import main
 
     rc = main(["synthetic", "joint", "--preset", "quick", "--out", str(tmp_path / "j"), "--iterations", "20",
-               "--ps", "2", "3", "--no-progress"])
+               "--ps", "2", "3", "--no-progress", "--workers", "1"])
     assert rc == 0
     summary = json.loads((tmp_path / "j" / "summary.json").read_text())
     assert summary["ps"] == [2.0, 3.0] and (tmp_path / "j" / "joint.png").stat().st_size > 10_000
@@ -170,6 +273,30 @@ def test_cli_smoke(tmp_path: Path, capsys: pytest.CaptureFixture):
     assert "--n does not apply" in capsys.readouterr().err
     rc = main(["synthetic", "local", "--out", str(tmp_path / "y"), "--ps", "0.9"])
     assert rc == 1 and "ps must be" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_all_side_by_side_equals_one_by_one(tmp_path: Path):
+    """``synthetic all --workers 2`` (experiments in two processes) writes the same numbers as --workers 1."""
+    from mirrorattn.experiments.synthetic.cli import EXPERIMENTS, run_all
+
+    small = {"local": {"seeds": 2, "iterations": (30,), "grid_points": 6}, "joint": {"iterations": (30,)},
+             "regpath": {"seeds": 2, "radii": 3, "max_steps": 200}, "kq": {"seeds": 2, "iterations": 30}}
+    finished = []
+    for w in (1, 2):
+        jobs = [(name, tmp_path / str(w) / name, None, small[name]) for name in EXPERIMENTS]
+        out = run_all(jobs, "quick", w, progress=False, figures=False, done=lambda name, *_: finished.append(name))
+        assert list(out) == list(EXPERIMENTS)
+    assert sorted(finished) == sorted(2 * list(EXPERIMENTS))
+    for name in EXPERIMENTS:
+        with np.load(tmp_path / "1" / name / "arrays.npz") as a, np.load(tmp_path / "2" / name / "arrays.npz") as b:
+            assert set(a.files) == set(b.files)
+            for k in a.files:
+                if a[k].dtype.kind == "f":  # kq's nuclear-norm solutions are not polished: solver accuracy
+                    np.testing.assert_allclose(a[k], b[k], rtol=1e-12, atol=1e-5 if name == "kq" else 1e-14,
+                                               err_msg=f"{name}: {k}")
+                else:
+                    np.testing.assert_array_equal(a[k], b[k], err_msg=f"{name}: {k}")
 
 
 # ---------------------------------------------------------------- the issue's checks (quick preset)

@@ -141,3 +141,25 @@ def test_dual_norms_match_lp_norm():
     g = np.random.default_rng(0).standard_normal((5, 3, 4)) * np.array([1e-200, 1, 1e5, 0, 3])[:, None, None]
     for q in (1.5, 2.0, 7.0 / 3.0):
         np.testing.assert_allclose(_dual_norms(g, q).ravel(), lp_norm(g, q, batch_dims=1), rtol=1e-13)
+
+
+@pytest.mark.parametrize("p", [1.1, 1.5, 1.75, 2.0, 3.0, 5.0])
+def test_signed_power_is_the_inverse_mirror_map_bit_for_bit(p):
+    from mirrorattn.experiments.synthetic.trainer import _signed_power
+    from mirrorattn.mirror import inverse_exponent, inverse_mirror_map
+
+    u = np.random.default_rng(1).standard_normal((4, 3, 5)) * np.array([1e-9, 1.0, 1e3, 0.0])[:, None, None]
+    out = _signed_power(u, inverse_exponent(p))
+    np.testing.assert_array_equal(out, inverse_mirror_map(u, p))
+    assert out is not u and not np.shares_memory(out, u)
+
+
+def test_step_leaves_handed_out_iterates_alone():
+    """The dual state is updated in place; the W arrays handed out before a step must not change."""
+    _, W0, grad_fn = _problem(2)
+    opt = BatchedMirrorDescent({"W": W0}, 1.75, 0.1)
+    before = opt.params["W"]
+    snapshot = before.copy()
+    opt.step(grad_fn(opt.params, False)[1])
+    np.testing.assert_array_equal(before, snapshot)
+    assert not np.allclose(opt.params["W"], snapshot)

@@ -1,23 +1,39 @@
-"""Helpers shared by the synthetic experiments: initial weights, safe directional divergences,
-SVM solves that record failures instead of dropping seeds, and progress bars."""
+"""Helpers shared by the synthetic experiments: config checks, initial weights, safe directional
+divergences, SVM solves that record failures instead of dropping seeds, the start and end of a
+run folder (config.json / arrays.npz / figures / summary.json), and progress bars."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
-from typing import Any, Callable
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from mirrorattn.io import config_hash, write_json, write_npz
 from mirrorattn.mirror import bregman_divergence, check_p, lp_norm
 
 __all__ = [
+    "RunFolder",
+    "SolveBatch",
+    "check_positive",
     "check_ps",
+    "cosine_or_nan",
     "directional_divergence",
     "init_weights",
+    "nanmean",
+    "per_p_counts",
     "progress_bar",
     "quantile_band",
+    "reused",
+    "seed_list",
+    "solve_each",
     "solve_or_record",
+    "status_counts",
+    "tag",
 ]
 
 
@@ -31,6 +47,42 @@ def check_ps(ps: Any, name: str = "ps") -> tuple[float, ...]:
     if len(set(ps)) != len(ps):
         raise ValueError(f"{name} has repeated values: {ps}")
     return ps
+
+
+def per_p_counts(counts: Any, ps: tuple[float, ...], name: str = "iterations") -> tuple[int, ...]:
+    """One positive count per p: a single value is repeated for every p; a clear ``ValueError`` otherwise."""
+    its = (counts,) if isinstance(counts, (int, np.integer)) else tuple(counts)
+    if len(its) == 1 and len(ps) > 1:
+        its = its * len(ps)
+    if len(its) != len(ps) or any(int(i) < 1 for i in its):
+        raise ValueError(f"{name} must give one positive count per p (ps = {ps}), got {counts}")
+    return tuple(int(i) for i in its)
+
+
+def check_positive(cfg: Any, names: Sequence[str], at_least_two: Sequence[str] = ("T",)) -> None:
+    """Every field in ``names`` is an integer >= 1 (>= 2 for those in ``at_least_two``); ``eta`` > 0 if present."""
+    for name in names:
+        low = 2 if name in at_least_two else 1
+        if int(getattr(cfg, name)) < low:
+            two = ", ".join(at_least_two)
+            raise ValueError(f"{name} must be a positive integer ({two} >= 2), got {getattr(cfg, name)}")
+    if hasattr(cfg, "eta") and not cfg.eta > 0:
+        raise ValueError(f"eta (step size) must be > 0, got {cfg.eta}")
+
+
+def seed_list(first_seed: int, seeds: int) -> list[int]:
+    """The seeds first_seed, ..., first_seed + seeds - 1."""
+    return list(range(int(first_seed), int(first_seed) + int(seeds)))
+
+
+def reused(results: dict[str, Any], prefix: str) -> list[str]:
+    """Keys ``<prefix>_p<tag>`` of the pieces in ``results`` (tag -> PieceResult) loaded from disk."""
+    return [f"{prefix}_p{t}" for t, r in results.items() if r.reused]
+
+
+def tag(p: float) -> str:
+    """How p appears in piece keys and array names: ``1.75``, ``2``, ``3``."""
+    return f"{float(p):g}"
 
 
 def init_weights(seeds: list[int], shape: tuple[int, ...], scale: float, stream: int = 1) -> np.ndarray:
@@ -64,6 +116,16 @@ def directional_divergence(a: np.ndarray, b: np.ndarray, p: float, batch_dims: i
     return np.where(bad, np.nan, np.maximum(d, 0.0))
 
 
+def nanmean(values: np.ndarray, axis: int | None = None) -> Any:
+    """Mean ignoring NaN (seeds whose SVM failed, iterates without a direction); NaN, silently,
+    where everything is NaN."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(values, axis=axis)
+
+
 def quantile_band(values: np.ndarray, lo: float = 0.1, hi: float = 0.9, axis: int = -1) -> tuple[np.ndarray, ...]:
     """Mean and the (lo, hi) quantiles along ``axis``, ignoring NaN (seeds whose SVM failed)."""
     with np.errstate(all="ignore"):
@@ -89,6 +151,121 @@ def solve_or_record(fn: Callable[[], Any]) -> tuple[Any, str, str]:
     except SVMError as exc:
         return None, "failed", str(exc)
     return res, str(res.status), ""
+
+
+def status_counts(statuses: Any) -> dict[str, int]:
+    """How often each solver status occurs: {"optimal": 99, "infeasible": 1}."""
+    vals, counts = np.unique(np.asarray(statuses, dtype=str), return_counts=True)
+    return {str(v): int(c) for v, c in zip(vals, counts)}
+
+
+@dataclasses.dataclass
+class SolveBatch:
+    """SVM solutions of a batch of independent problems: ``W`` (B, ...) NaN where the solve failed,
+    ``status`` and ``reason`` (B,) strings (reason empty on success), ``results`` the result objects
+    (None where failed) and ``seconds`` (B,) per solve."""
+
+    W: np.ndarray
+    status: np.ndarray
+    reason: np.ndarray
+    results: list[Any]
+    seconds: np.ndarray
+
+
+def solve_each(
+    count: int,
+    call: Callable[[int], Any],
+    shape: tuple[int, ...],
+    field: str = "W",
+    key: Callable[[int], Any] | None = None,
+    on_done: Callable[[], None] | None = None,
+) -> SolveBatch:
+    """Solve ``call(b)`` for b = 0 .. count - 1, recording failures (see :func:`solve_or_record`).
+
+    ``field`` names the solution array of the result (``W`` or ``v``), of shape ``shape``. Problems
+    with equal ``key(b)`` are solved once and share the result. ``on_done`` runs after each b.
+    """
+    W = np.full((count,) + tuple(shape), np.nan)
+    status = np.full(count, "", dtype=object)
+    reason = np.full(count, "", dtype=object)
+    secs = np.zeros(count)
+    results: list[Any] = []
+    cache: dict[Any, tuple[Any, str, str, float]] = {}
+    for b in range(count):
+        k = key(b) if key is not None else b
+        if k not in cache:
+            t0 = time.perf_counter()
+            res, st, why = solve_or_record(lambda b=b: call(b))
+            cache[k] = (res, st, why, time.perf_counter() - t0)
+        res, status[b], reason[b], secs[b] = cache[k]
+        if res is not None:
+            W[b] = getattr(res, field)
+        results.append(res)
+        if on_done is not None:
+            on_done()
+    return SolveBatch(W=W, status=status.astype(str), reason=reason.astype(str), results=results, seconds=secs)
+
+
+def cosine_or_nan(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """:func:`mirrorattn.metrics.cosine_correlation` over the last two axes of ``a`` and ``b``
+    (broadcast on the leading axes); NaN where either matrix is zero or holds NaN."""
+    from mirrorattn.metrics import cosine_correlation
+
+    a, b = np.broadcast_arrays(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
+    out = np.full(a.shape[:-2], np.nan)
+    for idx in np.ndindex(out.shape):
+        x, y = a[idx], b[idx]
+        if np.isfinite(x).all() and np.isfinite(y).all() and x.any() and y.any():
+            out[idx] = cosine_correlation(x, y)
+    return out
+
+
+@dataclasses.dataclass
+class RunFolder:
+    """The start of one experiment's run: its folder, config hash and start time.
+
+    :meth:`start` writes ``config.json``; :meth:`finish` writes ``arrays.npz``, the figures (drawn
+    from those arrays) and ``summary.json``, and returns the summary.
+    """
+
+    experiment: str
+    out: Path
+    chash: str
+    t0: float
+
+    @classmethod
+    def start(cls, experiment: str, cfg: Any, out: str | Path) -> RunFolder:
+        t0 = time.perf_counter()
+        out = Path(out)
+        chash = config_hash(cfg)
+        write_json(out / "config.json", {"experiment": experiment, "config_hash": chash,
+                                         "config": dataclasses.asdict(cfg)})
+        return cls(experiment=experiment, out=out, chash=chash, t0=t0)
+
+    def finish(
+        self,
+        summary: dict[str, Any],
+        arrays: dict[str, np.ndarray],
+        cfg: Any,
+        figures: bool = True,
+        seconds_key: tuple[str, ...] = ("seconds_total_this_call",),
+    ) -> dict[str, Any]:
+        """Write ``arrays.npz``, the figures (``figures.<experiment>_figures``, drawn from the arrays)
+        and ``summary.json``; return the summary.
+
+        ``seconds_key`` is where the total time of this call goes in the summary (a path of keys).
+        """
+        write_npz(self.out / "arrays.npz", **arrays)
+        if figures:
+            from mirrorattn.experiments.synthetic import figures as figs
+
+            summary["figures"] = getattr(figs, f"{self.experiment}_figures")(self.out, cfg, arrays)
+        node = summary
+        for k in seconds_key[:-1]:
+            node = node.setdefault(k, {})
+        node[seconds_key[-1]] = time.perf_counter() - self.t0
+        write_json(self.out / "summary.json", summary)
+        return summary
 
 
 def progress_bar(total: int, desc: str, unit: str = "it", position: int = 0, enabled: bool = True) -> Any:

@@ -12,18 +12,26 @@ One piece per p (``joint_p<p>``).
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from mirrorattn.data.synthetic import joint_dataset
-from mirrorattn.experiments.synthetic.common import check_ps, directional_divergence, progress_bar, solve_or_record
-from mirrorattn.experiments.synthetic.runner import Piece, run_pieces
+from mirrorattn.experiments.synthetic.common import (
+    RunFolder,
+    check_positive,
+    check_ps,
+    directional_divergence,
+    nanmean,
+    per_p_counts,
+    progress_bar,
+    reused,
+    solve_each,
+)
+from mirrorattn.experiments.synthetic.runner import run_per_p
 from mirrorattn.experiments.synthetic.trainer import DEFAULT_EPS, log_grid, run_md
-from mirrorattn.io import config_hash, write_json, write_npz
 from mirrorattn.models.attention import loss_and_grad
 
 __all__ = ["JointConfig", "run_joint"]
@@ -45,14 +53,8 @@ class JointConfig:
 
     def __post_init__(self) -> None:
         self.ps = check_ps(self.ps)
-        its = (self.iterations,) if isinstance(self.iterations, int) else tuple(self.iterations)
-        if len(its) == 1 and len(self.ps) > 1:
-            its = its * len(self.ps)
-        if len(its) != len(self.ps) or any(int(i) < 1 for i in its):
-            raise ValueError(f"iterations must give one positive count per p (ps = {self.ps}), got {self.iterations}")
-        self.iterations = tuple(int(i) for i in its)
-        if not self.eta > 0:
-            raise ValueError(f"eta (step size) must be > 0, got {self.eta}")
+        self.iterations = per_p_counts(self.iterations, self.ps)
+        check_positive(self, ("grid_points",))
         if self.init_scale < 0:
             raise ValueError(f"init_scale must be >= 0, got {self.init_scale}")
 
@@ -85,10 +87,9 @@ def joint_piece(cfg: JointConfig, p: float, iterations: int, position: int = 0, 
                     progress=bar.update)
     _, _, _, fw = loss_and_grad(X, z, y, tr.final["W"], tr.final["v"])
     alpha = fw.probs.argmax(axis=-1)[0]
-    resW, stW, whyW = solve_or_record(lambda: attention_svm(data.X, data.z, alpha, p, solver=cfg.svm_solver))
-    resv, stv, whyv = solve_or_record(lambda: decoder_svm(data.X, data.y, alpha, p, solver=cfg.svm_solver))
-    svmW = resW.W if resW is not None else np.full((d, d), np.nan)
-    svmv = resv.v if resv is not None else np.full(d, np.nan)
+    solW = solve_each(1, lambda _: attention_svm(data.X, data.z, alpha, p, solver=cfg.svm_solver), (d, d))
+    solv = solve_each(1, lambda _: decoder_svm(data.X, data.y, alpha, p, solver=cfg.svm_solver), (d,), field="v")
+    svmW, svmv = solW.W[0], solv.W[0]
     divW = directional_divergence(svmW[None, None], tr.params["W"], p, batch_dims=2)[:, 0]
     divv = directional_divergence(svmv[None, None], tr.params["v"], p, batch_dims=2)[:, 0]
     arrays = {
@@ -104,7 +105,8 @@ def joint_piece(cfg: JointConfig, p: float, iterations: int, position: int = 0, 
         "svm_v": svmv,
         "alpha": alpha,
     }
-    meta = {"p": p, "svm_W_status": stW, "svm_W_reason": whyW, "svm_v_status": stv, "svm_v_reason": whyv,
+    meta = {"p": p, "svm_W_status": str(solW.status[0]), "svm_W_reason": str(solW.reason[0]),
+            "svm_v_status": str(solv.status[0]), "svm_v_reason": str(solv.reason[0]),
             "W_moved_after_first_step": bool(np.abs(tr.params["W"][min(2, len(grid) - 1)]).max() > 0)}
     return arrays, meta
 
@@ -116,23 +118,19 @@ def run_joint(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     figures: bool = True,
+    position: int = 0,
 ) -> dict[str, Any]:
-    """Run (or resume) the joint experiment into ``out``; returns the summary dict."""
-    t0 = time.perf_counter()
-    out = Path(out)
-    chash = config_hash(cfg)
-    write_json(out / "config.json", {"experiment": "joint", "config_hash": chash, "config": asdict(cfg)})
-    tags = [f"{p:g}" for p in cfg.ps]
-    res = run_pieces(
-        out,
-        [Piece(f"joint_p{t}", joint_piece, dict(cfg=cfg, p=p, iterations=it, position=k, progress=progress))
-         for k, (p, it, t) in enumerate(zip(cfg.ps, cfg.iterations, tags))],
-        chash, workers, log,
-    )
+    """Run (or resume) the joint experiment into ``out``; returns the summary dict.
+
+    ``workers`` > 1 runs the pieces in worker processes; ``position`` offsets the progress-bar rows.
+    """
+    run = RunFolder.start("joint", cfg, out)
+    res = run_per_p(run.out, run.chash, "joint", joint_piece, cfg.ps, workers, log,
+                    per_p={"iterations": cfg.iterations}, cfg=cfg, progress=progress, position0=position)
     arrays: dict[str, np.ndarray] = {"ps": np.array(cfg.ps)}
     per_p: dict[str, Any] = {}
-    for t in tags:
-        a, m = res[f"joint_p{t}"].arrays, res[f"joint_p{t}"].meta
+    for t, r in res.items():
+        a, m = r.arrays, r.meta
         for k, v in a.items():
             arrays[f"{k}_p{t}"] = v
         G = len(a["iterations"])
@@ -143,10 +141,10 @@ def run_joint(
             "final_loss": float(a["loss"][-1]),
             "final_divergence_W": float(a["div_W"][-1]),
             "final_divergence_v": float(a["div_v"][-1]),
-            "mean_divergence_W_first_third": float(np.nanmean(a["div_W"][:third])),
-            "mean_divergence_W_last_third": float(np.nanmean(a["div_W"][-third:])),
-            "mean_divergence_v_first_third": float(np.nanmean(a["div_v"][:third])),
-            "mean_divergence_v_last_third": float(np.nanmean(a["div_v"][-third:])),
+            "mean_divergence_W_first_third": float(nanmean(a["div_W"][:third])),
+            "mean_divergence_W_last_third": float(nanmean(a["div_W"][-third:])),
+            "mean_divergence_v_first_third": float(nanmean(a["div_v"][:third])),
+            "mean_divergence_v_last_third": float(nanmean(a["div_v"][-third:])),
             "alpha": a["alpha"],
             "final_W": a["W"][-1],
             "final_v": a["v"][-1],
@@ -158,13 +156,6 @@ def run_joint(
             "W_moved_after_first_step": m["W_moved_after_first_step"],
             "seconds": m["seconds"],
         }
-    summary = {"experiment": "joint", "config_hash": chash, "ps": list(cfg.ps), "per_p": per_p,
-               "reused_pieces": [k for k, v in res.items() if v.reused]}
-    write_npz(out / "arrays.npz", **arrays)
-    if figures:
-        from mirrorattn.experiments.synthetic.figures import joint_figures
-
-        summary["figures"] = joint_figures(out, cfg, arrays)
-    summary["seconds_total_this_call"] = time.perf_counter() - t0
-    write_json(out / "summary.json", summary)
-    return summary
+    summary = {"experiment": "joint", "config_hash": run.chash, "ps": list(cfg.ps), "per_p": per_p,
+               "reused_pieces": reused(res, "joint")}
+    return run.finish(summary, arrays, cfg, figures)

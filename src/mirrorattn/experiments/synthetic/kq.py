@@ -5,14 +5,16 @@ norms), and, for comparison, l_p-MD on W in the W form from the same W_0 = K_0 Q
 training, alpha = argmax of the final softmax of each run; the nuclear-norm AttSVM, the l_p-AttSVM
 and the l_2-AttSVM are solved for that alpha. Recorded on a log grid: the cosine correlation
 <W_k, W_mm> / (||W_k||_F ||W_mm||_F) of the learned W with each SVM solution, and the final
-directional Bregman divergences (p) to the l_p solution. One piece per p (``kq_p<p>``).
+directional Bregman divergences (p) to the l_p solution.
 Initialisation (as the authors): Q_0 ~ N(0, 1), K_0 ~ N(0, init_scale^2).
+
+Pieces: ``kq_p<p>`` per p (training and the l_p-AttSVM, p != 2), then ``kq_svm``: the
+nuclear-norm and l_2 SVMs, which do not depend on p, solved once per (seed, alpha) over all runs.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,16 +22,21 @@ import numpy as np
 
 from mirrorattn.data.synthetic import make_synthetic_batch
 from mirrorattn.experiments.synthetic.common import (
+    RunFolder,
+    check_positive,
     check_ps,
+    cosine_or_nan,
     directional_divergence,
     init_weights,
     progress_bar,
-    solve_or_record,
+    reused,
+    seed_list,
+    solve_each,
+    status_counts,
 )
-from mirrorattn.experiments.synthetic.runner import Piece, run_pieces
+from mirrorattn.experiments.synthetic.runner import Piece, run_per_p, run_pieces
 from mirrorattn.experiments.synthetic.trainer import DEFAULT_EPS, log_grid, run_md
-from mirrorattn.io import config_hash, write_json, write_npz
-from mirrorattn.models.attention import kq_loss_and_grad, loss_and_grad, token_values
+from mirrorattn.models.attention import forward, kq_loss_and_grad, loss_and_grad, token_values
 
 __all__ = ["KQConfig", "run_kq"]
 
@@ -60,29 +67,22 @@ class KQConfig:
             if len(set(self.iterations)) != 1:
                 raise ValueError("the kq experiment uses one iteration count for every p")
             self.iterations = int(self.iterations[0])
-        for name in ("n", "T", "d", "seeds", "iterations", "grid_points"):
-            if int(getattr(self, name)) < (2 if name == "T" else 1):
-                raise ValueError(f"{name} must be a positive integer (T >= 2), got {getattr(self, name)}")
-        if not self.eta > 0:
-            raise ValueError(f"eta (step size) must be > 0, got {self.eta}")
+        check_positive(self, ("n", "T", "d", "seeds", "iterations", "grid_points"))
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """<a, b> / (||a||_F ||b||_F) over the last two axes (NaN if either is zero or NaN)."""
-    num = np.sum(a * b, axis=(-2, -1))
-    den = np.linalg.norm(a, axis=(-2, -1)) * np.linalg.norm(b, axis=(-2, -1))
-    with np.errstate(all="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+def _data(cfg: KQConfig) -> Any:
+    return make_synthetic_batch(cfg.n, cfg.T, cfg.d, seed_list(cfg.first_seed, cfg.seeds))
 
 
 def kq_piece(cfg: KQConfig, p: float, position: int = 0, progress: bool = True):
-    """Train K/Q and W forms with l_p-MD, solve the three SVMs per run and seed, correlations on the grid."""
-    from mirrorattn.svm import attention_svm, attention_svm_nuclear
+    """Train the K/Q and W forms with l_p-MD (iterates on the grid, alpha per run and seed) and, for
+    p != 2, solve the l_p-AttSVM per (seed, alpha) (runs that select the same tokens share it)."""
+    from mirrorattn.svm import attention_svm
 
-    seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.seeds))
-    data = make_synthetic_batch(cfg.n, cfg.T, cfg.d, seeds)
+    seeds = seed_list(cfg.first_seed, cfg.seeds)
+    data = _data(cfg)
     xv = token_values(data.X, data.v)
-    d = cfg.d
+    d, S = cfg.d, cfg.seeds
     K0 = init_weights(seeds, (d, d), cfg.init_scale, stream=3)
     Q0 = init_weights(seeds, (d, d), 1.0, stream=4)
     grid = log_grid(cfg.iterations, cfg.grid_points)
@@ -95,44 +95,48 @@ def kq_piece(cfg: KQConfig, p: float, position: int = 0, progress: bool = True):
         loss, gW, _, _ = loss_and_grad(data.X, data.z, data.y, params["W"], data.v, xv=xv)
         return loss, {"W": gW}, {}
 
-    runs: dict[str, np.ndarray] = {}
-    with progress_bar(2 * cfg.iterations, f"kq l_{p:g}-MD, {cfg.seeds} seeds", "it", position, progress) as bar:
+    with progress_bar(2 * cfg.iterations, f"kq l_{p:g}-MD, {S} seeds", "it", position, progress) as bar:
         tr = run_md(kq_grad, {"K": K0, "Q": Q0}, p, cfg.eta, cfg.iterations, grid, cfg.normalized, eps=cfg.eps,
                     progress=bar.update)
-        runs["KQ"] = tr.params["K"] @ tr.params["Q"].transpose(0, 1, 3, 2)  # (G, S, d, d)
+        W_kq = tr.params["K"] @ tr.params["Q"].transpose(0, 1, 3, 2)  # (G, S, d, d)
         tr = run_md(w_grad, {"W": K0 @ Q0.transpose(0, 2, 1)}, p, cfg.eta, cfg.iterations, grid, cfg.normalized,
                     eps=cfg.eps, progress=bar.update)
-        runs["W"] = tr.params["W"]
     arrays: dict[str, np.ndarray] = {"iterations": grid}
-    statuses: dict[str, dict[str, int]] = {}
-    failures = []
-    for name, Wk in runs.items():
-        _, _, _, fw = loss_and_grad(data.X, data.z, data.y, Wk[-1], data.v, xv=xv)
-        alpha = fw.probs.argmax(axis=-1)
-        sols = np.full((len(TARGETS), cfg.seeds, d, d), np.nan)
-        for s in range(cfg.seeds):
-            Xs, zs, a_s = data.X[s], data.z[s], alpha[s]
-            calls = (
-                lambda Xs=Xs, zs=zs, a_s=a_s: attention_svm_nuclear(Xs, zs, a_s, solver=cfg.svm_solver),
-                lambda Xs=Xs, zs=zs, a_s=a_s: attention_svm(Xs, zs, a_s, p, solver=cfg.svm_solver),
-                lambda Xs=Xs, zs=zs, a_s=a_s: attention_svm(Xs, zs, a_s, 2.0, solver=cfg.svm_solver),
-            )
-            for j, call in enumerate(calls):
-                res, st, why = solve_or_record(call)
-                key = f"{name}: {TARGETS[j]}"
-                statuses.setdefault(key, {})
-                statuses[key][st] = statuses[key].get(st, 0) + 1
-                if res is not None:
-                    sols[j, s] = res.W
-                else:
-                    failures.append({"run": name, "target": TARGETS[j], "seed": seeds[s], "status": st,
-                                     "reason": why})
-        arrays[f"corr_{name}"] = np.stack([_cosine(Wk, sols[j][None]) for j in range(len(TARGETS))], axis=1)
-        arrays[f"div_lp_{name}"] = directional_divergence(sols[1][None], Wk, p, batch_dims=2)  # (G, S)
-        arrays[f"svm_{name}"] = sols
-        arrays[f"alpha_{name}"] = alpha
-        arrays[f"final_W_{name}"] = Wk[-1]
-    return arrays, {"p": p, "svm_status_counts": statuses, "svm_failures": failures}
+    for form, Wk in (("KQ", W_kq), ("W", tr.params["W"])):
+        arrays[f"W_{form}"] = Wk
+        arrays[f"alpha_{form}"] = forward(data.X, data.z, Wk[-1], data.v, xv).probs.argmax(axis=-1)
+    if p != 2.0:  # for p = 2 the l_p target is the l_2 one, solved in kq_svm
+        alphas = np.concatenate([arrays["alpha_KQ"], arrays["alpha_W"]])  # run-major: k = run * S + seed
+        sol = solve_each(2 * S, lambda k: attention_svm(data.X[k % S], data.z[k % S], alphas[k], p,
+                                                         solver=cfg.svm_solver), (d, d), key=_key(alphas, S))
+        arrays.update(svm_lp=sol.W, status_lp=sol.status, reason_lp=sol.reason)
+    return arrays, {"p": p}
+
+
+def _key(alphas: np.ndarray, S: int) -> Callable[[int], tuple[int, bytes]]:
+    """Problem k (seed k % S, tokens alphas[k]) -> its identity: equal keys share one SVM solve."""
+    return lambda k: (k % S, alphas[k].astype(np.int64).tobytes())
+
+
+def shared_svm_piece(cfg: KQConfig, alphas: np.ndarray, p: float = 2.0, position: int = 0, progress: bool = True):
+    """The nuclear-norm and l_2 AttSVMs for alphas (R, S, n) (every run of every p), each distinct
+    (seed, alpha) solved once. Returns nuclear / l2 solutions (R, S, d, d) with status and reason."""
+    from mirrorattn.svm import attention_svm, attention_svm_nuclear
+
+    data = _data(cfg)
+    R, S, _ = alphas.shape
+    flat = alphas.reshape(R * S, -1)
+    key = _key(flat, S)
+    calls = {"nuclear": lambda k: attention_svm_nuclear(data.X[k % S], data.z[k % S], flat[k], solver=cfg.svm_solver),
+             "l2": lambda k: attention_svm(data.X[k % S], data.z[k % S], flat[k], 2.0, solver=cfg.svm_solver)}
+    arrays: dict[str, np.ndarray] = {}
+    with progress_bar(2 * R * S, "kq nuclear / l_2 AttSVM", "problem", position, progress) as bar:
+        for name, call in calls.items():
+            sol = solve_each(R * S, call, (cfg.d, cfg.d), key=key, on_done=lambda: bar.update(1))
+            arrays[f"svm_{name}"] = sol.W.reshape(R, S, cfg.d, cfg.d)
+            arrays[f"status_{name}"] = sol.status.reshape(R, S)
+            arrays[f"reason_{name}"] = sol.reason.reshape(R, S)
+    return arrays, {"unique_problems": len({key(k) for k in range(R * S)})}
 
 
 def run_kq(
@@ -142,43 +146,61 @@ def run_kq(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     figures: bool = True,
+    position: int = 0,
 ) -> dict[str, Any]:
-    """Run (or resume) the K/Q experiment into ``out``; returns the summary."""
-    t0 = time.perf_counter()
-    out = Path(out)
-    chash = config_hash(cfg)
-    write_json(out / "config.json", {"experiment": "kq", "config_hash": chash, "config": asdict(cfg)})
-    tags = [f"{p:g}" for p in cfg.ps]
-    res = run_pieces(out, [Piece(f"kq_p{t}", kq_piece, dict(cfg=cfg, p=p, position=k, progress=progress))
-                           for k, (p, t) in enumerate(zip(cfg.ps, tags))], chash, workers, log)
+    """Run (or resume) the K/Q experiment into ``out``; returns the summary.
+
+    ``workers`` > 1 runs the pieces in worker processes; ``position`` offsets the progress-bar rows.
+    """
+    folder = RunFolder.start("kq", cfg, out)
+    res = run_per_p(folder.out, folder.chash, "kq", kq_piece, cfg.ps, workers, log, cfg=cfg, progress=progress,
+                    position0=position)
+    tags = list(res)
+    forms = ("KQ", "W")
+    alphas = np.stack([res[t].arrays[f"alpha_{f}"] for t in tags for f in forms])  # (P * 2, S, n)
+    shared = run_pieces(folder.out, [Piece("kq_svm", shared_svm_piece, dict(cfg=cfg, alphas=alphas, position=position,
+                                                                             progress=progress))],
+                        folder.chash, 1, log)["kq_svm"]
+    sh = shared.arrays
+    seeds = seed_list(cfg.first_seed, cfg.seeds)
+    S = cfg.seeds
     run_names = []
     arrays: dict[str, np.ndarray] = {"ps": np.array(cfg.ps), "targets": np.array(TARGETS)}
     per_run: dict[str, Any] = {}
-    for t in tags:
-        a, m = res[f"kq_p{t}"].arrays, res[f"kq_p{t}"].meta
-        for form in ("KQ", "W"):
+    for i, (t, p) in enumerate(zip(tags, cfg.ps)):
+        a = res[t].arrays
+        counts: dict[str, dict[str, int]] = {}
+        failures = []
+        for r, form in enumerate(forms):
+            row, part = 2 * i + r, slice(r * S, (r + 1) * S)
+            nuc, l2 = ((sh[f"svm_{k}"][row], sh[f"status_{k}"][row], sh[f"reason_{k}"][row]) for k in ("nuclear", "l2"))
+            own = l2 if p == 2.0 else (a["svm_lp"][part], a["status_lp"][part], a["reason_lp"][part])
+            targets = [nuc, own, l2]  # the order of TARGETS
+            sols = np.stack([x[0] for x in targets])  # (targets, S, d, d)
+            Wk = a[f"W_{form}"]
+            for target, (_, st, why) in zip(TARGETS, targets):
+                counts[f"{form}: {target}"] = status_counts(st)
+                failures += [{"run": form, "target": target, "seed": seeds[s], "status": str(st[s]),
+                              "reason": str(why[s])} for s in np.flatnonzero(why != "")]
+            corr = np.stack([cosine_or_nan(Wk, sols[j][None]) for j in range(len(TARGETS))], axis=1)  # (G, 3, S)
+            div = directional_divergence(sols[1][None], Wk, p, batch_dims=2)  # (G, S)
             run = f"{'K/Q' if form == 'KQ' else 'W'} form, l_{t}-MD"
             run_names.append(run)
             arrays[f"iterations_{run}"] = a["iterations"]
-            arrays[f"corr_{run}"] = a[f"corr_{form}"]
+            arrays[f"corr_{run}"] = corr
+            arrays[f"svm_{run}"] = sols
+            arrays[f"final_W_{run}"] = Wk[-1]
             with np.errstate(all="ignore"):
-                final_corr = np.nanmean(a[f"corr_{form}"][-1], axis=-1)
-                final_div = float(np.nanmean(a[f"div_lp_{form}"][-1]))
+                final_corr = np.nanmean(corr[-1], axis=-1)
+                final_div = float(np.nanmean(div[-1]))
             per_run[run] = {
                 "final_mean_cosine": {TARGETS[j]: float(final_corr[j]) for j in range(len(TARGETS))},
                 "final_mean_divergence_to_lp_svm": final_div,
                 "closest_target": TARGETS[int(np.nanargmax(final_corr))] if np.isfinite(final_corr).any() else None,
             }
-        per_run[f"svm p={t}"] = {"status_counts": m["svm_status_counts"], "failures": m["svm_failures"],
-                                 "seconds": m["seconds"]}
+        per_run[f"svm p={t}"] = {"status_counts": counts, "failures": failures, "seconds": res[t].meta["seconds"]}
     arrays["runs"] = np.array(run_names)
-    summary = {"experiment": "kq", "config_hash": chash, "ps": list(cfg.ps), "targets": list(TARGETS),
-               "per_run": per_run, "reused_pieces": [k for k, v in res.items() if v.reused]}
-    write_npz(out / "arrays.npz", **arrays)
-    if figures:
-        from mirrorattn.experiments.synthetic.figures import kq_figures
-
-        summary["figures"] = kq_figures(out, cfg, arrays)
-    summary["seconds_total_this_call"] = time.perf_counter() - t0
-    write_json(out / "summary.json", summary)
-    return summary
+    summary = {"experiment": "kq", "config_hash": folder.chash, "ps": list(cfg.ps), "targets": list(TARGETS),
+               "per_run": per_run, "shared_svm_seconds": shared.meta["seconds"],
+               "reused_pieces": reused(res, "kq") + (["kq_svm"] if shared.reused else [])}
+    return folder.finish(summary, arrays, cfg, figures)

@@ -12,8 +12,7 @@ every p' (each deduplicates the (seed, alpha) pairs shared by several paths).
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,16 +20,22 @@ import numpy as np
 
 from mirrorattn.data.synthetic import make_synthetic_batch
 from mirrorattn.experiments.synthetic.common import (
+    RunFolder,
+    check_positive,
     check_ps,
     directional_divergence,
     init_weights,
+    per_p_counts,
     progress_bar,
-    solve_or_record,
+    reused,
+    seed_list,
+    solve_each,
+    status_counts,
+    tag,
     token_tools,
 )
-from mirrorattn.experiments.synthetic.runner import Piece, run_pieces
+from mirrorattn.experiments.synthetic.runner import run_per_p
 from mirrorattn.experiments.synthetic.trainer import DEFAULT_EPS, log_grid, run_md
-from mirrorattn.io import config_hash, write_json, write_npz
 from mirrorattn.models.attention import loss_and_grad, token_values
 
 __all__ = ["LocalConfig", "run_local"]
@@ -57,22 +62,11 @@ class LocalConfig:
 
     def __post_init__(self) -> None:
         self.ps = check_ps(self.ps)
-        its = (self.iterations,) if isinstance(self.iterations, int) else tuple(self.iterations)
-        if len(its) == 1 and len(self.ps) > 1:
-            its = its * len(self.ps)
-        if len(its) != len(self.ps) or any(int(i) < 1 for i in its):
-            raise ValueError(
-                f"iterations must give one positive count per p (ps = {self.ps}), got {self.iterations}"
-            )
-        self.iterations = tuple(int(i) for i in its)
-        for name in ("n", "T", "d", "seeds", "grid_points"):
-            if int(getattr(self, name)) < (2 if name == "T" else 1):
-                raise ValueError(f"{name} must be a positive integer (T >= 2), got {getattr(self, name)}")
-        if not self.eta > 0:
-            raise ValueError(f"eta (step size) must be > 0, got {self.eta}")
+        self.iterations = per_p_counts(self.iterations, self.ps)
+        check_positive(self, ("n", "T", "d", "seeds", "grid_points"))
 
     def seed_list(self) -> list[int]:
-        return list(range(self.first_seed, self.first_seed + self.seeds))
+        return seed_list(self.first_seed, self.seeds)
 
 
 def _data_and_init(cfg: LocalConfig) -> tuple[Any, np.ndarray]:
@@ -112,8 +106,8 @@ def train_piece(cfg: LocalConfig, p: float, iterations: int, position: int = 0, 
     return arrays, {"p": p, "iterations": iterations, "runs": B}
 
 
-def svm_piece(cfg: LocalConfig, p_svm: float, alphas: np.ndarray, position: int = 0, progress: bool = True):
-    """l_{p'}-AttSVM for every (path, seed) alpha; identical alphas of one seed are solved once.
+def svm_piece(cfg: LocalConfig, p: float, alphas: np.ndarray, position: int = 0, progress: bool = True):
+    """l_p-AttSVM (p = the SVM's p') for every (path, seed) alpha; identical alphas of one seed are solved once.
 
     Returns W (P, B, d, d) (NaN where the solve failed), status / reason strings (P, B),
     locally_optimal (P, B) bool and solve_seconds (P, B).
@@ -123,43 +117,31 @@ def svm_piece(cfg: LocalConfig, p_svm: float, alphas: np.ndarray, position: int 
 
     data, _ = _data_and_init(cfg)
     P, B, _ = alphas.shape
-    d = cfg.d
-    W = np.full((P, B, d, d), np.nan)
-    status = np.full((P, B), "", dtype=object)
-    reason = np.full((P, B), "", dtype=object)
-    local = np.zeros((P, B), dtype=bool)
-    secs = np.zeros((P, B))
-    cache: dict[tuple[int, bytes], tuple] = {}
-    with progress_bar(B, f"l_{p_svm:g}-AttSVM", "seed", position, progress) as bar:
-        for b in range(B):
-            gamma = token_scores(data.X[b], data.y[b], data.v[b])
-            for i in range(P):
-                key = (b, alphas[i, b].astype(np.int64).tobytes())
-                if key not in cache:
-                    t0 = time.perf_counter()
-                    res, st, why = solve_or_record(
-                        lambda b=b, i=i: attention_svm(data.X[b], data.z[b], alphas[i, b], p_svm, solver=cfg.svm_solver)
-                    )
-                    loc = bool(is_locally_optimal(alphas[i, b], res, gamma)) if res is not None else False
-                    cache[key] = (res, st, why, loc, time.perf_counter() - t0)
-                res, st, why, loc, dt = cache[key]
-                if res is not None:
-                    W[i, b] = res.W
-                status[i, b], reason[i, b], local[i, b], secs[i, b] = st, why, loc, dt
-            bar.update(1)
+    flat = alphas.transpose(1, 0, 2).reshape(B * P, -1)  # seed-major: (b, i) -> b * P + i
+
+    def solve(k: int) -> Any:
+        return attention_svm(data.X[k // P], data.z[k // P], flat[k], p, solver=cfg.svm_solver)
+
+    def key(k: int) -> tuple[int, bytes]:
+        return k // P, flat[k].astype(np.int64).tobytes()
+
+    with progress_bar(B * P, f"l_{p:g}-AttSVM", "solve", position, progress) as bar:
+        sol = solve_each(B * P, solve, (cfg.d, cfg.d), key=key, on_done=lambda: bar.update(1))
+    gammas = [token_scores(data.X[b], data.y[b], data.v[b]) for b in range(B)]
+    local = np.array([res is not None and bool(is_locally_optimal(flat[k], res, gammas[k // P]))
+                      for k, res in enumerate(sol.results)])
+
+    def path_major(a: np.ndarray) -> np.ndarray:
+        return a.reshape((B, P) + a.shape[1:]).swapaxes(0, 1)
+
     arrays = {
-        "W": W,
-        "status": status.astype(str),
-        "reason": reason.astype(str),
-        "locally_optimal": local,
-        "solve_seconds": secs,
+        "W": path_major(sol.W),
+        "status": path_major(sol.status),
+        "reason": path_major(sol.reason),
+        "locally_optimal": path_major(local),
+        "solve_seconds": path_major(sol.seconds),
     }
-    return arrays, {"p_svm": p_svm, "unique_solves": len(cache)}
-
-
-def _status_counts(st: np.ndarray) -> dict[str, int]:
-    vals, counts = np.unique(st, return_counts=True)
-    return {str(v): int(c) for v, c in zip(vals, counts)}
+    return arrays, {"p_svm": p, "unique_solves": len({key(k) for k in range(B * P)})}
 
 
 def run_local(
@@ -169,27 +151,20 @@ def run_local(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     figures: bool = True,
+    position: int = 0,
 ) -> dict[str, Any]:
-    """Run (or resume) the experiment into the run folder ``out``; returns the summary dict."""
-    t0 = time.perf_counter()
-    out = Path(out)
-    chash = config_hash(cfg)
-    write_json(out / "config.json", {"experiment": "local", "config_hash": chash, "config": asdict(cfg)})
+    """Run (or resume) the experiment into the run folder ``out``; returns the summary dict.
+
+    ``workers`` > 1 runs the pieces in worker processes; ``position`` offsets the progress-bar rows.
+    """
+    run = RunFolder.start("local", cfg, out)
     ps = cfg.ps
-    tag = [f"{p:g}" for p in ps]
-    train = run_pieces(
-        out,
-        [Piece(f"train_p{t}", train_piece, dict(cfg=cfg, p=p, iterations=it, position=k, progress=progress))
-         for k, (p, it, t) in enumerate(zip(ps, cfg.iterations, tag))],
-        chash, workers, log,
-    )
-    alphas = np.stack([train[f"train_p{t}"].arrays["alpha"] for t in tag])  # (P, B, n)
-    svm = run_pieces(
-        out,
-        [Piece(f"svm_p{t}", svm_piece, dict(cfg=cfg, p_svm=p, alphas=alphas, position=k, progress=progress))
-         for k, (p, t) in enumerate(zip(ps, tag))],
-        chash, workers, log,
-    )
+    tags = [tag(p) for p in ps]
+    train = run_per_p(run.out, run.chash, "train", train_piece, ps, workers, log, per_p={"iterations": cfg.iterations},
+                      cfg=cfg, progress=progress, position0=position)
+    alphas = np.stack([train[t].arrays["alpha"] for t in tags])  # (P, B, n)
+    svm = run_per_p(run.out, run.chash, "svm", svm_piece, ps, workers, log, cfg=cfg, alphas=alphas, progress=progress,
+                    position0=position)
     data, _ = _data_and_init(cfg)
     S = cfg.seeds
     token_scores, globally_optimal_tokens, _ = token_tools()
@@ -203,15 +178,15 @@ def run_local(
     last_third = np.full((P, P), np.nan)
     used = np.zeros((P, P), dtype=int)
     arrays: dict[str, np.ndarray] = {"ps": np.array(ps), "alpha": alphas, "globally_optimal_tokens": gopt}
-    status_counts: dict[str, dict[str, dict[str, int]]] = {}
+    counts: dict[str, dict[str, dict[str, int]]] = {}
     failures: list[dict[str, Any]] = []
-    for i, t in enumerate(tag):
-        tr = train[f"train_p{t}"].arrays
+    for i, t in enumerate(tags):
+        tr = train[t].arrays
         Wk = tr["W"]  # (G, B, d, d)
         divs = []
-        status_counts[f"path_p{t}"] = {}
-        for j, tj in enumerate(tag):
-            sv = svm[f"svm_p{tj}"].arrays
+        counts[f"path_p{t}"] = {}
+        for j, tj in enumerate(tags):
+            sv = svm[tj].arrays
             div = directional_divergence(sv["W"][i][None], Wk, ps[i], batch_dims=2)  # (G, B)
             divs.append(div)
             seeds_div = div[:, :S]
@@ -223,7 +198,7 @@ def run_local(
             last_third[i, j] = np.nanmean(m[-max(1, G // 3) :])
             if cfg.zero_init_run:
                 final_zero[i, j] = div[-1, -1]
-            status_counts[f"path_p{t}"][f"svm_p{tj}"] = _status_counts(sv["status"][i])
+            counts[f"path_p{t}"][f"svm_p{tj}"] = status_counts(sv["status"][i])
             for b in np.nonzero(sv["status"][i] != "optimal")[0]:
                 failures.append({"path_p": ps[i], "svm_p": ps[j], "run": int(b), "status": str(sv["status"][i, b]),
                                  "reason": str(sv["reason"][i, b])})
@@ -233,16 +208,17 @@ def run_local(
         arrays[f"max_prob_p{t}"] = tr["max_prob"]
         if cfg.zero_init_run:
             arrays[f"zero_init_W_p{t}"] = Wk[:, -1]  # (G, d, d)
-    for tj in tag:
-        sv = svm[f"svm_p{tj}"].arrays
+    for tj in tags:
+        sv = svm[tj].arrays
         arrays[f"svm_W_p{tj}"] = sv["W"]  # (P, B, d, d)
         arrays[f"svm_status_p{tj}"] = sv["status"]
         arrays[f"locally_optimal_p{tj}"] = sv["locally_optimal"]
-    glob_share = {f"p{t}": float(np.mean(np.all(alphas[i, :S] == gopt, axis=-1))) for i, t in enumerate(tag)}
-    loc_share = {f"p{t}": float(np.mean(svm[f"svm_p{t}"].arrays["locally_optimal"][i, :S])) for i, t in enumerate(tag)}
+    glob_share = {f"p{t}": float(np.mean(np.all(alphas[i, :S] == gopt, axis=-1))) for i, t in enumerate(tags)}
+    loc_share = {f"p{t}": float(np.mean(svm[t].arrays["locally_optimal"][i, :S])) for i, t in enumerate(tags)}
+    pieces = {**{f"train_p{t}": r for t, r in train.items()}, **{f"svm_p{t}": r for t, r in svm.items()}}
     summary = {
         "experiment": "local",
-        "config_hash": chash,
+        "config_hash": run.chash,
         "ps": list(ps),
         "rows": "path p (l_p-MD)",
         "columns": "SVM p' (l_p'-AttSVM)",
@@ -255,21 +231,10 @@ def run_local(
         if np.isfinite(final_mean).any(axis=1).all() else None,
         "share_globally_optimal_alpha": glob_share,
         "share_locally_optimal_alpha": loc_share,
-        "mean_final_max_softmax_prob": {f"p{t}": float(train[f"train_p{t}"].arrays["max_prob"][:S].mean())
-                                         for t in tag},
-        "svm_status_counts": status_counts,
+        "mean_final_max_softmax_prob": {f"p{t}": float(train[t].arrays["max_prob"][:S].mean()) for t in tags},
+        "svm_status_counts": counts,
         "svm_failures": failures,
-        "seconds": {
-            **{k: v.meta["seconds"] for k, v in {**train, **svm}.items()},
-            "total_this_call": time.perf_counter() - t0,
-        },
-        "reused_pieces": [k for k, v in {**train, **svm}.items() if v.reused],
+        "seconds": {k: v.meta["seconds"] for k, v in pieces.items()},
+        "reused_pieces": reused(train, "train") + reused(svm, "svm"),
     }
-    write_npz(out / "arrays.npz", **arrays)
-    if figures:
-        from mirrorattn.experiments.synthetic.figures import local_figures
-
-        summary["figures"] = local_figures(out, cfg, arrays)
-    summary["seconds"]["total_this_call"] = time.perf_counter() - t0
-    write_json(out / "summary.json", summary)
-    return summary
+    return run.finish(summary, arrays, cfg, figures, seconds_key=("seconds", "total_this_call"))

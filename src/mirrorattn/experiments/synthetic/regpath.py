@@ -16,8 +16,7 @@ optimal tokens is recorded against R. One piece per p (``regpath_p<p>``).
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,16 +24,20 @@ import numpy as np
 
 from mirrorattn.data.synthetic import make_synthetic_batch
 from mirrorattn.experiments.synthetic.common import (
+    RunFolder,
+    check_positive,
     check_ps,
     directional_divergence,
     progress_bar,
-    solve_or_record,
+    reused,
+    seed_list,
+    solve_each,
+    status_counts,
     token_tools,
 )
-from mirrorattn.experiments.synthetic.runner import Piece, run_pieces
-from mirrorattn.experiments.synthetic.trainer import _dual_norms
-from mirrorattn.io import config_hash, write_json, write_npz
-from mirrorattn.mirror import dual_exponent, inverse_mirror_map, lp_norm, mirror_map
+from mirrorattn.experiments.synthetic.runner import run_per_p
+from mirrorattn.experiments.synthetic.trainer import _dual_norms, _signed_power
+from mirrorattn.mirror import dual_exponent, forward_exponent, inverse_exponent, lp_norm
 from mirrorattn.models.attention import Forward, loss_and_grad, loss_difference, token_values
 
 __all__ = ["RegPathConfig", "run_regpath", "solve_constrained"]
@@ -62,9 +65,7 @@ class RegPathConfig:
         self.ps = check_ps(self.ps)
         if not 0 < self.r_min < self.r_max:
             raise ValueError(f"need 0 < r_min < r_max, got r_min={self.r_min}, r_max={self.r_max}")
-        for name in ("n", "T", "d", "seeds", "radii", "max_steps"):
-            if int(getattr(self, name)) < (2 if name in ("T", "radii") else 1):
-                raise ValueError(f"{name} must be a positive integer (T, radii >= 2), got {getattr(self, name)}")
+        check_positive(self, ("n", "T", "d", "seeds", "radii", "max_steps"), at_least_two=("T", "radii"))
         if not 0 < self.fw_tol < 1:
             raise ValueError(f"fw_tol must be in (0, 1), got {self.fw_tol}")
 
@@ -85,6 +86,20 @@ def _select_forward(mask: np.ndarray, a: Forward, b: Forward) -> Forward:
     return Forward(**pick)
 
 
+def _lp_norms(W: np.ndarray, p: float) -> np.ndarray:
+    """``lp_norm(W, p, batch_dims=1)`` for W (S, d, d), the same operations (bit for bit, tested)
+    without its generality (it runs every step)."""
+    m = np.max(np.abs(W), axis=(1, 2))
+    safe = np.where(m > 0, m, 1.0)
+    r = np.sum((np.abs(W) / safe.reshape(-1, 1, 1)) ** p, axis=(1, 2)) ** (1.0 / p)
+    return np.where(m > 0, safe * r, 0.0)
+
+
+def _select_rows(fw: Forward, keep: np.ndarray) -> Forward:
+    """The seeds ``keep`` (bool mask) of a forward pass."""
+    return Forward(**{name: getattr(fw, name)[keep] for name in ("probs", "xv", "out", "ref", "deficit")})
+
+
 def solve_constrained(
     data: Any,
     W: np.ndarray,
@@ -100,30 +115,44 @@ def solve_constrained(
     Returns (W (S, d, d), loss (S,), relative FW gap (S,), steps taken (S,)).
     """
     q = dual_exponent(p)
+    e_fwd, e_inv = forward_exponent(p), inverse_exponent(p)
     S = W.shape[0]
     W = W.copy()
-    eta = np.full(S, eta0)
     steps = np.zeros(S, dtype=int)
     loss, g, _, fw = loss_and_grad(data.X, data.z, data.y, W, data.v, xv=xv)
+    # Seeds never interact, and a seed whose gap is below fw_tol never moves again (a step needs
+    # it active), so the loop runs on the live seeds only (index ``live``; the ``_l`` arrays).
+    live = np.arange(S)
+    X, z, y, v, xv_l = data.X, data.z, data.y, data.v, xv
+    W_l, g_l, loss_l, fw_l, eta = W.copy(), g.copy(), loss.copy(), fw, np.full(S, eta0)
     for _ in range(max_steps):
-        gq = _dual_norms(g, q)[:, 0, 0]
-        rel_gap = (np.sum(g * W, axis=(1, 2)) + R * gq) / np.maximum(R * gq, 1e-300)
+        gq = _dual_norms(g_l, q)[:, 0, 0]
+        rel_gap = (np.sum(g_l * W_l, axis=(1, 2)) + R * gq) / np.maximum(R * gq, 1e-300)
         active = rel_gap > fw_tol
-        if not active.any():
-            break
-        u = mirror_map(W, p) - _bshape(eta * R ** (p - 1) / np.maximum(gq, 1e-300)) * g
-        Wn = inverse_mirror_map(u, p)
-        nrm = np.asarray(lp_norm(Wn, p, batch_dims=1))
+        if not active.all():  # freeze the converged seeds where they are
+            done = live[~active]
+            W[done], g[done], loss[done] = W_l[~active], g_l[~active], loss_l[~active]
+            if not active.any():
+                break
+            live, W_l, g_l, loss_l, eta, gq = (a[active] for a in (live, W_l, g_l, loss_l, eta, gq))
+            fw_l = _select_rows(fw_l, active)
+            X, z, y, v = data.X[live], data.z[live], data.y[live], data.v[live]
+            xv_l = None if xv is None else xv[live]
+        u = _signed_power(W_l, e_fwd) - _bshape(eta * R ** (p - 1) / np.maximum(gq, 1e-300)) * g_l  # mirror map
+        Wn = _signed_power(u, e_inv)  # inverse mirror map
+        nrm = _lp_norms(Wn, p)
         Wn = Wn * _bshape(np.where(nrm > R, R / np.where(nrm > 0, nrm, 1.0), 1.0))
-        ln, gn, _, fwn = loss_and_grad(data.X, data.z, data.y, Wn, data.v, xv=xv)
-        better = active & (loss_difference(fw, fwn, data.y) < 0)  # exact even when L(W') == L(W) in float
-        W = np.where(_bshape(better), Wn, W)
-        fw = _select_forward(better, fwn, fw)
-        g = np.where(_bshape(better), gn, g)
-        loss = np.where(better, ln, loss)
-        eta = np.where(better, eta * 1.25, np.where(active, eta * 0.5, eta))
+        ln, gn, _, fwn = loss_and_grad(X, z, y, Wn, v, xv=xv_l)
+        better = loss_difference(fw_l, fwn, y) < 0  # exact even when L(W') == L(W) in float
+        W_l = np.where(_bshape(better), Wn, W_l)
+        fw_l = _select_forward(better, fwn, fw_l)
+        g_l = np.where(_bshape(better), gn, g_l)
+        loss_l = np.where(better, ln, loss_l)
+        eta = np.where(better, eta * 1.25, eta * 0.5)
         eta = np.maximum(eta, 1e-14)
-        steps += active
+        steps[live] += 1
+    else:
+        W[live], g[live], loss[live] = W_l, g_l, loss_l
     gq = _dual_norms(g, q)[:, 0, 0]
     rel_gap = (np.sum(g * W, axis=(1, 2)) + R * gq) / np.maximum(R * gq, 1e-300)
     return W, loss, rel_gap, steps
@@ -134,7 +163,7 @@ def regpath_piece(cfg: RegPathConfig, p: float, position: int = 0, progress: boo
     from mirrorattn.svm import attention_svm
     token_scores, globally_optimal_tokens, _ = token_tools()
 
-    seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.seeds))
+    seeds = seed_list(cfg.first_seed, cfg.seeds)
     data = make_synthetic_batch(cfg.n, cfg.T, cfg.d, seeds)
     xv = token_values(data.X, data.v)
     S, d = len(seeds), cfg.d
@@ -153,21 +182,14 @@ def regpath_piece(cfg: RegPathConfig, p: float, position: int = 0, progress: boo
             Ws[k] = W
             bar.update(1)
     alpha = np.stack([globally_optimal_tokens(token_scores(data.X[s], data.y[s], data.v[s])) for s in range(S)])
-    svmW = np.full((S, d, d), np.nan)
-    status, reason = [], []
-    for s in range(S):
-        res, st, why = solve_or_record(lambda s=s: attention_svm(data.X[s], data.z[s], alpha[s], p,
-                                                                 solver=cfg.svm_solver))
-        if res is not None:
-            svmW[s] = res.W
-        status.append(st)
-        reason.append(why)
+    sol = solve_each(S, lambda s: attention_svm(data.X[s], data.z[s], alpha[s], p, solver=cfg.svm_solver), (d, d))
+    svmW = sol.W
     div = directional_divergence(svmW[None], Ws, p, batch_dims=2)  # (R, S)
     _, _, _, fw = loss_and_grad(data.X, data.z, data.y, Ws[-1], data.v, xv=xv)
     selected = fw.probs.argmax(axis=-1)  # tokens selected at the largest radius
     arrays = {"W": Ws, "loss": losses, "fw_gap": gaps, "steps": steps, "svm_W": svmW, "alpha": alpha,
               "divergence": div, "selected_at_largest_radius": selected,
-              "status": np.array(status), "reason": np.array(reason)}
+              "status": sol.status, "reason": sol.reason}
     meta = {"p": p, "max_relative_fw_gap": float(gaps.max()), "unconverged_solves": int((gaps > cfg.fw_tol).sum())}
     return arrays, meta
 
@@ -179,26 +201,24 @@ def run_regpath(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     figures: bool = True,
+    position: int = 0,
 ) -> dict[str, Any]:
-    """Run (or resume) the regularisation-path experiment into ``out``; returns the summary."""
-    t0 = time.perf_counter()
-    out = Path(out)
-    chash = config_hash(cfg)
-    write_json(out / "config.json", {"experiment": "regpath", "config_hash": chash, "config": asdict(cfg)})
-    tags = [f"{p:g}" for p in cfg.ps]
-    res = run_pieces(out, [Piece(f"regpath_p{t}", regpath_piece, dict(cfg=cfg, p=p, position=k, progress=progress))
-                           for k, (p, t) in enumerate(zip(cfg.ps, tags))], chash, workers, log)
+    """Run (or resume) the regularisation-path experiment into ``out``; returns the summary.
+
+    ``workers`` > 1 runs the pieces in worker processes; ``position`` offsets the progress-bar rows.
+    """
+    run = RunFolder.start("regpath", cfg, out)
+    res = run_per_p(run.out, run.chash, "regpath", regpath_piece, cfg.ps, workers, log, cfg=cfg, progress=progress,
+                    position0=position)
     radii = cfg.radius_grid()
     arrays: dict[str, np.ndarray] = {"ps": np.array(cfg.ps), "radii": radii}
     per_p = {}
-    for t in tags:
-        r = res[f"regpath_p{t}"]
+    for t, r in res.items():
         a = r.arrays
         for k in ("divergence", "W", "fw_gap", "loss", "svm_W", "steps"):
             arrays[f"{k}_p{t}"] = a[k]
         with np.errstate(all="ignore"):
             mean = np.nanmean(a["divergence"], axis=1)
-        st, cnt = np.unique(a["status"], return_counts=True)
         per_p[f"p{t}"] = {
             "mean_divergence_by_radius": mean,
             "first_radius_mean_divergence": float(mean[0]),
@@ -208,17 +228,10 @@ def run_regpath(
             "total_mirror_steps": int(a["steps"].sum()),
             "share_seeds_selecting_global_tokens_at_largest_radius": float(
                 np.mean(np.all(a["selected_at_largest_radius"] == a["alpha"], axis=-1))),
-            "svm_status_counts": {str(s): int(c) for s, c in zip(st, cnt)},
+            "svm_status_counts": status_counts(a["status"]),
             "svm_failures": [{"seed": cfg.first_seed + i, "reason": str(w)} for i, w in enumerate(a["reason"]) if w],
             "seconds": r.meta["seconds"],
         }
-    summary = {"experiment": "regpath", "config_hash": chash, "ps": list(cfg.ps), "radii": radii,
-               "fw_tol": cfg.fw_tol, "per_p": per_p, "reused_pieces": [k for k, v in res.items() if v.reused]}
-    write_npz(out / "arrays.npz", **arrays)
-    if figures:
-        from mirrorattn.experiments.synthetic.figures import regpath_figures
-
-        summary["figures"] = regpath_figures(out, cfg, arrays)
-    summary["seconds_total_this_call"] = time.perf_counter() - t0
-    write_json(out / "summary.json", summary)
-    return summary
+    summary = {"experiment": "regpath", "config_hash": run.chash, "ps": list(cfg.ps), "radii": radii,
+               "fw_tol": cfg.fw_tol, "per_p": per_p, "reused_pieces": reused(res, "regpath")}
+    return run.finish(summary, arrays, cfg, figures)

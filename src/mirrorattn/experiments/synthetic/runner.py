@@ -14,13 +14,32 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from mirrorattn.io import read_json, write_json, write_npz
 
-__all__ = ["Piece", "PieceResult", "load_piece", "run_pieces"]
+__all__ = ["Piece", "PieceResult", "load_piece", "mp_context", "run_per_p", "run_pieces"]
+
+
+def mp_context() -> multiprocessing.context.BaseContext:
+    """How worker processes start: ``fork`` on Linux, ``spawn`` elsewhere.
+
+    A forked worker shares the parent's imported modules (numpy, torch, cvxpy, matplotlib: ~5 s of
+    CPU to import again in every spawned worker, as much as a whole quick-preset experiment). The
+    parent only orchestrates (it runs no torch or BLAS thread pools before forking), so fork is safe.
+    """
+    import sys
+
+    return multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+
+
+def preload() -> None:
+    """Import what the pieces use, once, in the parent (forked workers then inherit it)."""
+    import mirrorattn.experiments.synthetic.figures  # noqa: F401  (matplotlib)
+    import mirrorattn.svm  # noqa: F401  (cvxpy)
+    import mirrorattn.tokens  # noqa: F401
 
 
 @dataclass
@@ -99,11 +118,38 @@ def run_pieces(
             arrays, meta, secs = _execute(piece.fn, piece.kwargs)
             out[piece.key] = _save(folder, piece, chash, arrays, meta, secs)
     else:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
+        preload()
+        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=mp_context()) as pool:
             futures = {pool.submit(_execute, piece.fn, piece.kwargs): piece for piece in todo}
             for fut in as_completed(futures):  # save each piece as soon as it is done
                 piece = futures[fut]
                 arrays, meta, secs = fut.result()
                 out[piece.key] = _save(folder, piece, chash, arrays, meta, secs)
     return {p.key: out[p.key] for p in pieces}
+
+
+def run_per_p(
+    folder: str | Path,
+    chash: str,
+    prefix: str,
+    fn: Callable[..., tuple[dict[str, np.ndarray], dict[str, Any]]],
+    ps: Sequence[float],
+    workers: int = 1,
+    log: Callable[[str], None] | None = None,
+    per_p: dict[str, Sequence[Any]] | None = None,
+    position0: int = 0,
+    **kwargs: Any,
+) -> dict[str, PieceResult]:
+    """One piece ``<prefix>_p<p>`` per p: ``fn(p=p, position=position0 + k, **kwargs, **{name: values[k]})``.
+
+    ``per_p`` maps an argument name to one value per p (e.g. the iteration counts). Returns the
+    results keyed by the p tag (``"1.75"``, ``"2"``, ...).
+    """
+    from mirrorattn.experiments.synthetic.common import tag
+
+    per_p = per_p or {}
+    pieces = [Piece(f"{prefix}_p{tag(p)}", fn,
+                    dict(kwargs, p=p, position=position0 + k, **{n: v[k] for n, v in per_p.items()}))
+              for k, p in enumerate(ps)]
+    res = run_pieces(folder, pieces, chash, workers, log)
+    return {tag(p): res[piece.key] for p, piece in zip(ps, pieces)}
