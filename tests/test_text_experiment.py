@@ -104,6 +104,14 @@ def test_config_overrides_and_per_optimizer_steps(tmp_path):
         build_text_config(_args(lr="fast"))
     with pytest.raises(ValueError, match="pooling"):
         build_text_config(_args(pooling="max"))
+    # per-optimizer sweep grids of the preset; --sweep-lrs replaces them all
+    quick = build_text_config(_args())
+    assert quick.sweep_grid("lp-md:3") != quick.sweep_grid("sgd") and quick.sweep_grid("sgd") == quick.sweep_lrs
+    assert quick.md_scope == "all" and quick.loss_reduction == "sum"
+    cfg = build_text_config(_args(sweep_lrs="1e-3,1e-2"))
+    assert cfg.sweep_grid("lp-md:3") == cfg.sweep_grid("adam") == (1e-3, 1e-2)
+    with pytest.raises(ValueError, match="--sweep-lrs"):
+        build_text_config(_args(sweep_lrs="1e-3,fast"))
 
 
 @pytest.mark.slow
@@ -116,7 +124,7 @@ def test_text_cli_end_to_end_on_polarity(tmp_path, shared_data, cache, monkeypat
               "--max-length", "32", "--vocab-size", "1500", "--width", "16", "--epochs", "2",
               "--analysis-samples", "100", "--no-progress"]
     assert main(["text-sweep", *common, "--optimizers", "lp-md:1.1,adam", "--sweep-lrs", "1e-3,1e-1",
-                 "--sweep-max-train", "400", "--out", str(tmp_path / "sweep")]) == 0
+                 "--sweep-max-train", "400", "--workers", "2", "--out", str(tmp_path / "sweep")]) == 0
     sweep = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
     assert set(sweep["lrs"]) == {"lp-md:1.1", "adam"} and (tmp_path / "sweep" / "sweep.png").is_file()
     for opt, row in sweep["sweep"].items():
@@ -124,6 +132,17 @@ def test_text_cli_end_to_end_on_polarity(tmp_path, shared_data, cache, monkeypat
         assert len(chosen) == 1 and chosen[0]["val_acc_best"] == max(r["val_acc_best"] for r in row["grid"])
         assert isinstance(row["warnings"], list)
     assert sweep["n_val"] == 40 and 0.5 <= sweep["chance"] <= 1
+    # the parallel sweep (2 worker processes) found what a sequential run finds: rerun one point in-process
+    from mirrorattn.experiments.text import TextExperimentConfig, _sweep_point, prepare_text_data
+
+    fields = TextExperimentConfig.__dataclass_fields__
+    cfg = TextExperimentConfig(**{k: v for k, v in sweep["config"].items() if k in fields})
+    cfg.lrs, cfg.sweep_grids = {}, {}
+    cfg.optimizers, cfg.sweep_lrs = tuple(cfg.optimizers), tuple(cfg.sweep_lrs)
+    prepared = prepare_text_data(cfg, max_train=cfg.sweep_max_train)
+    prepared.data.test = None
+    row = _sweep_point(cfg, prepared, "adam", 0.1, tmp_path / "seq", progress=False)
+    assert row["val_acc_best"] == [r for r in sweep["sweep"]["adam"]["grid"] if r["lr"] == 0.1][0]["val_acc_best"]
     argv = ["text", *common, "--optimizers", "lp-md:1.1,adam", "--seeds", "1", "--lr-from",
             str(tmp_path / "sweep" / "sweep.json"), "--out", str(out)]
     assert main(argv) == 0
@@ -170,6 +189,15 @@ def test_select_step_ties_and_warnings():
     # 0.56 is just above the noise band of chance, and the grid is not flat (0.50 .. 0.56 > 0.05)
     rows[1]["val_acc_best"] = 0.56
     assert select_step(rows, chance=0.5, n_val=400)[1] == []
+    # stability margin: the best step's larger neighbour diverged, its smaller one is within noise -> take it
+    rows = [row(1e-3, 0.60, 0.6), row(1e-2, 0.66, 0.6), row(3e-2, 0.69, 0.6), row(1e-1, 0.0, None, True)]
+    best, _ = select_step(rows, chance=0.5, n_val=400)
+    assert best["lr"] == 1e-2 and best["backed_off_from"] == 3e-2
+    rows[1]["val_acc_best"] = 0.63  # 0.06 below the best: more than two standard errors, keep the best
+    assert "backed_off_from" not in select_step(rows, chance=0.5, n_val=400)[0]
+    rows[3] = row(1e-1, 0.51, 0.69)  # a larger step that stayed at chance counts as failed too
+    rows[1]["val_acc_best"] = 0.66
+    assert select_step(rows, chance=0.5, n_val=400)[0]["lr"] == 1e-2
     # the best step at the end of the grid: the optimum may lie beyond
     rows = [row(1e-3, 0.60, 0.6), row(1e-2, 0.70, 0.5), row(1e-1, 0.80, 0.4)]
     best, warnings = select_step(rows, chance=0.5, n_val=400)

@@ -365,9 +365,16 @@ def _worker_run(config: TextExperimentConfig, out: str, optimizer: str, seed: in
     key = config_hash(config.data_identity())
     if key not in _PREPARED:
         _PREPARED[key] = prepare_text_data(config)
-    train_one(config, _PREPARED[key], optimizer, seed, Path(out) / "runs" / run_name(optimizer, seed), progress=False,
-              keep_diverged=True)
-    return f"{optimizer} seed {seed}"
+    s = train_one(config, _PREPARED[key], optimizer, seed, Path(out) / "runs" / run_name(optimizer, seed),
+                  progress=False, keep_diverged=True)
+    return _run_line(optimizer, seed, s)
+
+
+def _run_line(optimizer: str, seed: int, s: dict[str, Any]) -> str:
+    """One line about a finished run: validation and test accuracy, divergence, wall time."""
+    acc = "-" if s.get("test_acc") is None else f"{s['test_acc']:.4f}"
+    return (f"{optimizer} seed {seed}: val acc {s.get('val_acc_best') or 0:.4f}, test acc {acc}"
+            f"{' (diverged)' if s.get('diverged') else ''}, {s.get('wall_seconds') or 0:.0f} s")
 
 
 def _run_parallel(config: TextExperimentConfig, out: Path, workers: int, progress: bool) -> None:
@@ -377,13 +384,12 @@ def _run_parallel(config: TextExperimentConfig, out: Path, workers: int, progres
 
     prepare_text_data(config)  # trains and caches the tokenizer once, before the workers start
     threads = max(1, (os.cpu_count() or 1) // workers)
-    jobs = [(opt, seed) for opt in config.optimizers for seed in range(config.seeds)]
+    jobs = [(opt, seed) for seed in range(config.seeds) for opt in config.optimizers]  # seed 0 of all first
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
         futures = [pool.submit(_worker_run, config, str(out), opt, seed, threads) for opt, seed in jobs]
         for fut in as_completed(futures):
             done = fut.result()
-            if progress:
-                print(f"finished {done}", flush=True)
+            print(f"finished {done}", flush=True)
 
 
 def run_text_experiment(
@@ -402,15 +408,17 @@ def run_text_experiment(
     if workers > 1 and info.world_size == 1:
         _run_parallel(config, out, workers, progress)
     prepared = prepare_text_data(config)
-    summaries: dict[str, list[dict[str, Any]]] = {}
-    for optimizer in config.optimizers:
-        for seed in range(config.seeds):
+    summaries: dict[str, list[dict[str, Any]]] = {opt: [] for opt in config.optimizers}
+    for seed in range(config.seeds):  # seed-major: an interrupted comparison has every optimizer's first seeds
+        for optimizer in config.optimizers:
             if info.is_main and progress:
                 print(f"== {optimizer} (lr {config.lr_for(optimizer):g}), seed {seed}", flush=True)
             run_dir = out / "runs" / run_name(optimizer, seed)
-            summaries.setdefault(optimizer, []).append(
+            summaries[optimizer].append(
                 train_one(config, prepared, optimizer, seed, run_dir, progress=progress, keep_diverged=True)
             )
+            if info.is_main and workers == 1:
+                print(f"finished {_run_line(optimizer, seed, summaries[optimizer][-1])}", flush=True)
     results = {"config": config, "data": prepared.summary, "aggregate": aggregate(summaries), "runs": summaries}
     if info.is_main:
         from mirrorattn.experiments.text_analysis import write_report
@@ -425,6 +433,10 @@ def select_step(rows: list[dict[str, Any]], chance: float, n_val: int) -> tuple[
 
     Best validation accuracy first; ties (equal accuracy) go to the lower validation loss at the
     best epoch, then to the larger step (a tie at equal loss means the step did not matter).
+    Stability margin: when the next larger step of the grid failed (diverged, or within noise of
+    chance) and the next smaller one is within two standard errors of the best, the smaller one is
+    chosen (the returned row then has ``backed_off_from``: the best step) - a full run is several
+    times longer than a sweep run, and steps at the edge of stability diverged there.
     Warnings (strings) when the best accuracy is within two standard errors
     (sqrt(chance (1 - chance) / n_val)) of ``chance`` (the majority-class fraction of the
     validation split: nothing was learned), and when every non-diverged step lies within two
@@ -440,6 +452,18 @@ def select_step(rows: list[dict[str, Any]], chance: float, n_val: int) -> tuple[
         return (r["val_acc_best"], -(loss if loss is not None and math.isfinite(loss) else math.inf), r["lr"])
 
     best = max(rows, key=key)
+    # stability margin: the full runs are several times longer than the sweep's, and a step next to one that
+    # failed (diverged or stayed at chance) diverged there (lp-md:2 / sgd at 3e-2 on IMDb): take the next
+    # smaller step instead when its accuracy is within noise of the best
+    ordered = sorted(rows, key=lambda r: r["lr"])
+    i = next(j for j, r in enumerate(ordered) if r is best)
+
+    def failed(r: dict[str, Any]) -> bool:
+        return bool(r["diverged"]) or r["val_acc_best"] <= chance + 2 * se
+
+    if (0 < i < len(ordered) - 1 and failed(ordered[i + 1]) and not failed(ordered[i - 1])
+            and best["val_acc_best"] - ordered[i - 1]["val_acc_best"] <= 2 * se):
+        best = {**ordered[i - 1], "backed_off_from": best["lr"]}
     warnings = []
     if best["val_acc_best"] <= chance + 2 * se:
         warnings.append(
@@ -553,7 +577,7 @@ def run_lr_sweep(
         rows = [found[(optimizer, lr)] for lr in config.sweep_grid(optimizer)]
         best, warnings = select_step(rows, chance, n_val)
         table[optimizer] = {"best_lr": best["lr"], "best_val_acc": best["val_acc_best"], "warnings": warnings,
-                            "grid": rows}
+                            "backed_off_from": best.get("backed_off_from"), "grid": rows}
         all_warnings += [f"{optimizer}: {w}" for w in warnings]
     result = {"config": config, "data": prepared.summary, "chance": chance, "n_val": n_val, "sweep": table,
               "lrs": {k: v["best_lr"] for k, v in table.items()}, "warnings": all_warnings}

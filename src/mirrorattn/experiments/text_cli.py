@@ -4,7 +4,11 @@ Every field of :class:`~mirrorattn.experiments.text.TextExperimentConfig` is an 
 (``--epochs 1``, ``--width 128``, ``--no-bias``, ``--grad-clip none`` ...), applied after the
 preset and the ``--config`` TOML file. Special forms: ``--optimizers lp-md:1.1,sgd,adam``;
 ``--lr 3e-3`` (every optimizer) or ``--lr lp-md:1.1=3e-3,adam=1e-3`` (per optimizer);
-``--lr-from OUT/sweep.json`` takes the sweep's chosen steps; ``--sweep-lrs 1e-3,1e-2``.
+``--lr-from OUT/sweep.json`` takes the sweep's chosen steps; ``--sweep-lrs 1e-3,1e-2`` (one grid for
+every optimizer, replacing the preset's per-optimizer ``sweep_grids``, which a ``--config`` TOML
+file can set). ``--workers N`` trains N runs (or sweep points) at once in separate processes.
+``text-sweep`` prints one line per finished (optimizer, step) and, at the end, a WARNING line
+when an optimizer's grid is flat, its best is within noise of chance or at the grid's edge.
 """
 
 from __future__ import annotations
@@ -166,7 +170,9 @@ def _sweep(args: argparse.Namespace) -> int:
     result = run_lr_sweep(config, args.out, progress=not args.no_progress, workers=args.workers)
     if dist_info().is_main:
         for opt, row in result["sweep"].items():
-            print(f"{opt}: best lr {row['best_lr']:g} (validation accuracy {row['best_val_acc']:.4f})")
+            margin = (f"; {row['backed_off_from']:g} scored higher but the next larger step failed (stability margin)"
+                      if row.get("backed_off_from") else "")
+            print(f"{opt}: chosen lr {row['best_lr']:g} (validation accuracy {row['best_val_acc']:.4f}{margin})")
         for warning in result["warnings"]:
             print(f"WARNING {warning}")
     return 0

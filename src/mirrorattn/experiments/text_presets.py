@@ -6,8 +6,9 @@ not BERT's), [CLS] pooling, no biases, dropout 0.2, MLP 4x, batch 100, summed BC
 sizes from the paper, l_p-MD on every parameter, stop at 99.5 % train accuracy or 1,000 epochs.
 
 ``quick`` - a CPU configuration (2 cores) chosen by measurement: 1 block, width 64, length 256,
-masked mean pooling, 2 epochs, the compared optimizer on the query/key weights and AdamW
-elsewhere. Why: :data:`QUICK_NOTES`.
+masked mean pooling, 2 epochs, the compared optimizer on every parameter (md_scope "all", as the
+authors), summed BCE, no clipping, steps chosen by ``mirrorattn text-sweep --preset quick`` (its
+per-optimizer grids span 2.5-3 decades). Why, with the probes and the sweep: :data:`QUICK_NOTES`.
 """
 
 from __future__ import annotations
@@ -51,30 +52,89 @@ PAPER: dict[str, Any] = {
 
 #: how the quick preset was chosen (measured on this project's 2-core CPU machine)
 QUICK_NOTES = """\
-Measured on the 2-core development machine while ~5 other jobs shared it (so wall times were
-3-8x slower than the machine alone; CPU time is the reliable figure):
-- throughput of this model (1 block, width 64, 2 heads, MLP 2x, length 256, vocab 16k, batch 64,
-  one torch thread): about 110 training samples per CPU-second for SGD, l_1.1-MD and Adam alike
-  (l_1.1-MD / SGD = 1.04). An IMDb epoch (22,500 training reviews) is then about 200 CPU-seconds;
-  2 epochs + validation + test passes (25,000 reviews) fit 8 minutes on two free cores.
-- IMDb probe (this preset, l_1.1-MD step 1e-2, ONE epoch, seed 0, 1 thread, load ~9): epoch 366 s
-  wall (61 samples/s), whole run 415 s; validation 84.72 %, test 83.39 %. The [CLS]-row attention
-  stayed almost uniform (normalised entropy 1.00): the query/key weights barely moved in one epoch.
-- l_p-MD on EVERY parameter (the authors' scope) did not learn at this compute: with masked mean
-  pooling and mean BCE, l_1.1-MD at steps 1e-3 / 1e-2 / 1e-1 stayed at 51-52 % validation
-  accuracy after 2 epochs on a 1,800-review subset and reached 59 % only at step 1 (the
-  issue's probes: [CLS] pooling kept SGD and l_1.1-MD at chance). Parameters initialised near 0
-  hardly move when p is near 1 (the inverse map |u|^(1/(p-1)) is flat near 0).
-- so ``quick`` applies the compared optimizer to the query/key weights only (``md_scope =
-  "attention"``: the W = K Q^T of the theory) and AdamW (step 2e-3) to every other parameter,
-  identical for all compared optimizers: every run learns, and the runs differ only in how the
-  attention's key-query weights were optimised.
-- masked mean pooling (gives every token a gradient path), mean BCE (steps independent of the
-  batch size), constant steps, gradient clipping at norm 1.
-- steps: with this scope l_1.1-MD at 1e-2 learned (validation 75.5 % after one epoch on 1,800
-  reviews, train accuracy 92 % in the second); the other optimizers' steps are placeholders until
-  ``mirrorattn text-sweep --preset quick`` (grid ``sweep_lrs``, 2 epochs on 2,000 reviews) has
-  been run; feed its result with ``--lr-from OUT/sweep.json``.
+Measured on the shared 2-core development machine (1 torch thread per process, under nice, 3-9
+runnable processes on the 2 cores: wall times vary 2-3x with the load, CPU times do not).
+
+Cost. The model (1 block, width 64, 2 heads, MLP 2x, length 256, WordPiece 16k, no biases,
+dropout 0.1) has 1.07 M parameters, 1.02 M of them the token embedding. It trains at about 110
+samples per CPU-second with l_1.1-MD, SGD and Adam alike (benchmarks/train_throughput.py, md_scope
+"all", summed BCE: 108 / 113 / 108, l_1.1 / SGD = 0.96), so an IMDb epoch (22,500 reviews) is
+about 200 CPU-seconds, and 2 epochs + validation, test and analysis passes (about 500 CPU-seconds)
+fit 8 minutes on two free cores. A wider or deeper model does not fit (2 blocks of width 128: over
+5 minutes per epoch, the issue's probe).
+
+The previous quick preset (replaced). It applied the compared optimizer to the query/key weights
+only (md_scope "attention") and AdamW 2e-3 to every other parameter. Its sweep
+(results/imdb-sweep: 2 epochs on 1,800 reviews) gave validation accuracy 0.765 for lp-md:1.1,
+lp-md:2, lp-md:3 and sgd at EVERY step from 1e-3 to 1: AdamW on the other parameters decided the
+result and the comparison measured nothing. ``text-sweep`` now warns about such a flat grid (and
+about a best accuracy within noise of chance, or a best step at the edge of the grid).
+
+Probes (commands: ``mirrorattn text-sweep --dataset imdb --preset quick --sweep-max-train 5000
+--sweep-epochs 1 --optimizers OPT --sweep-lrs ...`` with the settings below; outputs in
+results/probes/). IMDb, 4,500 training / 500 validation reviews, ONE epoch, seed 0, md_scope "all",
+summed BCE, no clipping; validation accuracy (chance 0.50 +- 0.045, two standard errors):
+
+    pooling  optimizer   step: validation accuracy
+    mean     sgd         3e-4: 0.49  1e-3: 0.55  3e-3: 0.57  1e-2: 0.63  3e-2: 0.69
+    mean     lp-md:1.1   3e-4: 0.49  1e-3: 0.51  3e-3: 0.53  1e-2: 0.57  3e-2: diverged
+    mean     lp-md:3     1e-5: 0.50  1e-4: 0.57  1e-3: 0.69
+    mean     adam        1e-3: 0.74  3e-3: 0.77
+    [CLS]    sgd 3e-2: diverged (first epoch) | lp-md:1.1 1e-2: 0.50 | adam 3e-3: 0.77
+
+One epoch took 60-150 s wall (4,500 reviews) at that load.
+
+Choices.
+- md_scope "all" (the authors'): the compared optimizer trains every parameter, embeddings
+  included, so the result depends on it. With a suitable step every optimizer learns (above).
+- masked mean pooling: with [CLS] pooling the non-adaptive optimizers did not learn at this
+  compute (SGD diverged at the step that is best with mean pooling, l_1.1-MD stayed at chance;
+  the issue's probes agree), while Adam did equally well with both. Mean pooling gives every
+  token's embedding a direct gradient path.
+- summed BCE, no gradient clipping, constant steps (the authors'): steps comparable with the
+  paper's (l_1.1-MD 8e-4 at batch 100). Mean BCE would only divide every step by the batch size
+  (64); the sweep covers that range.
+- l_1.1-MD is the least stable: at step 3e-2 single embedding entries grew past |w| = 1, where
+  w = |u|^10 explodes (max |w| 0.12 -> 44 within 5 steps near batch 25, then NaN). The
+  LayerNorm gains (which start at 1) were not the cause (1.0 -> 1.28), so a scope excluding them
+  was not needed. Weights near 0 move slowly (dw/du = 10 |w|^0.9), so l_1.1-MD needs more
+  steps than SGD: at this compute it learns, but less than SGD and far less than Adam.
+- step grids (half-decades): sgd, lp-md:2 and lp-md:1.1 3e-4 .. 1e-1 (mean-BCE equivalent
+  0.02 .. 6.4); lp-md:3 3e-6 .. 3e-3 (its dual step moves a weight by about lr g / (2 |w|), 25 x
+  lr at |w| = 0.02: the paper's l_3 step is also 100 x smaller than its l_2 step); adam 3e-4 ..
+  1e-2. Sweep: 2 epochs on 3,600 training / 400 validation reviews, seed 0.
+- 2 epochs: the time budget.
+- a run that diverges in the full comparison keeps its validation-best completed epoch and is
+  counted in ``diverged_runs`` (the comparison does not stop).
+
+Sweep (``mirrorattn text-sweep --dataset imdb --preset quick --out results/imdb-sweep2 --data-root
+../shared/data --workers 3 --threads 1 --no-progress``: 29 runs of 2 epochs on 3,600 / 400 reviews,
+38 minutes wall with 3 worker processes on the shared machine; chance 0.50 +- 0.05). Best
+validation accuracy of each step ("div": the loss became NaN):
+
+    step        3e-4   1e-3   3e-3   1e-2   3e-2   1e-1
+    lp-md:1.1   0.500  0.550  0.593  0.600  div    div     -> 1e-2
+    lp-md:2     0.540  0.590  0.580  0.652  0.690  div     -> 3e-2
+    sgd         0.540  0.590  0.580  0.652  0.690  div     -> 3e-2 (= lp-md:2, as it must: l_2-MD is GD)
+    step        3e-6   1e-5   3e-5   1e-4   3e-4   1e-3   3e-3
+    lp-md:3     0.510  0.580  0.588  0.588  0.618  0.670  0.500  -> 1e-3
+    step        3e-4   1e-3   3e-3   1e-2
+    adam        0.705  0.802  0.820  0.802                       -> 3e-3
+
+No sweep warning (no flat grid, no best at a grid edge, every best above the noise of chance).
+Every optimizer learns at its best step, but at this compute the non-adaptive ones learn slowly
+(0.60-0.69 after 2 short epochs) and l_1.1-MD least; Adam is far ahead.
+
+Stability margin. With these best steps the full comparison's first lp-md:2 run (3e-2, 22,500
+reviews: 6 x the sweep's steps) diverged within its first epoch (144 s). A step next to one that
+diverged is at the edge of stability, and a full run is several times longer than a sweep run,
+so the sweep now takes the next smaller step when the next larger one failed (diverged or stayed
+at chance) and the smaller one is within two standard errors of the best (``select_step``;
+``backed_off_from`` in sweep.json): lp-md:2 and sgd 3e-2 -> 1e-2 (0.652 vs 0.690), lp-md:1.1
+1e-2 -> 3e-3 (0.593 vs 0.600); lp-md:3 keeps 1e-3 (1e-3 is 0.052 above 3e-4, more than the
+margin of 0.05) and adam 3e-3. These are the preset's ``lrs``. Full comparison: ``mirrorattn
+text --dataset imdb --preset quick --lr-from results/imdb-sweep2/sweep.json --seeds 3 --out
+results/imdb-quick --data-root ../shared/data --workers 2 --threads 1``.
 """
 
 QUICK: dict[str, Any] = {
@@ -90,8 +150,8 @@ QUICK: dict[str, Any] = {
     "pooling": "mean",
     "optimizers": ("lp-md:1.1", "lp-md:2", "lp-md:3", "sgd", "adam"),
     "seeds": 3,
-    # placeholders (probe bests, 1 epoch on 4,500 reviews); the real steps come from the sweep: --lr-from sweep.json
-    "lrs": {"lp-md:1.1": 3e-2, "lp-md:2": 3e-2, "lp-md:3": 1e-4, "sgd": 3e-2, "adam": 3e-3},
+    # chosen by `mirrorattn text-sweep --preset quick` on IMDb (results/imdb-sweep2/sweep.json; QUICK_NOTES)
+    "lrs": {"lp-md:1.1": 3e-3, "lp-md:2": 1e-2, "lp-md:3": 1e-3, "sgd": 1e-2, "adam": 3e-3},
     "lr": 1e-2,
     "md_scope": "all",
     "epochs": 2,
