@@ -24,6 +24,18 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+def add_subcommands(subparsers: argparse._SubParsersAction, modules: Sequence[str]) -> None:
+    """Import each module and let its ``register(subparsers)`` add its subcommand(s)."""
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and name.startswith(exc.name):
+                continue  # that part of the package is not installed / not written yet
+            raise
+        module.register(subparsers)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mirrorattn import __version__
 
@@ -33,15 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mirrorattn {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and name.startswith(exc.name):
-                continue  # that part of the package is not installed / not written yet
-            raise
-        module.register(sub)
+    add_subcommands(parser.add_subparsers(dest="command", metavar="COMMAND"), SUBCOMMAND_MODULES)
     return parser
 
 
@@ -60,9 +64,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace, prog: str) -> int:
+    """Run the parsed subcommand; user errors become one line on stderr (exit 1), not a traceback."""
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -74,8 +77,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except user_errors() as exc:
         if args.debug:
             raise
-        print(f"mirrorattn {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{prog} {args.command}: error: {exc}", file=sys.stderr)
         return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    return dispatch(parser, parser.parse_args(argv), "mirrorattn")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,9 +12,10 @@ rank 0 writes files and shows progress bars.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from typing import Sequence
+
+from mirrorattn.cli import add_subcommands, dispatch
 
 #: experiment modules whose ``register(subparsers)`` adds a subcommand that trains with ``fit``
 TRAIN_COMMAND_MODULES = ("mirrorattn.experiments.text_cli", "mirrorattn.experiments.vision_cli")
@@ -27,37 +28,16 @@ def build_parser() -> argparse.ArgumentParser:
         "torchrun --standalone --nproc_per_node N -m mirrorattn.train text ...).",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in TRAIN_COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and name.startswith(exc.name):
-                continue  # that experiment is not installed / not written yet
-            raise
-        module.register(sub)
+    add_subcommands(parser.add_subparsers(dest="command", metavar="COMMAND"), TRAIN_COMMAND_MODULES)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from mirrorattn.cli import user_errors
     from mirrorattn.train.distributed import shutdown_distributed
 
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
     try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-    except user_errors() as exc:
-        if args.debug:
-            raise
-        print(f"mirrorattn.train {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return dispatch(parser, parser.parse_args(argv), "mirrorattn.train")
     finally:
         shutdown_distributed()
 
