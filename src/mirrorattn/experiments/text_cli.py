@@ -50,13 +50,16 @@ def _field_kind(annotation: Any) -> tuple[Any, bool]:
     return base, optional
 
 
-def _add_config_options(p: argparse.ArgumentParser) -> None:
-    from mirrorattn.experiments.text import TextExperimentConfig
+def add_config_options(p: argparse.ArgumentParser, cls: type, special: set[str] | frozenset[str]) -> None:
+    """One ``--field-name`` option per scalar field of the config dataclass ``cls`` (except ``special``).
 
-    hints = typing.get_type_hints(TextExperimentConfig)
+    Shared by the text and vision commands; values are parsed by the field's type, ``none`` for
+    optional fields.
+    """
+    hints = typing.get_type_hints(cls)
     g = p.add_argument_group("experiment settings (override the preset and --config)")
-    for f in dataclasses.fields(TextExperimentConfig):
-        if f.name in _SPECIAL:
+    for f in dataclasses.fields(cls):
+        if f.name in special:
             continue
         flag = "--" + f.name.replace("_", "-")
         kind, optional = _field_kind(hints[f.name])
@@ -65,6 +68,12 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
         elif kind in (int, float, str):
             g.add_argument(flag, dest=f.name, default=None, metavar=kind.__name__.upper(),
                            type=(lambda s, k=kind, fl=flag: _parse_scalar(k, s, fl)))
+
+
+def _add_config_options(p: argparse.ArgumentParser) -> None:
+    from mirrorattn.experiments.text import TextExperimentConfig
+
+    add_config_options(p, TextExperimentConfig, _SPECIAL)
 
 
 def _add_common(p: argparse.ArgumentParser, sweep: bool) -> None:

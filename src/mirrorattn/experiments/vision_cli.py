@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import typing
 from typing import Any
 
 # the option helpers of the text command (same conventions)
-from mirrorattn.experiments.text_cli import NONE, _field_kind, _parse_scalar, _split_list
+from mirrorattn.experiments.text_cli import NONE, _split_list, add_config_options
 
 __all__ = ["build_vision_config", "register"]
 
@@ -31,18 +30,7 @@ _SPECIAL = {"dataset", "optimizers", "lrs", "lr", "data_root", "download", "devi
 def _add_config_options(p: argparse.ArgumentParser) -> None:
     from mirrorattn.experiments.vision import VisionExperimentConfig
 
-    hints = typing.get_type_hints(VisionExperimentConfig)
-    g = p.add_argument_group("experiment settings (override the preset and --config)")
-    for f in dataclasses.fields(VisionExperimentConfig):
-        if f.name in _SPECIAL:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        kind, optional = _field_kind(hints[f.name])
-        if kind is bool:
-            g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
-        elif kind in (int, float, str):
-            g.add_argument(flag, dest=f.name, default=None, metavar=kind.__name__.upper(),
-                           type=(lambda s, k=kind, fl=flag: _parse_scalar(k, s, fl)))
+    add_config_options(p, VisionExperimentConfig, _SPECIAL)
 
 
 def _parse_lrs(text: str, lrs: dict[str, float]) -> tuple[dict[str, float], float | None]:
