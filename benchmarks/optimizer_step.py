@@ -2,7 +2,7 @@
 
 Prints JSON: the median step time (ms) of LpMirrorDescent for p in {1.1, 1.75, 2, 3} and of
 SGD (momentum 0 and 0.9) and Adam, all foreach, on copies of the same float32 parameters
-(default 8 tensors of 512 x 1024 = 4.19 M), the ratios to SGD with momentum 0.9, the path each
+(default 8 tensors of 512 x 1024 = 4.19 M), the ratios to SGD with momentum 0.9, the exponent kind and the path each
 LpMirrorDescent step took (compiled/foreach/direct), the first-step time (which includes any
 compilation, excluded from the medians), the torch version and thread count.
 
@@ -25,6 +25,7 @@ import time
 import torch
 
 from mirrorattn.io import to_jsonable, write_json
+from mirrorattn.mirror import inverse_exponent
 from mirrorattn.optim import LpMirrorDescent, _kernels
 
 P_VALUES = (1.1, 1.75, 2.0, 3.0)
@@ -93,6 +94,7 @@ def run(rounds: int, n_tensors: int, rows: int, cols: int, warmup: int, compile_
         "ratio_to": REFERENCE,
         "ratios": ratios,
         "lpmd_paths_last_step": paths,
+        "lpmd_exponent_kind": {f"lpmd_p{p:g}": list(_kernels.exponent_kind(inverse_exponent(p))) for p in P_VALUES},
         "compile_forced_off": compile_flag is False or _kernels.compile_disabled(),
         "compile_failures": dict((str(k), v) for k, v in _kernels._FAILED.items()),
         "first_step_s_incl_compile": first,

@@ -109,7 +109,11 @@ def test_p_1_1_takes_the_integer_path_and_p2_the_identity():
     assert exponent_kind(inverse_exponent(3.0)) == ("sqrt",)
     assert exponent_kind(inverse_exponent(2.0)) == ("identity",)
     assert exponent_kind(inverse_exponent(1.4)) == ("halfint", 2)
-    assert exponent_kind(inverse_exponent(1.75))[0] == "pow"
+    assert exponent_kind(inverse_exponent(1.75)) == ("third", 1, 1)  # 4/3
+    assert exponent_kind(inverse_exponent(1.6)) == ("third", 1, 2)  # 5/3
+    assert exponent_kind(inverse_exponent(2.5))[0] == "pow"  # 2/3: n = 0 keeps pow
+    assert exponent_kind(inverse_exponent(1.3)) == ("third", 3, 1)  # 1/(1.3 - 1) = 3.333333333333333
+    assert exponent_kind(inverse_exponent(1.45))[0] == "pow"  # 20/9
 
 
 @pytest.mark.parametrize("p", [1.4, 1.25])
@@ -561,3 +565,37 @@ def test_compiled_half_precision_matches_eager(dtype):
     torch.testing.assert_close(outs[1][1], outs[0][1], rtol=1e-6, atol=1e-7)
     # the weights are the duals' images rounded to `dtype`: equal up to one rounding step
     torch.testing.assert_close(outs[1][0].float(), outs[0][0].float(), rtol=torch.finfo(dtype).eps, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype,ulps", [(torch.float32, 4), (torch.float64, 4)])
+def test_cbrt_halley_against_float64_and_exact_cubes(dtype, ulps):
+    """The multiply-only cube root of the compiled ``third`` kernels, eagerly, over 60 decades."""
+    from mirrorattn.optim._kernels import cbrt_halley
+
+    gen = torch.Generator().manual_seed(0)
+    lo, hi = (-30, 30) if dtype == torch.float32 else (-300, 300)
+    a = 10.0 ** (torch.rand(200_000, generator=gen, dtype=torch.float64) * (hi - lo) + lo)
+    a = torch.cat([a.to(dtype), torch.tensor([1.0, 8.0, 27.0, 0.125, 1e-3], dtype=dtype)])
+    ref = np.cbrt(a.double().numpy())
+    got = cbrt_halley(a).double().numpy()
+    rel = np.abs(got - ref) / ref
+    assert rel.max() <= ulps * torch.finfo(dtype).eps, rel.max()
+    # the test can fail: one Halley step fewer is far off
+    assert np.allclose(got[-5:], [1.0, 2.0, 3.0, 0.5, 0.1], rtol=4 * torch.finfo(dtype).eps, atol=0)
+
+
+@pytest.mark.parametrize("p", [1.75, 1.6])
+def test_third_kind_compiled_kernel_zero_and_sign(p):
+    """Zeros, signs and tiny duals through the compiled cube-root kernel match pow."""
+    from mirrorattn.mirror import inverse_exponent
+    from mirrorattn.optim import _kernels as K
+
+    kind = K.exponent_kind(inverse_exponent(p))
+    assert kind[0] == "third"
+    u = torch.tensor([0.0, -0.0, 1e-30, -1e-30, 3.0, -2.5, 1e20, -7e-12], dtype=torch.float64)
+    fast = K.signed_pow(u, kind, exp_log=True)
+    n, k = kind[1], kind[2]  # e = n + k/3 exactly; pow with the float 1/(p-1) is itself ~1e-14 off
+    a = np.abs(u.numpy())
+    slow = torch.from_numpy(np.copysign(a ** n * np.cbrt(a) ** k, u.numpy()))
+    torch.testing.assert_close(fast, slow, rtol=1e-15, atol=0)
+    assert torch.equal(torch.signbit(fast[:2]), torch.tensor([False, True]))

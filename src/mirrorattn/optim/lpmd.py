@@ -98,8 +98,11 @@ class LpMirrorDescent(torch.optim.Optimizer):
     **Exponent fast paths.** 1/(p-1) is snapped (``mirrorattn.mirror.inverse_exponent``: p = 1.1
     gives exactly 10) and classified: a whole number (p = 1.1 -> 10, 1.5 -> 2, 1.01 -> 100) uses
     repeated squaring, n + 1/2 repeated squaring times a sqrt, 1/2 (p = 3) a sqrt, 1 (p = 2) the
-    identity, anything else ``pow`` (in the compiled kernel exp2(e log2|u|), about twice as fast on
-    AVX2 CPUs; relative error ~1e-14 in float64, up to ~1e-6 in float32).
+    identity, n + 1/3 or n + 2/3 (p = 1.75 -> 4/3, p = 1.6 -> 5/3) repeated squaring times a cube
+    root (in the compiled kernel from multiplies and divisions, ``_kernels.cbrt_halley``: a few
+    ulp, about 2x faster than exp2/log2), anything else ``pow`` (in the compiled kernel
+    exp2(e log2|u|), about twice as fast as ``pow`` on AVX2 CPUs; relative error ~1e-14 in
+    float64, up to ~1e-6 in float32).
 
     **Speed.** Tensors with at least ``compile_min_numel`` elements (contiguous, on CPU/CUDA) go
     through one ``torch.compile``'d elementwise kernel per exponent kind that updates u and w in
@@ -302,7 +305,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
             implied = K.signed_pow(u, kind).to(param.dtype)
             fi = torch.finfo(param.dtype)
             rtol = 4 * fi.eps
-            if kind[0] == "pow":  # the compiled kernel's exp2(e log2|u|) differs from pow by more
+            if kind[0] in ("pow", "third"):  # the compiled kernels' exp2(e log2|u|), cube root differ more
                 rtol = max(rtol, 64 * torch.finfo(u.dtype).eps)
             if not torch.allclose(implied, param, rtol=rtol, atol=fi.tiny):
                 u = st["dual"] = self._init_dual(param, p)
