@@ -94,6 +94,8 @@ class VisionExperimentConfig:
     batch_size: int = 64
     eval_batch_size: int = 500
     grad_clip: float | None = None
+    lr_schedule: str = "constant"  #: "constant" or "cosine" (mirrorattn.train.TrainConfig)
+    warmup_epochs: float = 0.0  #: linear warm-up epochs (fractions allowed)
     amp: bool = False
     loss_reduction: str = "mean"
     stop_train_acc: float | None = None
@@ -170,6 +172,8 @@ class VisionExperimentConfig:
             batch_size=self.batch_size,
             eval_batch_size=self.eval_batch_size,
             grad_clip=self.grad_clip,
+            lr_schedule=self.lr_schedule,
+            warmup_epochs=self.warmup_epochs,
             amp=self.amp,
             loss_reduction=self.loss_reduction,
             seed=seed,

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["RESUME_NEUTRAL_FIELDS", "TrainConfig"]
+__all__ = ["LR_SCHEDULES", "RESUME_NEUTRAL_FIELDS", "TrainConfig"]
+
+#: accepted values of ``TrainConfig.lr_schedule``
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -22,6 +26,12 @@ class TrainConfig:
     Loss: binary cross-entropy on one logit (models with output (B,)) or cross-entropy (output
     (B, C)); ``loss_reduction`` "mean" over the global batch or "sum" (the authors' summed BCE,
     whose gradient scales with the batch size).
+
+    Step-size schedule (:func:`lr_factor`): ``lr_schedule`` "constant" or "cosine" (decay to 0 over
+    all ``epochs``), after a linear warm-up over the first ``warmup_epochs`` (a fraction is
+    allowed); the factor multiplies every group's step, of both optimizers. It depends only on the
+    step index, so resumed runs follow it exactly; with a schedule, ``epochs`` is part of the run's
+    identity (raising it would change the schedule).
     """
 
     optimizer: str = "adam"
@@ -42,6 +52,8 @@ class TrainConfig:
     device: str = "auto"  #: "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
     log_every: int = 20  #: progress-bar refresh interval in batches
     eval_test_every_epoch: bool = False  #: also evaluate the test split each epoch (curves)
+    lr_schedule: str = "constant"  #: "constant" or "cosine" (to 0 at the end of the last epoch)
+    warmup_epochs: float = 0.0  #: linear warm-up from 0 over this many epochs (fractions allowed)
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the bad field and the allowed values."""
@@ -66,12 +78,31 @@ class TrainConfig:
             raise ValueError(f"stop_train_acc must be in (0, 1] or None, got {self.stop_train_acc}")
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience must be a positive integer or None, got {self.patience}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if not (math.isfinite(self.warmup_epochs) and 0 <= self.warmup_epochs <= self.epochs):
+            raise ValueError(f"warmup_epochs must be in [0, epochs = {self.epochs}], got {self.warmup_epochs}")
+
+    def lr_factor(self, step: int, steps_per_epoch: int) -> float:
+        """Multiplier of the step size at global step ``step`` (0-based) of the run."""
+        warm = self.warmup_epochs * steps_per_epoch
+        if step < warm:
+            return (step + 1) / warm
+        if self.lr_schedule == "constant":
+            return 1.0
+        total = self.epochs * steps_per_epoch
+        t = min(1.0, (step - warm) / max(1.0, total - warm))
+        return 0.5 * (1.0 + math.cos(math.pi * t))
 
     def identity(self) -> dict[str, Any]:
         """The fields that define the training result (what a resumed run must share)."""
         d = dataclasses.asdict(self)
         for name in RESUME_NEUTRAL_FIELDS:
+            if name == "epochs" and self.lr_schedule != "constant":
+                continue  # the schedule's length
             d.pop(name, None)
+        if self.lr_schedule == "constant" and not self.warmup_epochs:
+            del d["lr_schedule"], d["warmup_epochs"]  # runs from before schedules existed still resume
         return d
 
 

@@ -189,6 +189,8 @@ def fit(
     show = progress and main
     model.to(device)
     optimizer: MultiOptimizer = build_optimizers(model, config)
+    base_lrs = [float(g["lr"]) for g in optimizer.param_groups]  # before a checkpoint's lrs are loaded
+    scheduled = config.lr_schedule != "constant" or config.warmup_epochs > 0
     identity = config.identity()
 
     history: list[dict[str, Any]] = []
@@ -256,6 +258,10 @@ def fit(
                     f"(optimizer {config.optimizer}, lr {config.lr:g}): lower the learning rate, set a gradient "
                     "clip (--grad-clip), or switch off mixed precision"
                 )
+            if scheduled:
+                factor = config.lr_factor(epoch * steps + step, steps)
+                for group, base in zip(optimizer.param_groups, base_lrs):
+                    group["lr"] = base * factor
             optimizer.zero_grad(set_to_none=True)
             (local_sum * scale).backward()
             if config.grad_clip is not None:
@@ -293,6 +299,7 @@ def fit(
             "train_seconds": seconds,
             "samples_per_second": count / max(seconds, 1e-9),
             "lr": config.lr,
+            "lr_last": float(optimizer.param_groups[0]["lr"]),  # after any schedule
         }
         val = evaluate(model, data.val, config, device, info)
         row.update(val_loss=val["loss"], val_acc=val["acc"])
