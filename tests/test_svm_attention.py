@@ -9,20 +9,9 @@ import pytest
 from scipy.optimize import minimize
 
 from mirrorattn.svm import attention_svm
+from svm_data import unit_gaussian
 
 P_VALUES = [1.75, 2.0, 3.0, 1.3]
-
-
-def unit_gaussian(n: int, T: int, d: int, seed: int = 0):
-    """X (n, T, d), z (n, d) unit-l2 rows (paper.md section 5); feasible alpha = argmax x_it^T W0 z_i."""
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, T, d))
-    X /= np.linalg.norm(X, axis=2, keepdims=True)
-    z = rng.standard_normal((n, d))
-    z /= np.linalg.norm(z, axis=1, keepdims=True)
-    W0 = rng.standard_normal((d, d))
-    alpha = np.argmax(np.einsum("ntd,de,ne->nt", X, W0, z), axis=1)
-    return X, z, alpha
 
 
 def rows_loop(X, z, alpha, mask=None):

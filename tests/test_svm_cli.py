@@ -10,16 +10,14 @@ import pytest
 from mirrorattn.cli import main
 from mirrorattn.io import read_json
 from mirrorattn.svm import attention_svm, decoder_svm
+from svm_data import unit_tokens
 
 
 @pytest.fixture()
 def npz(tmp_path):
     rng = np.random.default_rng(0)
     n, T, d = 6, 8, 10
-    X = rng.standard_normal((n, T, d))
-    X /= np.linalg.norm(X, axis=2, keepdims=True)
-    z = rng.standard_normal((n, d))
-    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    X, z = unit_tokens(rng, n, T, d)
     v = rng.standard_normal(d)
     y = rng.choice([-1.0, 1.0], n)
     alpha = np.argmax(y[:, None] * (X @ v), axis=1)

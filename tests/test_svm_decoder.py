@@ -8,17 +8,15 @@ import pytest
 from scipy.optimize import minimize
 
 from mirrorattn.svm import attention_svm, attention_svm_nuclear, decoder_svm, joint_svm
+from svm_data import best_tokens, unit_tokens
 
 
 def data(n=8, T=5, d=4, seed=0):
+    """X, z unit-l2; alpha feasible for a random W0; labels y separable by a random v0 on x_(i,alpha_i)."""
     rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, T, d))
-    X /= np.linalg.norm(X, axis=2, keepdims=True)
-    z = rng.standard_normal((n, d))
-    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    X, z = unit_tokens(rng, n, T, d)
     v0 = rng.standard_normal(d)
-    W0 = rng.standard_normal((d, d))
-    alpha = np.argmax(np.einsum("ntd,de,ne->nt", X, W0, z), axis=1)
+    alpha = best_tokens(X, rng.standard_normal((d, d)), z)
     y = np.sign(X[np.arange(n), alpha] @ v0)  # separable labels
     return X, z, y, alpha
 

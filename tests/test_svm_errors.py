@@ -13,17 +13,11 @@ from mirrorattn.svm import (
     attention_svm,
     decoder_svm,
 )
+from svm_data import unit_gaussian
 
 
 def data(n=5, T=4, d=3, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, T, d))
-    X /= np.linalg.norm(X, axis=2, keepdims=True)
-    z = rng.standard_normal((n, d))
-    z /= np.linalg.norm(z, axis=1, keepdims=True)
-    W0 = rng.standard_normal((d, d))
-    alpha = np.argmax(np.einsum("ntd,de,ne->nt", X, W0, z), axis=1)
-    return X, z, alpha
+    return unit_gaussian(n, T, d, seed)
 
 
 def test_error_hierarchy():

@@ -208,6 +208,7 @@ def test_select_step_ties_and_warnings():
 
 def test_a_diverged_run_keeps_its_validation_best_epoch(tmp_path, monkeypatch):
     """train_one(keep_diverged=True): a NaN in epoch 2 leaves the epoch-1 model, measured on the test split."""
+    import mirrorattn.experiments.classification as classification
     import mirrorattn.experiments.text as text
     from mirrorattn.experiments.text import PreparedText, TextExperimentConfig, train_one
     from mirrorattn.train import NonFiniteLossError, Split, TrainData, fit
@@ -233,7 +234,7 @@ def test_a_diverged_run_keeps_its_validation_best_epoch(tmp_path, monkeypatch):
         fit(model, data, dataclasses.replace(cfg, epochs=1), out_dir, **kw)
         raise NonFiniteLossError("training loss became nan at epoch 2, batch 1")
 
-    monkeypatch.setattr(text, "fit", fit_then_nan)
+    monkeypatch.setattr(classification, "fit", fit_then_nan)
     with pytest.raises(NonFiniteLossError):
         train_one(config, prepared, "adam", 0, tmp_path / "a", analyse=False, progress=False)
     s = train_one(config, prepared, "adam", 0, tmp_path / "b", analyse=False, progress=False, keep_diverged=True)

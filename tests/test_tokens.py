@@ -16,18 +16,15 @@ from mirrorattn.tokens import (
     support_tokens,
     token_scores,
 )
+from svm_data import unit_rows, unit_tokens
 
 
 @pytest.fixture(scope="module")
 def data():
     rng = np.random.default_rng(3)
     n, T, d = 6, 8, 10
-    X = rng.standard_normal((n, T, d))
-    X /= np.linalg.norm(X, axis=2, keepdims=True)
-    z = rng.standard_normal((n, d))
-    z /= np.linalg.norm(z, axis=1, keepdims=True)
-    v = rng.standard_normal(d)
-    v /= np.linalg.norm(v)
+    X, z = unit_tokens(rng, n, T, d)
+    v = unit_rows(rng.standard_normal(d))
     y = rng.choice([-1.0, 1.0], n)
     return X, z, y, v
 

@@ -12,8 +12,8 @@ import torch
 
 from mirrorattn.cli import main
 from mirrorattn.config import ConfigError
+from mirrorattn.experiments import classification, vision_cli
 from mirrorattn.experiments import vision as vx
-from mirrorattn.experiments import vision_cli
 from mirrorattn.experiments.vision import PRESETS, VisionExperimentConfig, preset_values
 from mirrorattn.experiments.vision_cli import build_vision_config
 
@@ -110,7 +110,7 @@ def test_cli_end_to_end_on_digits_reuse(tmp_path: Path, monkeypatch: pytest.Monk
     def no_fit(*a, **k):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(vx, "fit", no_fit)
+    monkeypatch.setattr(classification, "fit", no_fit)
     assert main(argv) == 0
     again = json.loads((out / "results.json").read_text())
     assert again["aggregate"]["adam"]["test_acc"] == results["aggregate"]["adam"]["test_acc"]

@@ -10,21 +10,22 @@ validation split.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from mirrorattn.experiments.classification import ClassificationConfig, run_name, run_one, write_results
+from mirrorattn.experiments.classification import aggregate as aggregate  # importable here, as before
+from mirrorattn.experiments.text_analysis import analyse_run, write_report
 from mirrorattn.io import config_hash, read_json, write_json
 from mirrorattn.models.transformer import TextTransformer, TextTransformerConfig
-from mirrorattn.train import NonFiniteLossError, Split, TrainConfig, TrainData, dist_info, fit, seeded_init
-from mirrorattn.train.distributed import barrier, init_distributed
+from mirrorattn.train import NonFiniteLossError, Split, TrainData
+from mirrorattn.train.distributed import init_distributed
 
 __all__ = [
     "PreparedText",
@@ -39,18 +40,17 @@ __all__ = [
 
 
 @dataclass
-class TextExperimentConfig:
-    """Everything that defines a text experiment (TOML-loadable; see ``text_presets`` for presets)."""
+class TextExperimentConfig(ClassificationConfig):
+    """Everything that defines a text experiment (TOML-loadable; see ``text_presets`` for presets).
+
+    Data, tokenizer, transformer and step-size sweep fields; optimizers, seeds, training and analysis
+    are :class:`~mirrorattn.experiments.classification.ClassificationConfig`'s, with this
+    experiment's default optimizers, epochs, stopping accuracy and analysis sample count.
+    """
 
     # data
     dataset: str = "polarity"  #: "imdb", "polarity" or a .jsonl/.csv/.tsv file
-    data_root: str | None = None
-    download: bool = False
-    val_fraction: float = 0.1
     test_fraction: float = 0.2  #: for data sets without an official test split
-    split_seed: int = 0
-    max_train: int | None = None  #: cap on the training pool (train + validation)
-    max_test: int | None = None
     text_column: str = "text"
     label_column: str = "label"
     # tokenizer
@@ -67,31 +67,11 @@ class TextExperimentConfig:
     bias: bool = False
     pooling: str = "mean"
     init_std: float = 0.02  #: std of the normal init of embeddings and linear weights
-    # optimizers and seeds
+    # this experiment's defaults of ClassificationConfig fields
     optimizers: tuple[str, ...] = ("lp-md:1.1", "lp-md:2", "lp-md:3", "sgd", "adam")
-    seeds: int = 3
-    lrs: dict[str, float] = field(default_factory=dict)  #: optimizer -> step size (else ``lr``)
-    lr: float = 1e-3
-    # training (see mirrorattn.train.TrainConfig)
-    md_scope: str = "all"
-    other_optimizer: str = "adamw"
-    other_lr: float | None = None
-    weight_decay: float = 0.0
     epochs: int = 4
-    batch_size: int = 64
-    eval_batch_size: int = 256
-    grad_clip: float | None = None
-    lr_schedule: str = "constant"  #: "constant" or "cosine" (mirrorattn.train.TrainConfig)
-    warmup_epochs: float = 0.0  #: linear warm-up epochs (fractions allowed)
-    amp: bool = False
-    loss_reduction: str = "mean"
     stop_train_acc: float | None = 0.995
-    patience: int | None = None
-    device: str = "auto"
-    # analysis
     analysis_samples: int = 2000  #: test samples used for the attention-sparsity statistics
-    topk: int = 5  #: k of the top-k attention mass
-    weight_threshold: float = 0.06  #: |w| above this counts as a non-zero weight (the paper)
     # learning-rate sweep
     sweep_lrs: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
     #: optimizer -> its own grid (l_3-MD needs far smaller steps than l_1.1-MD); others use ``sweep_lrs``
@@ -100,76 +80,29 @@ class TextExperimentConfig:
     sweep_max_train: int | None = None
 
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the bad field."""
-        if not self.optimizers:
-            raise ValueError("optimizers must name at least one optimizer, e.g. lp-md:1.1,sgd,adam")
-        if self.seeds < 1:
-            raise ValueError(f"seeds must be a positive integer, got {self.seeds}")
-        unknown = sorted(set(self.lrs) - set(self.optimizers))
-        if unknown and not all(isinstance(v, (int, float)) for v in self.lrs.values()):
-            raise ValueError(f"lrs must map optimizer names to numbers, got {self.lrs}")
-        for name, lr in self.lrs.items():
-            if not (isinstance(lr, (int, float)) and lr > 0):
-                raise ValueError(f"step size of {name} must be a positive number, got {lr!r}")
+        """Raise ``ValueError`` naming the bad field (``lrs`` may name optimizers not run: a sweep's choices)."""
+        self.check_runs("lp-md:1.1,sgd,adam", unrun_steps=True)
         for name in self.optimizers:
             grid = self.sweep_grid(name)
             if not grid or not all(isinstance(v, (int, float)) and v > 0 for v in grid):
                 raise ValueError(f"the sweep grid of {name} must be a non-empty list of positive steps, got {grid}")
         self.model_config(num_classes=2).validate()
-        self.train_config("adam", 1e-3, 0).validate()
 
     def sweep_grid(self, optimizer: str) -> tuple[float, ...]:
         """Step sizes swept for ``optimizer``: its entry in ``sweep_grids`` or ``sweep_lrs``."""
         return tuple(float(v) for v in self.sweep_grids.get(optimizer, self.sweep_lrs))
 
-    def lr_for(self, optimizer: str) -> float:
-        """Step size of ``optimizer``: its entry in ``lrs`` or the default ``lr``."""
-        return float(self.lrs.get(optimizer, self.lr))
-
     def model_config(self, num_classes: int, vocab_size: int | None = None) -> TextTransformerConfig:
         """The transformer's config (``vocab_size``: the trained tokenizer's actual size)."""
-        return TextTransformerConfig(
-            vocab_size=int(vocab_size or self.vocab_size),
-            max_length=self.max_length,
-            width=self.width,
-            blocks=self.blocks,
-            heads=self.heads,
-            mlp_ratio=self.mlp_ratio,
-            dropout=self.dropout,
-            bias=self.bias,
-            pooling=self.pooling,
-            num_classes=num_classes,
-            init_std=self.init_std,
-        )
-
-    def train_config(self, optimizer: str, lr: float, seed: int, epochs: int | None = None) -> TrainConfig:
-        """The training config of one run."""
-        return TrainConfig(
-            optimizer=optimizer,
-            lr=lr,
-            md_scope=self.md_scope,
-            other_optimizer=self.other_optimizer,
-            other_lr=self.other_lr,
-            weight_decay=self.weight_decay,
-            epochs=int(epochs or self.epochs),
-            batch_size=self.batch_size,
-            eval_batch_size=self.eval_batch_size,
-            grad_clip=self.grad_clip,
-            lr_schedule=self.lr_schedule,
-            warmup_epochs=self.warmup_epochs,
-            amp=self.amp,
-            loss_reduction=self.loss_reduction,
-            seed=seed,
-            stop_train_acc=self.stop_train_acc,
-            patience=self.patience,
-            device=self.device,
-        )
+        shape = self.field_values(("max_length", "width", "blocks", "heads", "mlp_ratio", "dropout", "bias", "pooling",
+                                   "init_std"))
+        return TextTransformerConfig(vocab_size=int(vocab_size or self.vocab_size), num_classes=num_classes, **shape)
 
     def data_identity(self) -> dict[str, Any]:
         """The fields that define the data and tokenisation (for run hashes)."""
-        keys = ("dataset", "val_fraction", "test_fraction", "split_seed", "max_train", "max_test", "text_column",
-                "label_column", "tokenizer", "vocab_size", "min_frequency", "max_length")
-        return {k: getattr(self, k) for k in keys}
+        return self.field_values(("dataset", "val_fraction", "test_fraction", "split_seed", "max_train", "max_test",
+                                  "text_column", "label_column", "tokenizer", "vocab_size", "min_frequency",
+                                  "max_length"))
 
 
 @dataclass
@@ -187,18 +120,8 @@ def prepare_text_data(config: TextExperimentConfig, max_train: int | None = None
     """Load the data set, train (or load the cached) tokenizer on the training split, encode all splits."""
     from mirrorattn.data.text import build_tokenizer, encode_texts, load_text_dataset
 
-    ds = load_text_dataset(
-        config.dataset,
-        data_root=config.data_root,
-        val_fraction=config.val_fraction,
-        test_fraction=config.test_fraction,
-        split_seed=config.split_seed,
-        download=config.download,
-        text_column=config.text_column,
-        label_column=config.label_column,
-        max_train=max_train or config.max_train,
-        max_test=config.max_test,
-    )
+    ds = load_text_dataset(config.dataset, test_fraction=config.test_fraction, text_column=config.text_column,
+                           label_column=config.label_column, **config.load_options(max_train))
     if len(ds.val) == 0:
         raise ValueError("the validation split is empty: set val_fraction > 0 (model selection needs it)")
     tok = build_tokenizer(
@@ -215,149 +138,29 @@ def prepare_text_data(config: TextExperimentConfig, max_train: int | None = None
     return PreparedText(data, tok, ds.num_classes, list(ds.label_names), summary)
 
 
-def run_name(optimizer: str, seed: int, lr: float | None = None) -> str:
-    """Folder name of a run: ``lp-md-1.1-seed0`` (``...-lr3e-03`` in sweeps)."""
-    slug = optimizer.replace(":", "-").replace("=", "").replace(",", "_").replace("/", "_")
-    return f"{slug}-seed{seed}" + (f"-lr{lr:.0e}" if lr is not None else "")
-
-
-def _run_identity(config: TextExperimentConfig, train_cfg: TrainConfig, model_cfg: TextTransformerConfig) -> dict:
-    return {"data": config.data_identity(), "model": dataclasses.asdict(model_cfg), "train": train_cfg.identity(),
-            "epochs": train_cfg.epochs, "stop_train_acc": train_cfg.stop_train_acc, "patience": train_cfg.patience,
-            "analysis": {"samples": config.analysis_samples, "topk": config.topk,
-                         "threshold": config.weight_threshold}}
-
-
-def train_one(
-    config: TextExperimentConfig,
-    prepared: PreparedText,
-    optimizer: str,
-    seed: int,
-    out_dir: Path,
-    *,
-    lr: float | None = None,
-    epochs: int | None = None,
-    analyse: bool = True,
-    progress: bool = True,
-    keep_diverged: bool = False,
-) -> dict[str, Any]:
+def train_one(config: TextExperimentConfig, prepared: PreparedText, optimizer: str, seed: int, out_dir: Path, *,
+              lr: float | None = None, epochs: int | None = None, analyse: bool = True, progress: bool = True,
+              keep_diverged: bool = False) -> dict[str, Any]:
     """Train (or reuse / resume) one run and return its summary (also written to ``summary.json``).
 
     The summary holds ``test_acc`` (validation-best epoch, fraction), ``test_acc_last``,
     ``val_acc_best``, ``best_epoch``, ``epochs_run``, ``train_seconds``, ``samples_per_second``,
-    ``diverged`` and, with ``analyse``, the attention / weight sparsity and the probe score.
+    ``diverged`` and, with ``analyse``, the attention / weight sparsity and the probe score
+    (:func:`mirrorattn.experiments.classification.run_one`). A run differing only in its stopping
+    rule (more epochs) continues from its checkpoint.
 
     A run whose loss becomes NaN/inf raises :class:`~mirrorattn.train.NonFiniteLossError`, unless
     ``keep_diverged``: then it ends there, ``diverged`` is True, ``stop_reason`` holds the error and
     the model is the validation-best of the epochs completed before (``test_acc`` measured on it,
     ``test_acc_last`` None; everything None if no epoch completed).
     """
-    lr = config.lr_for(optimizer) if lr is None else float(lr)
-    train_cfg = config.train_config(optimizer, lr, seed, epochs)
     model_cfg = config.model_config(prepared.num_classes, prepared.tokenizer.get_vocab_size())
-    identity = _run_identity(config, train_cfg, model_cfg)
-    digest = config_hash(identity)
-    info = dist_info()
-    summary_path = out_dir / "summary.json"
-    if summary_path.is_file():
-        old = read_json(summary_path)
-        if old.get("config_hash") == digest and (old.get("analysis") is not None or not analyse or old.get("diverged")):
-            return old
-    # a run with the same settings except the stopping rule (e.g. more epochs) continues from its checkpoint
-    resume_key = config_hash({k: v for k, v in identity.items() if k not in ("epochs", "stop_train_acc", "patience")})
-    cfg_path = out_dir / "run_config.json"
-    resume = cfg_path.is_file() and read_json(cfg_path).get("resume_hash") == resume_key
-    barrier()  # every process has decided before rank 0 changes the folder
-    if info.is_main:
-        if not resume and out_dir.exists():
-            shutil.rmtree(out_dir)  # a run of other settings: start over
-        record = {"config_hash": digest, "resume_hash": resume_key, "optimizer": optimizer, "lr": lr, "seed": seed}
-        write_json(cfg_path, {**record, **identity})
-    barrier()
-    with seeded_init(seed):
-        model = TextTransformer(model_cfg)
-    start = time.time()
-    try:
-        result = fit(model, prepared.data, train_cfg, out_dir, resume=resume, progress=progress)
-        result["diverged"] = False
-    except NonFiniteLossError as exc:
-        if not keep_diverged:
-            raise
-        result = _diverged_result(model, prepared, train_cfg, out_dir, exc)
-        analyse = analyse and result["best_epoch"] > 0
-    summary: dict[str, Any] = {
-        "config_hash": digest,
-        "optimizer": optimizer,
-        "lr": lr,
-        "seed": seed,
-        **{k: v for k, v in result.items() if k != "history"},
-        "wall_seconds": time.time() - start,
-        "n_parameters": sum(p.numel() for p in model.parameters()),
-        "analysis": None,
-    }
-    if analyse:
-        from mirrorattn.experiments.text_analysis import analyse_run
-
-        summary["analysis"] = analyse_run(model, prepared, config, out_dir, write=info.is_main)
-    if info.is_main:
-        write_json(summary_path, summary)
-    return summary
-
-
-def _diverged_result(
-    model: torch.nn.Module, prepared: PreparedText, train_cfg: TrainConfig, out_dir: Path, exc: Exception
-) -> dict[str, Any]:
-    """The fit-like result of a run that diverged: the validation-best completed epoch, if any."""
-    from mirrorattn.train import evaluate, resolve_device
-    from mirrorattn.train.loop import BEST_MODEL, HISTORY
-
-    info = dist_info()
-    hist = read_json(out_dir / HISTORY) if (out_dir / HISTORY).is_file() else []
-    result: dict[str, Any] = {
-        "test_acc": None, "test_acc_last": None, "test_loss": None, "val_acc_best": None, "val_acc_last": None,
-        "best_epoch": 0, "epochs_run": len(hist), "stop_reason": f"diverged: {exc}", "diverged": True,
-        "train_seconds": sum(r["train_seconds"] for r in hist),
-        "samples_per_second": (sum(r["train_seconds"] * r["samples_per_second"] for r in hist)
-                               / max(1e-9, sum(r["train_seconds"] for r in hist))) if hist else None,
-    }
-    if hist and (out_dir / BEST_MODEL).is_file():
-        best = max(range(len(hist)), key=lambda i: (hist[i]["val_acc"], -i))  # first maximum, as fit
-        model.load_state_dict(torch.load(out_dir / BEST_MODEL, map_location="cpu", weights_only=True))
-        result.update(best_epoch=best + 1, val_acc_best=hist[best]["val_acc"], val_acc_last=hist[-1]["val_acc"])
-        if prepared.data.test is not None:
-            device = resolve_device(train_cfg.device, info.local_rank)
-            test = evaluate(model.to(device), prepared.data.test, train_cfg, device, info)
-            result.update(test_acc=test["acc"], test_loss=test["loss"])
-    return result
-
-
-def _mean_std(values: list[float]) -> dict[str, float | None]:
-    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    if not vals:
-        return {"mean": None, "std": None, "n": 0}
-    return {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0, "n": len(vals)}
-
-
-def aggregate(summaries: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """Mean and standard deviation (over seeds, ddof 1) of every reported number, per optimizer.
-
-    Runs without a value (e.g. ``test_acc_last`` of a diverged run) are left out of that number's
-    statistics; ``diverged_runs`` counts the runs whose loss became NaN/inf.
-    """
-    keys = ("test_acc", "test_acc_last", "val_acc_best", "best_epoch", "epochs_run", "train_seconds",
-            "samples_per_second")
-    out: dict[str, Any] = {}
-    for opt, runs in summaries.items():
-        row = {k: _mean_std([r.get(k) for r in runs]) for k in keys}
-        flat: dict[str, list[float]] = {}
-        for r in runs:
-            for k, v in (r.get("analysis") or {}).get("scalars", {}).items():
-                flat.setdefault(k, []).append(v)
-        row.update({k: _mean_std(v) for k, v in flat.items()})
-        row["lr"] = runs[0]["lr"] if runs else None
-        row["diverged_runs"] = sum(bool(r.get("diverged")) for r in runs)
-        out[opt] = row
-    return out
+    spec = config.run_spec(
+        optimizer, seed, model_cfg, lr=lr, epochs=epochs, build_model=lambda: TextTransformer(model_cfg),
+        data=prepared.data, resume_longer=True, on_diverged="best-epoch" if keep_diverged else "raise",
+        analyse=partial(analyse_run, prepared=prepared, config=config, out_dir=out_dir) if analyse else None,
+    )
+    return run_one(spec, out_dir, progress=progress)
 
 
 _PREPARED: dict[str, PreparedText] = {}
@@ -423,13 +226,7 @@ def run_text_experiment(
             )
             if info.is_main and workers == 1:
                 print(f"finished {_run_line(optimizer, seed, summaries[optimizer][-1])}", flush=True)
-    results = {"config": config, "data": prepared.summary, "aggregate": aggregate(summaries), "runs": summaries}
-    if info.is_main:
-        from mirrorattn.experiments.text_analysis import write_report
-
-        write_json(out / "results.json", results)
-        write_report(out, config, results)
-    return results
+    return write_results(out, config, prepared.summary, summaries, write_report)
 
 
 def select_step(rows: list[dict[str, Any]], chance: float, n_val: int) -> tuple[dict[str, Any], list[str]]:

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from mirrorattn.experiments.classification import format_stat as _fmt
+from mirrorattn.experiments.classification import run_name
 from mirrorattn.io import read_json, save_figure, write_json, write_npz
 from mirrorattn.metrics import attention_entropy, hoyer_sparsity, max_probability, topk_mass, weight_sparsity
 from mirrorattn.models.layers import attention_layers, record_attention
@@ -34,6 +36,7 @@ __all__ = [
     "HIST_EDGES",
     "analyse_run",
     "cls_row_metrics",
+    "cls_scalars",
     "hoyer",
     "load_probe_sentences",
     "plot_sweep",
@@ -98,6 +101,14 @@ def weight_stats(model: nn.Module, threshold: float = 0.06) -> tuple[dict[str, A
                        "size": sp["total"]}
         hists[name] = np.histogram(np.clip(w, HIST_EDGES[0], HIST_EDGES[-1]), bins=HIST_EDGES)[0]
     return stats, hists
+
+
+def cls_scalars(attention: list[dict[str, float]], k: int) -> dict[str, float]:
+    """The results-table numbers of the last layer's [CLS] row, from per-layer mean metrics (``attention``):
+    ``cls_entropy_last``, ``cls_entropy_norm_last``, ``cls_max_prob_last`` and ``cls_top{k}_mass_last``."""
+    last = attention[-1]
+    return {"cls_entropy_last": last["entropy"], "cls_entropy_norm_last": last["entropy_norm"],
+            "cls_max_prob_last": last["max_prob"], f"cls_top{k}_mass_last": last["topk_mass"]}
 
 
 @torch.no_grad()
@@ -192,12 +203,8 @@ def analyse_run(model: nn.Module, prepared: Any, config: Any, out_dir: Path, wri
     attention = attention_sparsity(model, ids, mask, config.topk)
     weights, hists = weight_stats(model, config.weight_threshold)
     probe = probe_attention(model, prepared.tokenizer, load_probe_sentences())
-    last = attention[-1]
     scalars = {
-        "cls_entropy_last": last["entropy"],
-        "cls_entropy_norm_last": last["entropy_norm"],
-        "cls_max_prob_last": last["max_prob"],
-        f"cls_top{config.topk}_mass_last": last["topk_mass"],
+        **cls_scalars(attention, config.topk),
         **{f"{k}_count_above": weights[k]["count_above"] for k in ("q", "k", "v")},
         **{f"{k}_hoyer": weights[k]["hoyer"] for k in ("q", "k", "v")},
         "probe_score": probe["score"],
@@ -214,12 +221,6 @@ def analyse_run(model: nn.Module, prepared: Any, config: Any, out_dir: Path, wri
 
 
 # ------------------------------------------------------------------------------------- report
-def _fmt(stat: dict[str, Any] | None, scale: float = 1.0, digits: int = 2) -> str:
-    if not stat or stat.get("mean") is None:
-        return "-"
-    return f"{stat['mean'] * scale:.{digits}f} ± {stat['std'] * scale:.{digits}f}"
-
-
 def write_report(out: Path, config: Any, results: dict[str, Any]) -> None:
     """``results.md`` (mean ± std over seeds beside the paper's numbers) and the figures."""
     from mirrorattn.experiments.text_presets import PAPER_RESULTS
@@ -262,16 +263,10 @@ def write_report(out: Path, config: Any, results: dict[str, Any]) -> None:
                   "figure): " + ", ".join(f"{opt} {n}/{len(results['runs'][opt])}" for opt, n in diverged.items())]
     lines += ["", "Figures: `curves.png`, `qkv_hist.png`, `attention_maps.png`.", ""]
     (out / "results.md").write_text("\n".join(lines), encoding="utf-8")
-    runs = {opt: [out / "runs" / _run_dir(opt, r["seed"]) for r in rs] for opt, rs in results["runs"].items()}
+    runs = {opt: [out / "runs" / run_name(opt, r["seed"]) for r in rs] for opt, rs in results["runs"].items()}
     plot_curves(runs, out / "curves.png")
     plot_histograms(runs, out / "qkv_hist.png")
     plot_attention_maps(runs, out / "attention_maps.png")
-
-
-def _run_dir(optimizer: str, seed: int) -> str:
-    from mirrorattn.experiments.text import run_name
-
-    return run_name(optimizer, seed)
 
 
 def plot_curves(runs: dict[str, list[Path]], path: Path) -> None:

@@ -26,7 +26,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from mirrorattn.experiments.text_analysis import HIST_EDGES, cls_row_metrics, plot_curves, plot_histograms, weight_stats
+from mirrorattn.experiments.classification import format_stat as _fmt
+from mirrorattn.experiments.classification import run_name
+from mirrorattn.experiments.text_analysis import (
+    HIST_EDGES,
+    cls_row_metrics,
+    cls_scalars,
+    plot_curves,
+    plot_histograms,
+    weight_stats,
+)
 from mirrorattn.io import save_figure, write_json, write_npz
 from mirrorattn.models.layers import record_attention
 
@@ -88,12 +97,8 @@ def analyse_run(model: nn.Module, prepared: Any, config: Any, out_dir: Path, wri
     weights, hists = weight_stats(model, config.weight_threshold)
     pick = idx[: int(config.attention_images)]
     maps, pred = attention_maps(model, images[pick])
-    last = attention[-1]
     scalars = {
-        "cls_entropy_last": last["entropy"],
-        "cls_entropy_norm_last": last["entropy_norm"],
-        "cls_max_prob_last": last["max_prob"],
-        f"cls_top{config.topk}_mass_last": last["topk_mass"],
+        **cls_scalars(attention, int(config.topk)),
         **{f"{k}_fraction_above": weights[k]["fraction_above"] for k in ("q", "k", "v")},
         **{f"{k}_count_above": weights[k]["count_above"] for k in ("q", "k", "v")},
         **{f"{k}_hoyer": weights[k]["hoyer"] for k in ("q", "k", "v")},
@@ -108,16 +113,8 @@ def analyse_run(model: nn.Module, prepared: Any, config: Any, out_dir: Path, wri
 
 
 # ------------------------------------------------------------------------------------- report
-def _fmt(stat: dict[str, Any] | None, scale: float = 1.0, digits: int = 2) -> str:
-    if not stat or stat.get("mean") is None:
-        return "-"
-    return f"{stat['mean'] * scale:.{digits}f} ± {stat['std'] * scale:.{digits}f}"
-
-
 def write_report(out: Path, config: Any, results: dict[str, Any]) -> None:
     """``results.md`` (mean ± std over seeds) and the figures, from the results and the run folders."""
-    from mirrorattn.experiments.text import run_name
-
     agg = results["aggregate"]
     data = results["data"]
     sizes = data.get("sizes", {})

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mirrorattn.io import read_json
-from mirrorattn.report.claims_base import NOT_RUN, Claim, fmt, pct, rel, table, verdict
+from mirrorattn.report.claims_base import NOT_RUN, Claim, claim_text, fmt, load_claim, pct, rel, table, verdict
 
 LP = "lp-md:1.1"
 GD_NAMES = ("lp-md:2", "sgd")
@@ -28,6 +28,20 @@ def _results(root: Path, kind: str, dataset: str) -> tuple[dict[str, Any] | None
     folder = root / kind / dataset
     path = folder / "results.json"
     return (read_json(path) if path.is_file() else None), folder
+
+
+def _claim_on(root: Path, name: str, kind: str, dataset: str, stand_in: bool) -> tuple[Claim, Any, Path]:
+    """Claim ``name`` for ``dataset``, the results in ``<root>/<kind>/<dataset>`` (None, with what to run as the
+    claim's note, when there are none) and that folder."""
+    folder = root / kind / dataset
+    c, res = load_claim(claim_text(name, stand_in=stand_in, dataset=dataset), folder / "results.json")
+    return c, res, folder
+
+
+def _setup(model: str, data: dict[str, Any]) -> str:
+    """The line saying what was trained on what."""
+    return (f"{model}; data {data.get('n_train')} train / {data.get('n_val')} validation / {data.get('n_test')} "
+            "test. Mean ± std over seeds; model selection on validation.")
 
 
 def _stat(row: dict[str, Any], key: str) -> tuple[float | None, float | None]:
@@ -53,13 +67,14 @@ def _figs(folder: Path, root: Path, names: tuple[str, ...]) -> list[str]:
     return [rel(folder / n, root) for n in names if (folder / n).is_file()]
 
 
-def _accuracy_rows(agg: dict[str, Any], paper: dict[str, float]) -> list[list[Any]]:
+def _accuracy_table(agg: dict[str, Any], paper: dict[str, float]) -> list[str]:
+    """Test accuracy of every optimizer (val-best and last epoch), the paper's beside it where published."""
     rows = []
     for opt, row in agg.items():
         n = (row.get("test_acc") or {}).get("n", "-")
         rows.append([opt, fmt(row.get("lr"), 4), pct(*_stat(row, "test_acc")), pct(*_stat(row, "test_acc_last")),
                      f"{paper[opt]:.2f} %" if opt in paper else "-", n])
-    return rows
+    return table(["optimizer", "lr", "test acc (val-best)", "test acc (last)", "paper", "seeds"], rows)
 
 
 def _beats(agg: dict[str, Any], a: str, b: str, key: str = "test_acc") -> tuple[bool, dict[str, Any]]:
@@ -74,19 +89,8 @@ def _beats(agg: dict[str, Any], a: str, b: str, key: str = "test_acc") -> tuple[
 
 def text_accuracy_claim(root: Path, dataset: str = "imdb") -> Claim:
     stand_in = dataset != "imdb"
-    c = Claim(
-        key=f"accuracy-{dataset}",
-        title=("Test accuracy on IMDb: l_1.1-MD above gradient descent" if not stand_in else
-               f"Test accuracy on {dataset} (a small stand-in for IMDb): l_1.1-MD above gradient descent"),
-        paper="IMDb test accuracy (3 / 4 / 6 blocks): l_1.1-MD 83.47 / 83.36 / 82.57 %, l_2 (GD) 81.66 / 81.05 / "
-        "81.03 %, l_3-MD 82.57 / 82.40 / 80.65 % (best epoch chosen on the test set, one shared initialisation).",
-        rule="reproduced if l_1.1-MD's mean test accuracy at the validation-best epoch exceeds gradient descent's "
-        "(l_2-MD, else SGD) by more than the larger of the two standard deviations over seeds.",
-    )
-    res, folder = _results(root, "text", dataset)
+    c, res, folder = _claim_on(root, "accuracy", "text", dataset, stand_in)
     if res is None:
-        c.note = (f"no results in text/{dataset}; run `mirrorattn text --dataset {dataset} --preset quick` "
-                  "(data: `--data-root` or MIRRORATTN_DATA; `--download` fetches IMDb).")
         return c
     agg, cfg = res["aggregate"], res.get("config", {})
     gd = _gd(agg)
@@ -102,13 +106,10 @@ def text_accuracy_claim(root: Path, dataset: str = "imdb") -> Claim:
         c.note = f"needs both {LP} and gradient descent ({' or '.join(GD_NAMES)}) in the comparison"
         c.verdict = NOT_RUN
         return c
-    data = res.get("data", {})
-    c.body.append(f"Model: {cfg.get('blocks')} block(s), width {cfg.get('width')}, pooling {cfg.get('pooling')}, "
-                  f"max length {cfg.get('max_length')}; data {data.get('n_train')} train / {data.get('n_val')} "
-                  f"validation / {data.get('n_test')} test. Mean ± std over seeds; model selection on validation.")
+    c.body.append(_setup(f"Model: {cfg.get('blocks')} block(s), width {cfg.get('width')}, pooling "
+                         f"{cfg.get('pooling')}, max length {cfg.get('max_length')}", res.get("data", {})))
     c.body.append("")
-    c.body += table(["optimizer", "lr", "test acc (val-best)", "test acc (last)", "paper", "seeds"],
-                    _accuracy_rows(agg, paper))
+    c.body += _accuracy_table(agg, paper)
     best = max(agg, key=lambda o: _stat(agg[o], "test_acc")[0] or 0.0)
     c.body.append("")
     c.body.append(f"Best optimizer here: {best} ({pct(*_stat(agg[best], 'test_acc'))}).")
@@ -117,20 +118,14 @@ def text_accuracy_claim(root: Path, dataset: str = "imdb") -> Claim:
 
 
 def token_selection_claim(root: Path) -> Claim:
-    c = Claim(
-        key="token-selection",
-        title="l_1.1-MD selects tokens more sharply than gradient descent (text)",
-        paper="On 50 hand-written sentences, last-layer [CLS] attention (mean over heads, min-max scaled) on the "
-        "designated sentiment word: 0.44 with l_1.1-MD against 0.31 with GD (6-block IMDb models).",
-        rule="reproduced if l_1.1-MD has both a lower mean last-layer [CLS] attention entropy and a higher mean probe "
-        "score than gradient descent (l_2-MD, else SGD), on IMDb if it ran, else on sentence polarity.",
-    )
+    text = claim_text("token-selection")
+    c = text.claim()
     for dataset in ("imdb", "polarity"):
         res, folder = _results(root, "text", dataset)
         if res is not None:
             break
     if res is None:
-        c.note = "no text results; run `mirrorattn text` (IMDb or sentence polarity)"
+        c.note = text.missing
         return c
     agg = res["aggregate"]
     gd = _gd(agg)
@@ -167,14 +162,8 @@ def _qkv(row: dict[str, Any], field: str) -> list[float | None]:
 
 
 def weight_sparsity_claim(root: Path) -> Claim:
-    c = Claim(
-        key="weight-sparsity",
-        title="l_1.1-MD gives sparser attention weights (fewer large Q/K/V entries)",
-        paper="Counts of |entry| > 0.06 in K / Q / V: l_1.1-MD 18,206 / 13,964 / 7,643 against GD 27,224 / 14,654 / "
-        "10,127 (IMDb); the CIFAR-10 ViT's histograms are narrower with l_1.1-MD than with Adam.",
-        rule="reproduced if, in every real-data comparison that ran, l_1.1-MD's total count of Q+K+V entries above "
-        "the threshold is below that of the baseline (gradient descent for text, Adam for vision).",
-    )
+    text = claim_text("weight-sparsity")
+    c = text.claim()
     checks, rows = [], []
     for kind, dataset, base_names in (("text", "imdb", GD_NAMES), ("text", "polarity", GD_NAMES),
                                       ("vision", "cifar10", ("adam",)), ("vision", "digits", ("adam",)),
@@ -201,7 +190,7 @@ def weight_sparsity_claim(root: Path) -> Claim:
                          " / ".join(f"{x:,}" for x in (pc[1], pc[0], pc[2])) if pc else "-"])
         c.figures += _figs(folder, root, ("qkv_hist.png",))
     if not checks:
-        c.note = "no real-data comparison with l_1.1-MD and a baseline ran"
+        c.note = text.missing
         return c
     c.verdict = verdict(all(checks))
     c.numbers = {"checks": checks}
@@ -213,21 +202,8 @@ def weight_sparsity_claim(root: Path) -> Claim:
 
 
 def vision_claim(root: Path, dataset: str = "cifar10") -> Claim:
-    stand_in = dataset != "cifar10"
-    c = Claim(
-        key=f"vision-{dataset}",
-        title=("CIFAR-10 vision transformer: l_1.1-MD against Adam" if not stand_in else
-               f"Vision transformer on {dataset} (embedded stand-in for CIFAR-10): l_1.1-MD against Adam"),
-        paper="The authors train a ViT on CIFAR-10 with Adam (lr 1e-4) and l_1.1-MD (lr 5e-2) and publish curves and "
-        "weight histograms only, no accuracy.",
-        rule="reproduced if l_1.1-MD trains the ViT to a mean test accuracy within 5 points of Adam's or above it "
-        "(the paper shows both training); accuracies are reported for every optimizer.",
-    )
-    res, folder = _results(root, "vision", dataset)
+    c, res, folder = _claim_on(root, "vision", "vision", dataset, stand_in=dataset != "cifar10")
     if res is None:
-        c.note = f"no results in vision/{dataset}; run `mirrorattn vision --dataset {dataset} --preset quick`"
-        if not stand_in:
-            c.note += " (data: `--data-root` or MIRRORATTN_DATA; `--download` fetches CIFAR-10)"
         return c
     agg = res["aggregate"]
     if LP not in agg or "adam" not in agg:
@@ -236,13 +212,11 @@ def vision_claim(root: Path, dataset: str = "cifar10") -> Claim:
     m_lp, m_adam = _stat(agg[LP], "test_acc")[0], _stat(agg["adam"], "test_acc")[0]
     c.verdict = verdict(m_lp is not None and m_adam is not None and m_lp >= m_adam - 0.05)
     c.numbers = {"test_acc": {LP: m_lp, "adam": m_adam}}
-    cfg, data = res.get("config", {}), res.get("data", {})
-    c.body.append(f"ViT: depth {cfg.get('depth')}, width {cfg.get('width')}, patch {cfg.get('patch')}; data "
-                  f"{data.get('n_train')} train / {data.get('n_val')} validation / {data.get('n_test')} test. "
-                  "Mean ± std over seeds; model selection on validation.")
+    cfg = res.get("config", {})
+    c.body.append(_setup(f"ViT: depth {cfg.get('depth')}, width {cfg.get('width')}, patch {cfg.get('patch')}",
+                         res.get("data", {})))
     c.body.append("")
-    c.body += table(["optimizer", "lr", "test acc (val-best)", "test acc (last)", "paper", "seeds"],
-                    _accuracy_rows(agg, {}))
+    c.body += _accuracy_table(agg, {})
     c.figures = _figs(folder, root, ("curves.png", "attention_maps.png"))
     return c
 

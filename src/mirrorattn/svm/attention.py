@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import functools
 from fractions import Fraction
-from typing import Any, Callable
+from typing import Any, Callable, Unpack
 
 import cvxpy as cp
-import numpy as np
 
 from mirrorattn.mirror import check_p, lp_norm
 from mirrorattn.svm.constraints import AttentionConstraints
-from mirrorattn.svm.core import solve
+from mirrorattn.svm.core import CoreSolution
+from mirrorattn.svm.options import SolveSettings, SVMOptions
 from mirrorattn.svm.result import AttentionSVMResult
 
 
@@ -50,47 +50,14 @@ def _lp_forms(p: float) -> tuple[Callable[[cp.Variable], cp.Expression], ...]:
     return (soc, powcone) if exact_rational else (powcone, soc)
 
 
-def finish_attention(
-    cs: AttentionConstraints, sol: Any, p: Any, objective: float, support_tol: float, solver: str
-) -> AttentionSVMResult:
+def finish_attention(cs: AttentionConstraints, sol: CoreSolution, p: Any, objective: float,
+                     settings: SolveSettings) -> AttentionSVMResult:
     """Wrap a core solution of the attention constraints into an :class:`AttentionSVMResult`."""
-    margins = np.where(cs.valid, sol.margins, np.nan)
-    support = cs.valid & (sol.margins <= 1.0 + support_tol)
-    return AttentionSVMResult(
-        W=sol.w.reshape(cs.d, cs.d),
-        objective=float(objective),
-        status=sol.status,
-        min_margin=float(sol.margins[cs.valid].min()),
-        support=support,
-        duals=sol.duals,
-        margins=margins,
-        solve_seconds=float(sol.seconds),
-        iterations=int(sol.iterations),
-        p=p,
-        alpha=cs.alpha.copy(),
-        n_constraints=cs.n_constraints,
-        method=sol.method,
-        n_working=sol.n_working,
-        rescale=float(sol.rescale),
-        support_tol=float(support_tol),
-        solver=solver.upper(),
-        history=sol.history,
-        polished=sol.polished,
-    )
+    fields = settings.result_fields(cs, sol, p, objective)
+    return AttentionSVMResult(W=sol.w.reshape(cs.d, cs.d), alpha=cs.alpha.copy(), history=sol.history, **fields)
 
 
-def attention_svm(
-    X: Any,
-    z: Any,
-    alpha: Any,
-    p: float,
-    *,
-    mask: Any = None,
-    solver: str = "clarabel",
-    active_set: str | bool = "auto",
-    tol: float = 1e-8,
-    support_tol: float = 1e-6,
-) -> AttentionSVMResult:
+def attention_svm(X: Any, z: Any, alpha: Any, p: float, **options: Unpack[SVMOptions]) -> AttentionSVMResult:
     """Solve l_p-AttSVM for selected tokens ``alpha``.
 
     Args:
@@ -98,11 +65,9 @@ def attention_svm(
         z: (n, d) query ("cross") tokens.
         alpha: (n,) int selected token of each sample (must be a real token).
         p: exponent > 1 of the entrywise norm ||W||_p.
-        mask: optional (n, T) bool, True = real token, False = padding (ignored by the problem).
-        solver: a cvxpy conic solver name supporting power cones ("clarabel", "scs").
-        active_set: "auto" (constraint generation above 5,000 constraints), "on" or "off".
-        tol: solver tolerance and the largest margin violation the active set leaves unadded.
-        support_tol: a constraint is a support (tight) one when its margin is <= 1 + support_tol.
+        **options: ``mask`` (n, T) bool, True = real token (default: all real), ``solver`` ("clarabel"),
+            ``active_set`` ("auto": constraint generation above 5,000 constraints), ``tol`` (1e-8) and
+            ``support_tol`` (1e-6): see :class:`~mirrorattn.svm.options.SVMOptions`.
 
     Returns:
         :class:`AttentionSVMResult` (W (d, d), objective = ||W||_p exactly, duals (n, T), ...).
@@ -111,12 +76,13 @@ def attention_svm(
         SVMInputError: malformed input (shapes, NaN/inf, alpha out of range or on padding).
         InfeasibleSVMError: a sample cannot be separated (names the samples).
         SVMError: the solver failed (says what to try).
+        TypeError: an unknown keyword option.
     """
+    settings = SolveSettings.of("attention_svm", options)
     p = check_p(p)
-    cs = AttentionConstraints(X, z, alpha, mask)
-    sol = solve(cs, lp_objective(p), solver=solver, active_set=active_set, tol=tol, what="l_p-AttSVM", polish_p=p)
-    W = sol.w.reshape(cs.d, cs.d)
-    return finish_attention(cs, sol, p, float(lp_norm(W, p)), support_tol, solver)
+    cs = AttentionConstraints(X, z, alpha, settings.mask)
+    sol = settings.solve(cs, lp_objective(p), "l_p-AttSVM", polish_p=p)
+    return finish_attention(cs, sol, p, float(lp_norm(sol.w.reshape(cs.d, cs.d), p)), settings)
 
 
 __all__ = ["attention_svm", "lp_objective"]

@@ -26,16 +26,18 @@ _CHUNK = 4096
 _ZERO_ROW_RTOL = 1e-12
 
 
-def _as_float_array(a: Any, name: str) -> np.ndarray:
+def _from_torch(a: Any) -> Any:
+    """A torch tensor as a NumPy array (detached, on the CPU); anything else as it is."""
     try:
         import torch
-
-        if isinstance(a, torch.Tensor):
-            a = a.detach().cpu().numpy()
     except ImportError:  # pragma: no cover
-        pass
+        return a
+    return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else a
+
+
+def _as_float_array(a: Any, name: str) -> np.ndarray:
     try:
-        arr = np.asarray(a, dtype=np.float64)
+        arr = np.asarray(_from_torch(a), dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise SVMInputError(f"{name} must be a numeric array: {exc}") from None
     return arr
@@ -55,14 +57,7 @@ def check_mask(mask: Any, n: int, T: int) -> np.ndarray:
     """The padding mask as a (n, T) bool array (True = real token); all True when ``None``."""
     if mask is None:
         return np.ones((n, T), dtype=bool)
-    try:
-        import torch
-
-        if isinstance(mask, torch.Tensor):
-            mask = mask.detach().cpu().numpy()
-    except ImportError:  # pragma: no cover
-        pass
-    m = np.asarray(mask)
+    m = np.asarray(_from_torch(mask))
     if m.shape != (n, T):
         raise SVMInputError(f"mask must have shape (n, T) = {(n, T)}, got {m.shape}")
     if m.dtype != bool:
@@ -74,14 +69,7 @@ def check_mask(mask: Any, n: int, T: int) -> np.ndarray:
 
 def check_alpha(alpha: Any, n: int, T: int, mask: np.ndarray) -> np.ndarray:
     """``alpha`` as (n,) int64, checked to lie in [0, T) and on a real token."""
-    try:
-        import torch
-
-        if isinstance(alpha, torch.Tensor):
-            alpha = alpha.detach().cpu().numpy()
-    except ImportError:  # pragma: no cover
-        pass
-    a = np.asarray(alpha)
+    a = np.asarray(_from_torch(alpha))
     if a.shape != (n,):
         raise SVMInputError(f"alpha must have shape (n,) = ({n},), one selected token per sample, got {a.shape}")
     if a.dtype.kind == "f":

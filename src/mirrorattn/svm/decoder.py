@@ -6,27 +6,16 @@ float64, exactly feasible answer).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Unpack
 
 from mirrorattn.mirror import check_p, lp_norm
 from mirrorattn.svm.attention import attention_svm, lp_objective
 from mirrorattn.svm.constraints import DecoderConstraints
-from mirrorattn.svm.core import solve
+from mirrorattn.svm.options import SolveSettings, SVMOptions
 from mirrorattn.svm.result import DecoderSVMResult, JointSVMResult
 
 
-def decoder_svm(
-    X: Any,
-    y: Any,
-    alpha: Any,
-    p: float,
-    *,
-    mask: Any = None,
-    solver: str = "clarabel",
-    active_set: str | bool = "auto",
-    tol: float = 1e-8,
-    support_tol: float = 1e-6,
-) -> DecoderSVMResult:
+def decoder_svm(X: Any, y: Any, alpha: Any, p: float, **options: Unpack[SVMOptions]) -> DecoderSVMResult:
     """Solve the decoder l_p-SVM on the selected tokens.
 
     Args:
@@ -34,58 +23,32 @@ def decoder_svm(
         y: (n,) labels in {-1, +1}.
         alpha: (n,) int selected tokens.
         p: exponent > 1.
-        mask, solver, active_set, tol, support_tol: as for :func:`attention_svm`.
+        **options: ``mask``, ``solver``, ``active_set``, ``tol``, ``support_tol``: as for :func:`attention_svm`.
 
     Returns:
         :class:`DecoderSVMResult` with ``v`` (d,), ``objective`` = ||v||_p, ``duals`` (n,) ...
     """
+    settings = SolveSettings.of("decoder_svm", options)
     p = check_p(p)
-    cs = DecoderConstraints(X, y, alpha, mask)
-    sol = solve(cs, lp_objective(p), solver=solver, active_set=active_set, tol=tol, what="decoder l_p-SVM", polish_p=p)
-    margins = sol.margins[:, 0]
-    return DecoderSVMResult(
-        v=sol.w,
-        objective=float(lp_norm(sol.w, p)),
-        status=sol.status,
-        min_margin=float(margins.min()),
-        support=margins <= 1.0 + support_tol,
-        duals=sol.duals[:, 0],
-        margins=margins,
-        solve_seconds=float(sol.seconds),
-        iterations=int(sol.iterations),
-        p=p,
-        n_constraints=cs.n_constraints,
-        method=sol.method,
-        n_working=sol.n_working,
-        rescale=float(sol.rescale),
-        support_tol=float(support_tol),
-        solver=str(solver).upper(),
-        polished=sol.polished,
-    )
+    cs = DecoderConstraints(X, y, alpha, settings.mask)
+    sol = settings.solve(cs, lp_objective(p), "decoder l_p-SVM", polish_p=p)
+    fields = settings.result_fields(cs, sol, p, float(lp_norm(sol.w, p)))
+    # one constraint per sample: the (n, 1) grid's single column
+    fields.update({k: fields[k][:, 0] for k in ("support", "duals", "margins")})
+    return DecoderSVMResult(v=sol.w, **fields)
 
 
 def joint_svm(
-    X: Any,
-    z: Any,
-    y: Any,
-    alpha: Any,
-    p: float,
-    *,
-    p_decoder: float | None = None,
-    mask: Any = None,
-    solver: str = "clarabel",
-    active_set: str | bool = "auto",
-    tol: float = 1e-8,
-    support_tol: float = 1e-6,
+    X: Any, z: Any, y: Any, alpha: Any, p: float, *, p_decoder: float | None = None, **options: Unpack[SVMOptions]
 ) -> JointSVMResult:
     """Solve l_p-AttSVM for W and the l_p-SVM for v on the same selected tokens.
 
-    ``p_decoder`` defaults to ``p``. Returns :class:`JointSVMResult` (``attention``, ``decoder``).
+    ``p_decoder`` defaults to ``p``; ``options`` (``mask``, ``solver``, ``active_set``, ``tol``,
+    ``support_tol``) go to both solvers. Returns :class:`JointSVMResult` (``attention``, ``decoder``).
     """
-    kw: dict[str, Any] = {"mask": mask, "solver": solver, "active_set": active_set, "tol": tol}
-    kw["support_tol"] = support_tol
-    att = attention_svm(X, z, alpha, p, **kw)
-    dec = decoder_svm(X, y, alpha, p if p_decoder is None else p_decoder, **kw)
+    SolveSettings.of("joint_svm", options)  # an unknown keyword fails before any solve
+    att = attention_svm(X, z, alpha, p, **options)
+    dec = decoder_svm(X, y, alpha, p if p_decoder is None else p_decoder, **options)
     return JointSVMResult(attention=att, decoder=dec)
 
 

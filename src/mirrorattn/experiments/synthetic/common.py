@@ -1,6 +1,7 @@
 """Helpers shared by the synthetic experiments: config checks, initial weights, safe directional
-divergences, SVM solves that record failures instead of dropping seeds, the start and end of a
-run folder (config.json / arrays.npz / figures / summary.json), and progress bars."""
+divergences, SVM solves that record failures instead of dropping seeds, a run folder
+(config.json, its pieces, arrays.npz / figures / summary.json) and the ``run_<experiment>`` function
+built around an experiment's own part, and progress bars."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from mirrorattn.experiments.synthetic.runner import Piece, PieceResult, run_per_p, run_pieces
 from mirrorattn.io import config_hash, write_json, write_npz
 from mirrorattn.mirror import bregman_divergence, check_p, lp_norm
 
@@ -23,6 +25,7 @@ __all__ = [
     "check_ps",
     "cosine_or_nan",
     "directional_divergence",
+    "experiment_runner",
     "init_weights",
     "nanmean",
     "per_p_counts",
@@ -222,25 +225,66 @@ def cosine_or_nan(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @dataclasses.dataclass
 class RunFolder:
-    """The start of one experiment's run: its folder, config hash and start time.
+    """One experiment's run: its folder, config, config hash, start time and how to run its pieces.
 
-    :meth:`start` writes ``config.json``; :meth:`finish` writes ``arrays.npz``, the figures (drawn
-    from those arrays) and ``summary.json``, and returns the summary.
+    :meth:`start` writes ``config.json``; :meth:`per_p` and :meth:`piece` run (or reload) pieces
+    with the run's settings (workers, progress bars, log) and note the reused ones in
+    ``reused_pieces``; :meth:`finish` writes ``arrays.npz``, the figures (drawn from those arrays)
+    and ``summary.json``, and returns the summary.
     """
 
     experiment: str
     out: Path
     chash: str
     t0: float
+    cfg: Any = None
+    workers: int = 1  #: worker processes for the pieces of one :meth:`per_p` call
+    progress: bool = True  #: show progress bars
+    log: Callable[[str], None] | None = None  #: receives one line per reused piece
+    position: int = 0  #: first progress-bar row
+    reused_pieces: list[str] = dataclasses.field(default_factory=list)  #: keys of the pieces loaded from disk
 
     @classmethod
-    def start(cls, experiment: str, cfg: Any, out: str | Path) -> RunFolder:
+    def start(
+        cls,
+        experiment: str,
+        cfg: Any,
+        out: str | Path,
+        workers: int = 1,
+        progress: bool = True,
+        log: Callable[[str], None] | None = None,
+        position: int = 0,
+    ) -> RunFolder:
         t0 = time.perf_counter()
         out = Path(out)
         chash = config_hash(cfg)
         write_json(out / "config.json", {"experiment": experiment, "config_hash": chash,
                                          "config": dataclasses.asdict(cfg)})
-        return cls(experiment=experiment, out=out, chash=chash, t0=t0)
+        return cls(experiment=experiment, out=out, chash=chash, t0=t0, cfg=cfg, workers=workers, progress=progress,
+                   log=log, position=position)
+
+    def per_p(
+        self,
+        prefix: str,
+        fn: Callable[..., tuple[dict[str, np.ndarray], dict[str, Any]]],
+        per_p: dict[str, Sequence[Any]] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, PieceResult]:
+        """Pieces ``<prefix>_p<p>`` for every p of the config: ``fn(cfg=cfg, p=p, position=..., progress=...,
+        **kwargs)`` (see :func:`~mirrorattn.experiments.synthetic.runner.run_per_p`); results keyed by p tag."""
+        res = run_per_p(self.out, self.chash, prefix, fn, self.cfg.ps, self.workers, self.log, per_p=per_p,
+                        cfg=self.cfg, progress=self.progress, position0=self.position, **kwargs)
+        self.reused_pieces += reused(res, prefix)
+        return res
+
+    def piece(self, key: str, fn: Callable[..., tuple[dict[str, np.ndarray], dict[str, Any]]],
+              **kwargs: Any) -> PieceResult:
+        """One piece ``key`` run in this process: ``fn(cfg=cfg, position=..., progress=..., **kwargs)``."""
+        kwargs = dict(kwargs, cfg=self.cfg, position=self.position, progress=self.progress)
+        res = run_pieces(self.out, [Piece(key, fn, kwargs)], self.chash, 1, self.log)[key]
+        if res.reused:
+            self.reused_pieces.append(key)
+        return res
 
     def finish(
         self,
@@ -266,6 +310,45 @@ class RunFolder:
         node[seconds_key[-1]] = time.perf_counter() - self.t0
         write_json(self.out / "summary.json", summary)
         return summary
+
+
+def experiment_runner(
+    experiment: str,
+    body: Callable[[RunFolder], tuple[dict[str, Any], dict[str, np.ndarray]]],
+    what: str,
+    seconds_key: tuple[str, ...] = ("seconds_total_this_call",),
+) -> Callable[..., dict[str, Any]]:
+    """The ``run_<experiment>(cfg, out, workers=1, progress=True, log=None, figures=True, position=0)``
+    function of one experiment, built around its ``body``.
+
+    The function starts the run folder (:meth:`RunFolder.start`), calls ``body(run)``, which runs the
+    pieces through ``run.per_p`` / ``run.piece`` and returns (summary entries, arrays), then writes the
+    summary ``{"experiment", "config_hash", "ps", <body's entries>, "reused_pieces"}`` with the arrays
+    and figures (:meth:`RunFolder.finish`, total time at ``seconds_key``) and returns it. ``what``
+    names the experiment in the function's docstring.
+    """
+
+    def run(
+        cfg: Any,
+        out: str | Path,
+        workers: int = 1,
+        progress: bool = True,
+        log: Callable[[str], None] | None = None,
+        figures: bool = True,
+        position: int = 0,
+    ) -> dict[str, Any]:
+        folder = RunFolder.start(experiment, cfg, out, workers=workers, progress=progress, log=log, position=position)
+        entries, arrays = body(folder)
+        summary = {"experiment": experiment, "config_hash": folder.chash, "ps": list(cfg.ps), **entries,
+                   "reused_pieces": folder.reused_pieces}
+        return folder.finish(summary, arrays, cfg, figures, seconds_key=seconds_key)
+
+    run.__name__ = run.__qualname__ = f"run_{experiment}"
+    run.__module__ = body.__module__
+    run.__doc__ = (f"Run (or resume) {what} into the run folder ``out``; returns the summary dict.\n\n"
+                   "    ``workers`` > 1 runs the pieces in worker processes; ``position`` offsets the progress-bar\n"
+                   "    rows; ``log`` receives a line per reused piece; ``figures=False`` skips the PNGs.\n")
+    return run
 
 
 def progress_bar(total: int, desc: str, unit: str = "it", position: int = 0, enabled: bool = True) -> Any:

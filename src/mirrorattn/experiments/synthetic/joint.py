@@ -13,8 +13,7 @@ One piece per p (``joint_p<p>``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -24,13 +23,12 @@ from mirrorattn.experiments.synthetic.common import (
     check_positive,
     check_ps,
     directional_divergence,
+    experiment_runner,
     nanmean,
     per_p_counts,
     progress_bar,
-    reused,
     solve_each,
 )
-from mirrorattn.experiments.synthetic.runner import run_per_p
 from mirrorattn.experiments.synthetic.trainer import DEFAULT_EPS, log_grid, run_md
 from mirrorattn.models.attention import loss_and_grad
 
@@ -111,22 +109,10 @@ def joint_piece(cfg: JointConfig, p: float, iterations: int, position: int = 0, 
     return arrays, meta
 
 
-def run_joint(
-    cfg: JointConfig,
-    out: str | Path,
-    workers: int = 1,
-    progress: bool = True,
-    log: Callable[[str], None] | None = None,
-    figures: bool = True,
-    position: int = 0,
-) -> dict[str, Any]:
-    """Run (or resume) the joint experiment into ``out``; returns the summary dict.
-
-    ``workers`` > 1 runs the pieces in worker processes; ``position`` offsets the progress-bar rows.
-    """
-    run = RunFolder.start("joint", cfg, out)
-    res = run_per_p(run.out, run.chash, "joint", joint_piece, cfg.ps, workers, log,
-                    per_p={"iterations": cfg.iterations}, cfg=cfg, progress=progress, position0=position)
+def _run(run: RunFolder) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Every p's piece, collected: the summary entries and arrays of :func:`run_joint`."""
+    cfg = run.cfg
+    res = run.per_p("joint", joint_piece, per_p={"iterations": cfg.iterations})
     arrays: dict[str, np.ndarray] = {"ps": np.array(cfg.ps)}
     per_p: dict[str, Any] = {}
     for t, r in res.items():
@@ -156,6 +142,7 @@ def run_joint(
             "W_moved_after_first_step": m["W_moved_after_first_step"],
             "seconds": m["seconds"],
         }
-    summary = {"experiment": "joint", "config_hash": run.chash, "ps": list(cfg.ps), "per_p": per_p,
-               "reused_pieces": reused(res, "joint")}
-    return run.finish(summary, arrays, cfg, figures)
+    return {"per_p": per_p}, arrays
+
+
+run_joint = experiment_runner("joint", _run, "the joint (W, v) experiment")

@@ -15,7 +15,6 @@ nuclear-norm and l_2 SVMs, which do not depend on p, solved once per (seed, alph
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -27,14 +26,13 @@ from mirrorattn.experiments.synthetic.common import (
     check_ps,
     cosine_or_nan,
     directional_divergence,
+    experiment_runner,
     init_weights,
     progress_bar,
-    reused,
     seed_list,
     solve_each,
     status_counts,
 )
-from mirrorattn.experiments.synthetic.runner import Piece, run_per_p, run_pieces
 from mirrorattn.experiments.synthetic.trainer import DEFAULT_EPS, log_grid, run_md
 from mirrorattn.models.attention import forward, kq_loss_and_grad, loss_and_grad, token_values
 
@@ -139,28 +137,14 @@ def shared_svm_piece(cfg: KQConfig, alphas: np.ndarray, p: float = 2.0, position
     return arrays, {"unique_problems": len({key(k) for k in range(R * S)})}
 
 
-def run_kq(
-    cfg: KQConfig,
-    out: str | Path,
-    workers: int = 1,
-    progress: bool = True,
-    log: Callable[[str], None] | None = None,
-    figures: bool = True,
-    position: int = 0,
-) -> dict[str, Any]:
-    """Run (or resume) the K/Q experiment into ``out``; returns the summary.
-
-    ``workers`` > 1 runs the pieces in worker processes; ``position`` offsets the progress-bar rows.
-    """
-    folder = RunFolder.start("kq", cfg, out)
-    res = run_per_p(folder.out, folder.chash, "kq", kq_piece, cfg.ps, workers, log, cfg=cfg, progress=progress,
-                    position0=position)
+def _run(folder: RunFolder) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Every p's training, the shared SVMs and the comparison: the summary entries and arrays of :func:`run_kq`."""
+    cfg = folder.cfg
+    res = folder.per_p("kq", kq_piece)
     tags = list(res)
     forms = ("KQ", "W")
     alphas = np.stack([res[t].arrays[f"alpha_{f}"] for t in tags for f in forms])  # (P * 2, S, n)
-    shared = run_pieces(folder.out, [Piece("kq_svm", shared_svm_piece, dict(cfg=cfg, alphas=alphas, position=position,
-                                                                             progress=progress))],
-                        folder.chash, 1, log)["kq_svm"]
+    shared = folder.piece("kq_svm", shared_svm_piece, alphas=alphas)
     sh = shared.arrays
     seeds = seed_list(cfg.first_seed, cfg.seeds)
     S = cfg.seeds
@@ -200,7 +184,7 @@ def run_kq(
             }
         per_run[f"svm p={t}"] = {"status_counts": counts, "failures": failures, "seconds": res[t].meta["seconds"]}
     arrays["runs"] = np.array(run_names)
-    summary = {"experiment": "kq", "config_hash": folder.chash, "ps": list(cfg.ps), "targets": list(TARGETS),
-               "per_run": per_run, "shared_svm_seconds": shared.meta["seconds"],
-               "reused_pieces": reused(res, "kq") + (["kq_svm"] if shared.reused else [])}
-    return folder.finish(summary, arrays, cfg, figures)
+    return {"targets": list(TARGETS), "per_run": per_run, "shared_svm_seconds": shared.meta["seconds"]}, arrays
+
+
+run_kq = experiment_runner("kq", _run, "the K/Q experiment")

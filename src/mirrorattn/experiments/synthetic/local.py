@@ -13,8 +13,7 @@ every p' (each deduplicates the (seed, alpha) pairs shared by several paths).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -24,17 +23,16 @@ from mirrorattn.experiments.synthetic.common import (
     check_positive,
     check_ps,
     directional_divergence,
+    experiment_runner,
     init_weights,
     per_p_counts,
     progress_bar,
-    reused,
     seed_list,
     solve_each,
     status_counts,
     tag,
     token_tools,
 )
-from mirrorattn.experiments.synthetic.runner import run_per_p
 from mirrorattn.experiments.synthetic.trainer import DEFAULT_EPS, log_grid, run_md
 from mirrorattn.models.attention import loss_and_grad, token_values
 
@@ -144,27 +142,14 @@ def svm_piece(cfg: LocalConfig, p: float, alphas: np.ndarray, position: int = 0,
     return arrays, {"p_svm": p, "unique_solves": len({key(k) for k in range(B * P)})}
 
 
-def run_local(
-    cfg: LocalConfig,
-    out: str | Path,
-    workers: int = 1,
-    progress: bool = True,
-    log: Callable[[str], None] | None = None,
-    figures: bool = True,
-    position: int = 0,
-) -> dict[str, Any]:
-    """Run (or resume) the experiment into the run folder ``out``; returns the summary dict.
-
-    ``workers`` > 1 runs the pieces in worker processes; ``position`` offsets the progress-bar rows.
-    """
-    run = RunFolder.start("local", cfg, out)
+def _run(run: RunFolder) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Train every p, solve every p' and compare: the summary entries and arrays of :func:`run_local`."""
+    cfg = run.cfg
     ps = cfg.ps
     tags = [tag(p) for p in ps]
-    train = run_per_p(run.out, run.chash, "train", train_piece, ps, workers, log, per_p={"iterations": cfg.iterations},
-                      cfg=cfg, progress=progress, position0=position)
+    train = run.per_p("train", train_piece, per_p={"iterations": cfg.iterations})
     alphas = np.stack([train[t].arrays["alpha"] for t in tags])  # (P, B, n)
-    svm = run_per_p(run.out, run.chash, "svm", svm_piece, ps, workers, log, cfg=cfg, alphas=alphas, progress=progress,
-                    position0=position)
+    svm = run.per_p("svm", svm_piece, alphas=alphas)
     data, _ = _data_and_init(cfg)
     S = cfg.seeds
     token_scores, globally_optimal_tokens, _ = token_tools()
@@ -217,9 +202,6 @@ def run_local(
     loc_share = {f"p{t}": float(np.mean(svm[t].arrays["locally_optimal"][i, :S])) for i, t in enumerate(tags)}
     pieces = {**{f"train_p{t}": r for t, r in train.items()}, **{f"svm_p{t}": r for t, r in svm.items()}}
     summary = {
-        "experiment": "local",
-        "config_hash": run.chash,
-        "ps": list(ps),
         "rows": "path p (l_p-MD)",
         "columns": "SVM p' (l_p'-AttSVM)",
         "final_mean_divergence": final_mean,
@@ -235,6 +217,9 @@ def run_local(
         "svm_status_counts": counts,
         "svm_failures": failures,
         "seconds": {k: v.meta["seconds"] for k, v in pieces.items()},
-        "reused_pieces": reused(train, "train") + reused(svm, "svm"),
     }
-    return run.finish(summary, arrays, cfg, figures, seconds_key=("seconds", "total_this_call"))
+    return summary, arrays
+
+
+run_local = experiment_runner("local", _run, "the local-convergence experiment",
+                              seconds_key=("seconds", "total_this_call"))

@@ -17,8 +17,7 @@ optimal tokens is recorded against R. One piece per p (``regpath_p<p>``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -28,14 +27,13 @@ from mirrorattn.experiments.synthetic.common import (
     check_positive,
     check_ps,
     directional_divergence,
+    experiment_runner,
     progress_bar,
-    reused,
     seed_list,
     solve_each,
     status_counts,
     token_tools,
 )
-from mirrorattn.experiments.synthetic.runner import run_per_p
 from mirrorattn.experiments.synthetic.trainer import _dual_norms, _signed_power
 from mirrorattn.mirror import dual_exponent, forward_exponent, inverse_exponent, lp_norm
 from mirrorattn.models.attention import Forward, loss_and_grad, loss_difference, token_values
@@ -194,22 +192,10 @@ def regpath_piece(cfg: RegPathConfig, p: float, position: int = 0, progress: boo
     return arrays, meta
 
 
-def run_regpath(
-    cfg: RegPathConfig,
-    out: str | Path,
-    workers: int = 1,
-    progress: bool = True,
-    log: Callable[[str], None] | None = None,
-    figures: bool = True,
-    position: int = 0,
-) -> dict[str, Any]:
-    """Run (or resume) the regularisation-path experiment into ``out``; returns the summary.
-
-    ``workers`` > 1 runs the pieces in worker processes; ``position`` offsets the progress-bar rows.
-    """
-    run = RunFolder.start("regpath", cfg, out)
-    res = run_per_p(run.out, run.chash, "regpath", regpath_piece, cfg.ps, workers, log, cfg=cfg, progress=progress,
-                    position0=position)
+def _run(run: RunFolder) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Every p's path, collected: the summary entries and arrays of :func:`run_regpath`."""
+    cfg = run.cfg
+    res = run.per_p("regpath", regpath_piece)
     radii = cfg.radius_grid()
     arrays: dict[str, np.ndarray] = {"ps": np.array(cfg.ps), "radii": radii}
     per_p = {}
@@ -232,6 +218,7 @@ def run_regpath(
             "svm_failures": [{"seed": cfg.first_seed + i, "reason": str(w)} for i, w in enumerate(a["reason"]) if w],
             "seconds": r.meta["seconds"],
         }
-    summary = {"experiment": "regpath", "config_hash": run.chash, "ps": list(cfg.ps), "radii": radii,
-               "fw_tol": cfg.fw_tol, "per_p": per_p, "reused_pieces": reused(res, "regpath")}
-    return run.finish(summary, arrays, cfg, figures)
+    return {"radii": radii, "fw_tol": cfg.fw_tol, "per_p": per_p}, arrays
+
+
+run_regpath = experiment_runner("regpath", _run, "the regularisation-path experiment")

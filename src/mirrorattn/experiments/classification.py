@@ -1,0 +1,344 @@
+"""What the text and vision experiments share: the training fields, one run, and the table over seeds.
+
+Both experiments compare optimizers on a classifier, every (optimizer, seed) pair in its own run
+folder ``OUT/runs/<optimizer>-seed<k>/`` (:func:`run_name`). :func:`run_one` trains such a run
+with :func:`mirrorattn.train.fit`, or reuses it: a folder whose ``summary.json`` carries the same
+``config_hash`` (the hash of the run's identity, :func:`run_identity`) is returned as it is, an
+interrupted one is resumed from its checkpoint, and a run whose loss became NaN/inf is handled as
+the experiment asks (:data:`DIVERGED_POLICIES`). :func:`aggregate` makes the mean ± std over seeds
+of every reported number.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mirrorattn.io import config_hash, read_json, write_json
+from mirrorattn.train import NonFiniteLossError, TrainConfig, TrainData, dist_info, fit, seeded_init
+from mirrorattn.train.distributed import barrier
+
+__all__ = [
+    "DIVERGED_POLICIES",
+    "ClassificationConfig",
+    "RunSpec",
+    "aggregate",
+    "diverged_result",
+    "format_stat",
+    "run_identity",
+    "run_name",
+    "run_one",
+    "write_results",
+]
+
+#: what :func:`run_one` does when the loss becomes NaN/inf: "raise" the NonFiniteLossError;
+#: "best-epoch": end the run there and report its validation-best completed epoch (:func:`diverged_result`);
+#: "record": write a short summary with ``diverged: True``, ``error`` and no accuracy, no analysis
+DIVERGED_POLICIES = ("raise", "best-epoch", "record")
+
+#: config fields passed on to every run's TrainConfig as they are
+_TRAIN_FIELDS = ("md_scope", "other_optimizer", "other_lr", "weight_decay", "batch_size", "eval_batch_size",
+                 "grad_clip", "lr_schedule", "warmup_epochs", "amp", "loss_reduction", "stop_train_acc", "patience",
+                 "device")
+
+#: identity entries that may change between a run and its continuation (``RunSpec.resume_longer``)
+_STOPPING = ("epochs", "stop_train_acc", "patience")
+
+
+@dataclass
+class ClassificationConfig:
+    """The fields every classification experiment has: data source and split, optimizers, seeds, training, analysis.
+
+    Subclasses (:class:`~mirrorattn.experiments.text.TextExperimentConfig`,
+    :class:`~mirrorattn.experiments.vision.VisionExperimentConfig`) add their data and model
+    fields, redeclare the fields whose default differs, and define ``data_identity()``.
+    """
+
+    # data (the experiment adds its own fields)
+    dataset: str = "digits"
+    data_root: str | None = None
+    download: bool = False
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    max_train: int | None = None  #: cap on the training pool (train + validation)
+    max_test: int | None = None
+    # optimizers and seeds
+    optimizers: tuple[str, ...] = ("adam", "lp-md:1.1", "sgd")
+    seeds: int = 3
+    lrs: dict[str, float] = field(default_factory=dict)  #: optimizer -> step size (else ``lr``)
+    lr: float = 1e-3
+    # training (see mirrorattn.train.TrainConfig)
+    md_scope: str = "all"
+    other_optimizer: str = "adamw"
+    other_lr: float | None = None
+    weight_decay: float = 0.0
+    epochs: int = 10
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    grad_clip: float | None = None
+    lr_schedule: str = "constant"  #: "constant" or "cosine" (mirrorattn.train.TrainConfig)
+    warmup_epochs: float = 0.0  #: linear warm-up epochs (fractions allowed)
+    amp: bool = False
+    loss_reduction: str = "mean"
+    stop_train_acc: float | None = None
+    patience: int | None = None
+    device: str = "auto"
+    # analysis
+    analysis_samples: int = 1000  #: test samples used for the attention-sparsity statistics
+    topk: int = 5  #: k of the top-k attention mass
+    weight_threshold: float = 0.06  #: |w| above this counts as a non-zero weight (the paper)
+
+    def check_runs(self, example: str, *, unrun_steps: bool) -> None:
+        """Raise ``ValueError`` naming a bad optimizer list, seed count, step size or training field.
+
+        ``example``: an optimizer list for the message; ``unrun_steps``: whether ``lrs`` may name
+        optimizers that are not run (a sweep's choices for more optimizers than this run).
+        """
+        if not self.optimizers:
+            raise ValueError(f"optimizers must name at least one optimizer, e.g. {example}")
+        if self.seeds < 1:
+            raise ValueError(f"seeds must be a positive integer, got {self.seeds}")
+        unknown = sorted(set(self.lrs) - set(self.optimizers))
+        if unknown and not unrun_steps:
+            raise ValueError(f"step sizes given for optimizers that are not run: {', '.join(unknown)}")
+        for name, lr in self.lrs.items():
+            if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0):
+                raise ValueError(f"step size of {name} must be a positive number, got {lr!r}")
+        self.train_config("adam", 1e-3, 0).validate()
+
+    def field_values(self, names: Iterable[str]) -> dict[str, Any]:
+        """``{name: value}`` of the config fields ``names``, in that order."""
+        return {name: getattr(self, name) for name in names}
+
+    def load_options(self, max_train: int | None = None) -> dict[str, Any]:
+        """Keyword arguments of the data loaders: root, download, split, caps (``max_train`` overrides the cap)."""
+        return {"data_root": self.data_root, "val_fraction": self.val_fraction, "split_seed": self.split_seed,
+                "download": self.download, "max_train": max_train or self.max_train, "max_test": self.max_test}
+
+    def lr_for(self, optimizer: str) -> float:
+        """Step size of ``optimizer``: its entry in ``lrs`` or the default ``lr``."""
+        return float(self.lrs.get(optimizer, self.lr))
+
+    def train_config(self, optimizer: str, lr: float, seed: int, epochs: int | None = None) -> TrainConfig:
+        """The training config of one run (``epochs``: instead of the config's, e.g. in a sweep)."""
+        return TrainConfig(optimizer=optimizer, lr=lr, seed=seed, epochs=int(epochs or self.epochs),
+                           **self.field_values(_TRAIN_FIELDS))
+
+    def run_spec(self, optimizer: str, seed: int, model_cfg: Any, *, lr: float | None = None,
+                 epochs: int | None = None, identity_extra: dict[str, Any] | None = None, **options: Any) -> RunSpec:
+        """The :class:`RunSpec` of one run of this config.
+
+        ``lr``: instead of :meth:`lr_for`; ``epochs``: instead of the config's (a sweep);
+        ``model_cfg``: the model's config dataclass (part of the identity, :func:`run_identity`, with
+        ``identity_extra``); ``options``: the other :class:`RunSpec` fields (``build_model``, ``data`` ...).
+        """
+        lr = self.lr_for(optimizer) if lr is None else float(lr)
+        train_cfg = self.train_config(optimizer, lr, seed, epochs)
+        identity = run_identity(self, train_cfg, model_cfg, **(identity_extra or {}))
+        return RunSpec(optimizer, lr, seed, train_cfg, identity, **options)
+
+    def data_identity(self) -> dict[str, Any]:
+        """The fields that define the data (for run hashes); defined by each experiment."""
+        raise NotImplementedError
+
+    def analysis_identity(self) -> dict[str, Any]:
+        """The analysis settings a run's summary depends on (part of its hash)."""
+        return {"samples": self.analysis_samples, "topk": self.topk, "threshold": self.weight_threshold}
+
+
+def run_name(optimizer: str, seed: int, lr: float | None = None) -> str:
+    """Folder name of a run: ``lp-md-1.1-seed0`` (``...-lr3e-03`` in sweeps)."""
+    slug = optimizer.replace(":", "-").replace("=", "").replace(",", "_").replace("/", "_")
+    return f"{slug}-seed{seed}" + (f"-lr{lr:.0e}" if lr is not None else "")
+
+
+def run_identity(config: ClassificationConfig, train_cfg: TrainConfig, model_cfg: Any, **extra: Any) -> dict[str, Any]:
+    """What defines a run's result: data, model config (a dataclass), training, stopping rule, analysis.
+
+    ``extra`` entries (e.g. ``augmentation``) follow ``train``. Its :func:`~mirrorattn.io.config_hash`
+    is the run's ``config_hash``; ``run_config.json`` holds it in full.
+    """
+    return {"data": config.data_identity(), "model": dataclasses.asdict(model_cfg), "train": train_cfg.identity(),
+            **extra, "epochs": train_cfg.epochs, "stop_train_acc": train_cfg.stop_train_acc,
+            "patience": train_cfg.patience, "analysis": config.analysis_identity()}
+
+
+@dataclass
+class RunSpec:
+    """One run for :func:`run_one`: its settings, how to build and analyse its model, the summary's extra keys."""
+
+    optimizer: str
+    lr: float
+    seed: int
+    train: TrainConfig
+    identity: dict[str, Any]  #: :func:`run_identity`; its hash names the run's results
+    build_model: Callable[[], nn.Module]  #: a fresh model; called under ``seeded_init(seed)``
+    data: TrainData
+    #: ``analyse(model, write=...)``: the analysis of the trained (validation-best) model, its files
+    #: written when ``write`` (the main process); None: no analysis
+    analyse: Callable[..., dict[str, Any]] | None = None
+    on_diverged: str = "raise"  #: one of :data:`DIVERGED_POLICIES`
+    #: continue a run that differs only in its stopping rule (more epochs ...): ``run_config.json``
+    #: then holds ``resume_hash``, the identity's hash without the stopping rule
+    resume_longer: bool = False
+    fit_options: dict[str, Any] = field(default_factory=dict)  #: more keyword arguments of ``fit`` (augment)
+    summary_head: dict[str, Any] = field(default_factory=dict)  #: summary entries after ``config_hash``
+    summary_tail: dict[str, Any] = field(default_factory=dict)  #: summary entries before ``analysis``
+    seconds_per_epoch: bool = False  #: add ``seconds_per_epoch`` (training time / epochs run) to the summary
+
+
+def run_one(spec: RunSpec, out_dir: Path, *, progress: bool = True) -> dict[str, Any]:
+    """Train (or reuse / resume) one run in ``out_dir`` and return its summary (also ``summary.json``).
+
+    Reuse: a ``summary.json`` with the same ``config_hash`` (and an analysis, unless none is asked
+    or the run diverged) is returned untouched. Resume: a ``run_config.json`` of the same run
+    (same ``config_hash``, or with ``resume_longer`` the same ``resume_hash``) continues from the
+    checkpoint; any other folder content is deleted first. The summary holds ``config_hash``,
+    ``summary_head``, ``optimizer``, ``lr``, ``seed``, fit's result (``test_acc`` at the
+    validation-best epoch and ``test_acc_last`` as fractions, ``val_acc_best``, ``best_epoch``,
+    ``epochs_run``, ``train_seconds``, ``samples_per_second`` ...), ``diverged``, ``wall_seconds``
+    (seconds), ``n_parameters``, ``summary_tail`` and ``analysis`` (None without).
+    """
+    if spec.on_diverged not in DIVERGED_POLICIES:
+        raise ValueError(f"on_diverged must be one of {', '.join(DIVERGED_POLICIES)}, got {spec.on_diverged!r}")
+    digest = config_hash(spec.identity)
+    info = dist_info()
+    summary_path = out_dir / "summary.json"
+    if summary_path.is_file():
+        old = read_json(summary_path)
+        if old.get("config_hash") == digest and (old.get("analysis") is not None or spec.analyse is None
+                                                 or old.get("diverged")):
+            return old
+    record: dict[str, Any] = {"config_hash": digest}
+    if spec.resume_longer:  # same settings except the stopping rule: continue from the checkpoint
+        record["resume_hash"] = config_hash({k: v for k, v in spec.identity.items() if k not in _STOPPING})
+    cfg_path = out_dir / "run_config.json"
+    key = "resume_hash" if spec.resume_longer else "config_hash"
+    resume = cfg_path.is_file() and read_json(cfg_path).get(key) == record[key]
+    barrier()  # every process has decided before rank 0 changes the folder
+    if info.is_main:
+        if not resume and out_dir.exists():
+            shutil.rmtree(out_dir)  # a run of other settings: start over
+        write_json(cfg_path, {**record, "optimizer": spec.optimizer, "lr": spec.lr, "seed": spec.seed, **spec.identity})
+    barrier()
+    with seeded_init(spec.seed):
+        model = spec.build_model()
+    head = {"config_hash": digest, **spec.summary_head, "optimizer": spec.optimizer, "lr": spec.lr, "seed": spec.seed}
+    start = time.time()
+    analyse = spec.analyse
+    try:
+        result = {**fit(model, spec.data, spec.train, out_dir, resume=resume, progress=progress, **spec.fit_options),
+                  "diverged": False}
+    except NonFiniteLossError as exc:
+        if spec.on_diverged == "raise":
+            raise
+        if spec.on_diverged == "record":  # counted in the table, not hidden; the other runs go on
+            summary = {**head, "diverged": True, "error": str(exc), "test_acc": None, "test_acc_last": None,
+                       "wall_seconds": time.time() - start, **spec.summary_tail, "analysis": None}
+            if info.is_main:
+                write_json(summary_path, summary)
+            return summary
+        result = diverged_result(model, spec.data, spec.train, out_dir, exc)
+        analyse = analyse if result["best_epoch"] > 0 else None
+    summary: dict[str, Any] = {**head, **{k: v for k, v in result.items() if k != "history"}}
+    if spec.seconds_per_epoch:
+        summary["seconds_per_epoch"] = result["train_seconds"] / max(1, int(result["epochs_run"] or 0))
+    summary.update(wall_seconds=time.time() - start, n_parameters=sum(p.numel() for p in model.parameters()),
+                   **spec.summary_tail, analysis=None)
+    if analyse is not None:
+        summary["analysis"] = analyse(model, write=info.is_main)
+    if info.is_main:
+        write_json(summary_path, summary)
+    return summary
+
+
+def diverged_result(
+    model: nn.Module, data: TrainData, train_cfg: TrainConfig, out_dir: Path, exc: Exception
+) -> dict[str, Any]:
+    """The fit-like result of a run that diverged: the validation-best completed epoch, if any.
+
+    ``model`` gets the weights of that epoch, ``test_acc`` / ``test_loss`` are measured on it
+    (``data.test``), ``test_acc_last`` is None, ``stop_reason`` holds the error; with no completed
+    epoch, ``best_epoch`` is 0 and every accuracy None.
+    """
+    from mirrorattn.train import evaluate, resolve_device
+    from mirrorattn.train.loop import BEST_MODEL, HISTORY
+
+    info = dist_info()
+    hist = read_json(out_dir / HISTORY) if (out_dir / HISTORY).is_file() else []
+    result: dict[str, Any] = {
+        "test_acc": None, "test_acc_last": None, "test_loss": None, "val_acc_best": None, "val_acc_last": None,
+        "best_epoch": 0, "epochs_run": len(hist), "stop_reason": f"diverged: {exc}", "diverged": True,
+        "train_seconds": sum(r["train_seconds"] for r in hist),
+        "samples_per_second": (sum(r["train_seconds"] * r["samples_per_second"] for r in hist)
+                               / max(1e-9, sum(r["train_seconds"] for r in hist))) if hist else None,
+    }
+    if hist and (out_dir / BEST_MODEL).is_file():
+        best = max(range(len(hist)), key=lambda i: (hist[i]["val_acc"], -i))  # first maximum, as fit
+        model.load_state_dict(torch.load(out_dir / BEST_MODEL, map_location="cpu", weights_only=True))
+        result.update(best_epoch=best + 1, val_acc_best=hist[best]["val_acc"], val_acc_last=hist[-1]["val_acc"])
+        if data.test is not None:
+            device = resolve_device(train_cfg.device, info.local_rank)
+            test = evaluate(model.to(device), data.test, train_cfg, device, info)
+            result.update(test_acc=test["acc"], test_loss=test["loss"])
+    return result
+
+
+def _mean_std(values: list[float]) -> dict[str, float | None]:
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not vals:
+        return {"mean": None, "std": None, "n": 0}
+    return {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0, "n": len(vals)}
+
+
+def aggregate(summaries: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Mean and standard deviation (over seeds, ddof 1) of every reported number, per optimizer.
+
+    Runs without a value (e.g. ``test_acc_last`` of a diverged run) are left out of that number's
+    statistics; ``diverged_runs`` counts the runs whose loss became NaN/inf.
+    """
+    keys = ("test_acc", "test_acc_last", "val_acc_best", "best_epoch", "epochs_run", "train_seconds",
+            "samples_per_second")
+    out: dict[str, Any] = {}
+    for opt, runs in summaries.items():
+        row = {k: _mean_std([r.get(k) for r in runs]) for k in keys}
+        flat: dict[str, list[float]] = {}
+        for r in runs:
+            for k, v in (r.get("analysis") or {}).get("scalars", {}).items():
+                flat.setdefault(k, []).append(v)
+        row.update({k: _mean_std(v) for k, v in flat.items()})
+        row["lr"] = runs[0]["lr"] if runs else None
+        row["diverged_runs"] = sum(bool(r.get("diverged")) for r in runs)
+        out[opt] = row
+    return out
+
+
+def write_results(
+    out: Path, config: Any, data: dict[str, Any], summaries: dict[str, list[dict[str, Any]]],
+    write_report: Callable[[Path, Any, dict[str, Any]], None],
+) -> dict[str, Any]:
+    """The results of a comparison (``config``, ``data``, ``aggregate``, ``runs``), written to
+    ``out/results.json`` and, by ``write_report(out, config, results)``, ``results.md`` and figures
+    (main process only)."""
+    results = {"config": config, "data": data, "aggregate": aggregate(summaries), "runs": summaries}
+    if dist_info().is_main:
+        write_json(out / "results.json", results)
+        write_report(out, config, results)
+    return results
+
+
+def format_stat(stat: dict[str, Any] | None, scale: float = 1.0, digits: int = 2) -> str:
+    """``"mean ± std"`` of an :func:`aggregate` entry, both times ``scale``; ``-`` without a value."""
+    if not stat or stat.get("mean") is None:
+        return "-"
+    return f"{stat['mean'] * scale:.{digits}f} ± {stat['std'] * scale:.{digits}f}"
