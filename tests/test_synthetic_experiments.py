@@ -42,6 +42,29 @@ def test_configs_from_presets_and_toml(tmp_path: Path):
         preset("huge", "local")
 
 
+def test_experiments_share_one_interface_and_presets():
+    """Every ``run_<name>`` (built by ``experiment_runner``) has the same signature and pickles by name;
+    both presets build valid configs, and ``quick`` only shrinks the paper's counts."""
+    import importlib
+    import inspect
+    import pickle
+
+    from mirrorattn.experiments.synthetic.cli import EXPERIMENTS
+
+    for name in EXPERIMENTS:
+        module = importlib.import_module(f"mirrorattn.experiments.synthetic.{name}")
+        cls, fn = (getattr(module, n) for n in module.__all__[:2])
+        assert fn.__name__ == f"run_{name}" and fn.__module__ == module.__name__ and fn.__doc__
+        assert list(inspect.signature(fn).parameters) == ["cfg", "out", "workers", "progress", "log", "figures",
+                                                          "position"]
+        assert pickle.loads(pickle.dumps(fn)) is fn
+        paper, quick = (build_config(cls, preset(k, name)) for k in ("paper", "quick"))
+        assert quick.ps == paper.ps
+        for field in ("seeds", "iterations", "grid_points", "radii", "max_steps", "r_max"):
+            if hasattr(paper, field):
+                assert np.all(np.asarray(getattr(quick, field)) <= np.asarray(getattr(paper, field))), (name, field)
+
+
 def test_init_weights_are_seeded_per_seed():
     a = init_weights([1, 2], (3, 3), 2.0)
     b = init_weights([2], (3, 3), 2.0)
@@ -198,7 +221,10 @@ def test_local_experiment_resumes_without_recomputing(tmp_path: Path):
     assert len(pieces) == 4
     stamps = {p.name: json.loads(p.read_text())["computed_at"] for p in pieces}
     s2 = run_local(cfg, tmp_path, progress=False, figures=False)
-    assert sorted(s2["reused_pieces"]) == sorted(["train_p1.75", "train_p3", "svm_p1.75", "svm_p3"])
+    assert s1["reused_pieces"] == [] and s2["reused_pieces"] == ["train_p1.75", "train_p3", "svm_p1.75", "svm_p3"]
+    assert list(s2)[:3] == ["experiment", "config_hash", "ps"]
+    assert (s2["experiment"], s2["ps"]) == ("local", [1.75, 3.0])
+    assert json.loads((tmp_path / "summary.json").read_text())["reused_pieces"] == s2["reused_pieces"]
     assert all(p.name.endswith(f"-{s1['config_hash']}.json") for p in pieces)
     assert {p.name: json.loads(p.read_text())["computed_at"] for p in pieces} == stamps
     np.testing.assert_allclose(s1["final_mean_divergence"], s2["final_mean_divergence"])
