@@ -226,7 +226,11 @@ def write_report(out: Path, config: Any, results: dict[str, Any]) -> None:
     from mirrorattn.experiments.text_presets import PAPER_RESULTS
 
     agg = results["aggregate"]
-    paper = PAPER_RESULTS.get(int(config.blocks), {}) if config.dataset == "imdb" else {}
+    # the paper's model at our depth, else its main 3-block model; its GD is l_2-MD (= SGD without momentum)
+    paper_blocks = int(config.blocks) if int(config.blocks) in PAPER_RESULTS else 3
+    paper = dict(PAPER_RESULTS[paper_blocks]) if config.dataset == "imdb" else {}
+    if "lp-md:2" in paper:
+        paper.setdefault("sgd", paper["lp-md:2"])
     topk = f"cls_top{config.topk}_mass_last"
     lines = [
         f"# Text experiment: {config.dataset}",
@@ -238,10 +242,13 @@ def write_report(out: Path, config: Any, results: dict[str, Any]) -> None:
         f"{results['data'].get('n_test')} test.",
         "",
         "Test accuracy (%) at the validation-best epoch (`test_acc`) and at the last epoch; mean ± std over seeds."
-        " The paper's numbers choose the best epoch on the test set and share one initialisation.",
+        " The paper's numbers choose the best epoch on the test set and share one initialisation"
+        + (f"; they are for its {paper_blocks}-block model (width 384, length 512)" if paper else "") + ".",
         "",
-        "| optimizer | lr | test acc (val-best) | test acc (last) | paper | val acc | epochs | samples/s "
-        f"| [CLS] entropy (last layer) | [CLS] max prob | top-{config.topk} mass | probe score (chance) "
+        "| optimizer | lr | test acc (val-best) | test acc (last) | paper"
+        + (f" ({paper_blocks} blocks) " if paper else " ") +
+        "| val acc | epochs | samples/s "
+        f"| [CLS] entropy, last layer (/ uniform's) | [CLS] max prob | top-{config.topk} mass | probe score (chance) "
         "| Q/K/V count > thr |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -255,6 +262,7 @@ def write_report(out: Path, config: Any, results: dict[str, Any]) -> None:
             f"| {opt} | {row['lr']:g} | {_fmt(row['test_acc'], 100)} | {_fmt(row['test_acc_last'], 100)} "
             f"| {paper.get(opt, '-')} | {_fmt(row['val_acc_best'], 100)} | {_fmt(row['epochs_run'], 1, 1)} "
             f"| {_fmt(row['samples_per_second'], 1, 0)} | {_fmt(row.get('cls_entropy_last'))} "
+            f"({_fmt(row.get('cls_entropy_norm_last'), 1, 4)}) "
             f"| {_fmt(row.get('cls_max_prob_last'))} | {_fmt(row.get(topk))} | {probe} | {counts} |"
         )
     diverged = {opt: row.get("diverged_runs", 0) for opt, row in agg.items() if row.get("diverged_runs")}
