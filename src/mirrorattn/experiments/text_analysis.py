@@ -277,6 +277,12 @@ def write_report(out: Path, config: Any, results: dict[str, Any]) -> None:
     plot_attention_maps(runs, out / "attention_maps.png")
 
 
+def _legend(ax: Any) -> None:
+    """A legend when something was drawn (every run may have diverged before its first epoch)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+
+
 def plot_curves(runs: dict[str, list[Path]], path: Path) -> None:
     """Training loss and validation accuracy against the epoch, one line per optimizer (mean over seeds)."""
     import matplotlib.pyplot as plt
@@ -295,7 +301,7 @@ def plot_curves(runs: dict[str, list[Path]], path: Path) -> None:
                 ax.fill_between(ep, vals.min(0), vals.max(0), alpha=0.15)
     axes[0].set(xlabel="epoch", ylabel="training loss (BCE)", yscale="log")
     axes[1].set(xlabel="epoch", ylabel="validation accuracy")
-    axes[1].legend(fontsize=8)
+    _legend(axes[1])
     fig.tight_layout()
     save_figure(fig, path)
 
@@ -318,7 +324,7 @@ def plot_histograms(runs: dict[str, list[Path]], path: Path) -> None:
         ax.axvline(0.06, color="grey", lw=0.5, ls="--")
         ax.axvline(-0.06, color="grey", lw=0.5, ls="--")
     axes[0].set_ylabel("count + 1 (all seeds)")
-    axes[-1].legend(fontsize=8)
+    _legend(axes[-1])
     fig.tight_layout()
     save_figure(fig, path)
 
@@ -368,6 +374,6 @@ def plot_sweep(table: dict[str, Any], path: Path, chance: float | None = None) -
     if chance is not None:
         ax.axhline(chance, color="grey", lw=0.8, ls="--", label="chance (majority class)")
     ax.set(xscale="log", xlabel="step size", ylabel="best validation accuracy", title="learning-rate sweep")
-    ax.legend(fontsize=8)
+    _legend(ax)
     fig.tight_layout()
     save_figure(fig, path)
