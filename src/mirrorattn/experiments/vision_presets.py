@@ -54,8 +54,9 @@ test (one seed) - far below the issue's 60 %. Probes of this session (seed 0, va
   on CIFAR-10: the digits probe's step and the usual one for small ViTs).
 Result (``mirrorattn vision --dataset cifar10 --preset quick --seeds 2``, test accuracy at the validation-best
 epoch): adam 58.09 +- 0.06 %, lp-md:1.1 44.90 +- 0.39 %, sgd 42.38 +- 0.75 % - the 60 % target is missed.
-Time: 496 images/s with ``--threads 2`` on the idle machine, about 91 s per epoch, about 8 minutes per run
-(run one at a time; the 10-minute budget assumes the machine to itself).
+Time with ``--threads 2`` on the idle machine: 77-90 s per epoch; a 6-epoch Adam run (seed 0) took 548 s from
+start to analysis and reached 60.1 % validation / 59.3 % test, so 5 epochs take about 8 minutes (run one at a
+time; the 10-minute budget assumes the machine to itself).
 fashion-mnist: the same model at 28x28 (patch 4, 49 patches), depth 2, 3 epochs, digits steps; not measured.
 """
 
