@@ -166,46 +166,6 @@ def test_text_cli_end_to_end_on_polarity(tmp_path, shared_data, cache, monkeypat
     assert main(["text", "--out", str(tmp_path / "bad"), "--dataset", str(tmp_path / "missing.csv")]) == 1
 
 
-def test_select_step_ties_and_warnings():
-    from mirrorattn.experiments.text import select_step
-
-    def row(lr, acc, loss, diverged=False):
-        return {"lr": lr, "val_acc_best": acc, "val_loss_best": loss, "diverged": diverged}
-
-    # n_val 400, chance 0.5: standard error 0.025, two of them 0.05
-    rows = [row(1e-3, 0.70, 0.60), row(1e-2, 0.85, 0.40), row(1e-1, 0.60, 0.70), row(1.0, 0.0, None, True)]
-    best, warnings = select_step(rows, chance=0.5, n_val=400)
-    assert best["lr"] == 1e-2 and warnings == []
-    # equal accuracies: the lower validation loss wins (not the smallest step), and the flat grid is reported
-    rows = [row(1e-3, 0.765, 0.52), row(1e-2, 0.765, 0.47), row(1e-1, 0.765, 0.49)]
-    best, warnings = select_step(rows, chance=0.5, n_val=200)
-    assert best["lr"] == 1e-2
-    assert len(warnings) == 1 and "no measurable difference" in warnings[0]
-    # within two standard errors of chance (0.5 + 2 * 0.025 = 0.55): nothing learned
-    rows = [row(1e-3, 0.52, 0.69), row(1e-2, 0.549, 0.69), row(1e-1, 0.62, 0.9, False)]
-    rows[2]["val_acc_best"] = 0.50
-    best, warnings = select_step(rows, chance=0.5, n_val=400)
-    assert best["lr"] == 1e-2 and any("within noise of chance" in w for w in warnings)
-    # 0.56 is just above the noise band of chance, and the grid is not flat (0.50 .. 0.56 > 0.05)
-    rows[1]["val_acc_best"] = 0.56
-    assert select_step(rows, chance=0.5, n_val=400)[1] == []
-    # stability margin: the best step's larger neighbour diverged, its smaller one is within noise -> take it
-    rows = [row(1e-3, 0.60, 0.6), row(1e-2, 0.66, 0.6), row(3e-2, 0.69, 0.6), row(1e-1, 0.0, None, True)]
-    best, _ = select_step(rows, chance=0.5, n_val=400)
-    assert best["lr"] == 1e-2 and best["backed_off_from"] == 3e-2
-    rows[1]["val_acc_best"] = 0.63  # 0.06 below the best: more than two standard errors, keep the best
-    assert "backed_off_from" not in select_step(rows, chance=0.5, n_val=400)[0]
-    rows[3] = row(1e-1, 0.51, 0.69)  # a larger step that stayed at chance counts as failed too
-    rows[1]["val_acc_best"] = 0.66
-    assert select_step(rows, chance=0.5, n_val=400)[0]["lr"] == 1e-2
-    # the best step at the end of the grid: the optimum may lie beyond
-    rows = [row(1e-3, 0.60, 0.6), row(1e-2, 0.70, 0.5), row(1e-1, 0.80, 0.4)]
-    best, warnings = select_step(rows, chance=0.5, n_val=400)
-    assert best["lr"] == 1e-1 and len(warnings) == 1 and "largest of the grid" in warnings[0]
-    with pytest.raises(ValueError, match="at least one"):
-        select_step([], chance=0.5, n_val=10)
-
-
 def test_a_diverged_run_keeps_its_validation_best_epoch(tmp_path, monkeypatch):
     """train_one(keep_diverged=True): a NaN in epoch 2 leaves the epoch-1 model, measured on the test split."""
     import mirrorattn.experiments.classification as classification

@@ -77,6 +77,12 @@ class ClassificationConfig:
     seeds: int = 3
     lrs: dict[str, float] = field(default_factory=dict)  #: optimizer -> step size (else ``lr``)
     lr: float = 1e-3
+    # step-size sweep (mirrorattn.experiments.sweep)
+    sweep_lrs: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
+    #: optimizer -> its own grid (l_3-MD needs far smaller steps than l_1.1-MD); others use ``sweep_lrs``
+    sweep_grids: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    sweep_epochs: int = 1  #: epochs of every sweep run
+    sweep_max_train: int | None = None  #: cap on the sweep's training pool (None: ``max_train``)
     # training (see mirrorattn.train.TrainConfig)
     md_scope: str = "all"
     other_optimizer: str = "adamw"
@@ -99,7 +105,7 @@ class ClassificationConfig:
     weight_threshold: float = 0.06  #: |w| above this counts as a non-zero weight (the paper)
 
     def check_runs(self, example: str, *, unrun_steps: bool) -> None:
-        """Raise ``ValueError`` naming a bad optimizer list, seed count, step size or training field.
+        """Raise ``ValueError`` naming a bad optimizer list, seed count, step size, sweep or training field.
 
         ``example``: an optimizer list for the message; ``unrun_steps``: whether ``lrs`` may name
         optimizers that are not run (a sweep's choices for more optimizers than this run).
@@ -114,6 +120,15 @@ class ClassificationConfig:
         for name, lr in self.lrs.items():
             if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0):
                 raise ValueError(f"step size of {name} must be a positive number, got {lr!r}")
+        for name in self.optimizers:
+            grid = self.sweep_grids.get(name, self.sweep_lrs)
+            if not grid or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in grid):
+                raise ValueError(f"the sweep grid of {name} must be a non-empty list of positive steps, got {grid}")
+        if self.sweep_epochs < 1:
+            raise ValueError(f"sweep_epochs must be a positive integer, got {self.sweep_epochs}")
+        if self.sweep_max_train is not None and self.sweep_max_train < 2:
+            raise ValueError(f"sweep_max_train must be at least 2 (a training and a validation sample) or None, "
+                             f"got {self.sweep_max_train}")
         self.train_config("adam", 1e-3, 0).validate()
 
     def field_values(self, names: Iterable[str]) -> dict[str, Any]:
@@ -124,6 +139,10 @@ class ClassificationConfig:
         """Keyword arguments of the data loaders: root, download, split, caps (``max_train`` overrides the cap)."""
         return {"data_root": self.data_root, "val_fraction": self.val_fraction, "split_seed": self.split_seed,
                 "download": self.download, "max_train": max_train or self.max_train, "max_test": self.max_test}
+
+    def sweep_grid(self, optimizer: str) -> tuple[float, ...]:
+        """Step sizes swept for ``optimizer``: its entry in ``sweep_grids`` or ``sweep_lrs``."""
+        return tuple(float(v) for v in self.sweep_grids.get(optimizer, self.sweep_lrs))
 
     def lr_for(self, optimizer: str) -> float:
         """Step size of ``optimizer``: its entry in ``lrs`` or the default ``lr``."""

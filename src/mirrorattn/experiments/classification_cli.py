@@ -1,31 +1,46 @@
-"""Command-line options shared by ``mirrorattn text`` and ``mirrorattn vision``.
+"""Command-line options shared by ``mirrorattn text`` and ``mirrorattn vision`` and their ``-sweep`` commands.
 
 Every scalar field of the experiment's config dataclass is an option (``--epochs 1``,
-``--no-bias``, ``--grad-clip none``; :func:`add_config_options`), applied after the preset and the
-``--config`` TOML file (:func:`config_from_args`). ``--optimizers a,b,c`` names the compared
-optimizers; ``--lr 3e-3`` sets every optimizer's step, ``--lr adam=1e-3,lp-md:1.1=5e-2`` single
-ones (:func:`apply_lr_option`).
+``--no-bias``, ``--grad-clip none``, ``--sweep-epochs 1``; :func:`add_config_options`), applied
+after the preset and the ``--config`` TOML file (:func:`config_from_args`). ``--optimizers a,b,c``
+names the compared optimizers; ``--lr 3e-3`` sets every optimizer's step, ``--lr
+adam=1e-3,lp-md:1.1=5e-2`` single ones (:func:`apply_lr_option`). The step-size sweep
+(:mod:`mirrorattn.experiments.sweep`): ``EXP-sweep`` writes ``OUT/sweep.json``, ``EXP --lr-from
+OUT/sweep.json`` takes its chosen steps (:func:`steps_from_sweep`), ``--sweep-lrs 1e-3,1e-2`` is
+one grid for every optimizer (:func:`sweep_overrides`), ``--workers N`` trains N runs at once
+(:func:`add_sweep_options`); :func:`add_experiment_commands` registers ``EXP`` and ``EXP-sweep``.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 __all__ = [
     "NONE",
+    "SWEEP_FIELDS",
     "add_command",
     "add_config_options",
+    "add_experiment_commands",
     "add_process_options",
     "add_run_options",
+    "add_sweep_options",
     "apply_lr_option",
     "config_from_args",
+    "print_sweep",
+    "run_sweep_command",
     "set_threads",
     "split_list",
+    "steps_from_sweep",
+    "sweep_overrides",
 ]
+
+#: config fields set by the sweep options (not by the generic field options)
+SWEEP_FIELDS = ("sweep_lrs", "sweep_grids")
 
 C = TypeVar("C")
 
@@ -162,3 +177,98 @@ def set_threads(args: argparse.Namespace) -> None:
         import torch
 
         torch.set_num_threads(int(args.threads))
+
+
+def add_sweep_options(p: argparse.ArgumentParser, *, command: str, sweep: bool, workers: bool = True) -> None:
+    """``--lr-from SWEEP.json`` (not on the sweep command itself), ``--workers`` (with ``workers``) and
+    ``--sweep-lrs``; ``command``: the experiment's run command (``text``), whose sweep is ``command-sweep``."""
+    if not sweep:
+        p.add_argument("--lr-from", default=None, metavar="SWEEP.json",
+                       help=f"use the steps chosen by {command}-sweep (the sweep.json in its --out)")
+    if workers:
+        p.add_argument("--workers", type=int, default=1,
+                       help=f"{'sweep points' if sweep else 'runs'} trained in parallel processes (default 1)")
+    p.add_argument("--sweep-lrs", default=None,
+                   help="comma-separated step sizes of the sweep grid, one grid for every optimizer (replaces the "
+                        "preset's per-optimizer sweep_grids)")
+
+
+def sweep_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The config overrides of ``--sweep-lrs`` (``sweep_lrs`` and empty ``sweep_grids``); {} without it."""
+    if getattr(args, "sweep_lrs", None) is None:
+        return {}
+    try:
+        steps = tuple(float(x) for x in split_list(args.sweep_lrs))
+    except ValueError:
+        raise ValueError(f"--sweep-lrs: expected comma-separated numbers, got {args.sweep_lrs!r}") from None
+    return {"sweep_lrs": steps, "sweep_grids": {}}  # one grid for every optimizer
+
+
+def steps_from_sweep(path: str, command: str) -> dict[str, float]:
+    """The chosen steps (optimizer -> step) of a ``sweep.json`` written by ``command-sweep`` (``--lr-from``).
+
+    ``ValueError`` (one line: the file, what is wrong, what to give) for a missing or unreadable file,
+    one that is not JSON, has no ``lrs`` table or a step that is not a positive number.
+    """
+    import json
+
+    hint = f"give the sweep.json written by mirrorattn {command}-sweep"
+    try:
+        with open(path, encoding="utf-8") as f:
+            sweep = json.load(f)
+    except OSError as exc:
+        raise ValueError(f"--lr-from {path}: cannot read it ({exc.strerror or exc}); {hint}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--lr-from {path}: not a JSON file ({exc}); {hint}") from None
+    if not isinstance(sweep, dict) or not isinstance(sweep.get("lrs"), dict):
+        raise ValueError(f"--lr-from {path}: no 'lrs' table of chosen steps; {hint}")
+    steps: dict[str, float] = {}
+    for name, value in sweep["lrs"].items():
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+        if not ok:
+            raise ValueError(f"--lr-from {path}: the step of {name} is {value!r}, not a positive number; {hint}")
+        steps[str(name)] = float(value)
+    return steps
+
+
+def print_sweep(result: Mapping[str, Any]) -> None:
+    """One line per optimizer (chosen step, validation accuracy, stability back-off), then a WARNING line each."""
+    for opt, row in result["sweep"].items():
+        margin = (f"; {row['backed_off_from']:g} scored higher but the next larger step failed (stability margin)"
+                  if row.get("backed_off_from") else "")
+        print(f"{opt}: chosen lr {row['best_lr']:g} (validation accuracy {row['best_val_acc']:.4f}{margin})")
+    for warning in result["warnings"]:
+        print(f"WARNING {warning}")
+
+
+def run_sweep_command(args: argparse.Namespace, build_config: Callable[[argparse.Namespace], Any],
+                      sweep: Callable[..., dict[str, Any]]) -> int:
+    """An ``EXP-sweep`` command: ``--threads``, the config, ``sweep(config, out, progress=, workers=)``, the
+    chosen steps printed (main process)."""
+    from mirrorattn.train import dist_info
+
+    set_threads(args)
+    result = sweep(build_config(args), args.out, progress=not args.no_progress, workers=args.workers)
+    if dist_info().is_main:
+        print_sweep(result)
+    return 0
+
+
+def add_experiment_commands(subparsers: Any, command: str, doc: str | None, *, summary: str,
+                            add_options: Callable[[argparse.ArgumentParser, bool], None],
+                            run: Callable[[argparse.Namespace], int], sweep: Callable[[argparse.Namespace], int],
+                            run_workers: bool = True) -> None:
+    """Register ``command`` (``run``) and ``command-sweep`` (``sweep``), both with ``doc`` as their help.
+
+    ``add_options(parser, is_sweep)`` adds the experiment's options; then come the sweep options
+    (:func:`add_sweep_options`; ``--workers`` on ``command`` only with ``run_workers``).
+    """
+    p = add_command(subparsers, command, summary, doc)
+    add_options(p, False)
+    add_sweep_options(p, command=command, sweep=False, workers=run_workers)
+    p.set_defaults(func=run)
+    s = add_command(subparsers, f"{command}-sweep", "choose each optimizer's step size on the validation split "
+                    "(writes sweep.json)", doc)
+    add_options(s, True)
+    add_sweep_options(s, command=command, sweep=True)
+    s.set_defaults(func=sweep)

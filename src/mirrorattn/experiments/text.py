@@ -5,14 +5,12 @@
 from its checkpoint when interrupted), analyses each trained model
 (:mod:`mirrorattn.experiments.text_analysis`) and writes ``results.json``, ``results.md`` and the
 figures at the top of ``OUT``. :func:`run_lr_sweep` picks each optimizer's step size on the
-validation split.
+validation split (:mod:`mirrorattn.experiments.sweep`).
 """
 
 from __future__ import annotations
 
-import math
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,13 +19,16 @@ import torch
 
 from mirrorattn.experiments.classification import ClassificationConfig, run_name, run_one, write_results
 from mirrorattn.experiments.classification import aggregate as aggregate  # importable here, as before
+from mirrorattn.experiments.sweep import SweepTarget, run_sweep, sweep_point
+from mirrorattn.experiments.sweep import select_step as select_step  # importable here, as before
 from mirrorattn.experiments.text_analysis import analyse_run, write_report
-from mirrorattn.io import config_hash, read_json, write_json
+from mirrorattn.io import config_hash
 from mirrorattn.models.transformer import TextTransformer, TextTransformerConfig
-from mirrorattn.train import NonFiniteLossError, Split, TrainData
+from mirrorattn.train import Split, TrainData
 from mirrorattn.train.distributed import init_distributed
 
 __all__ = [
+    "SWEEP",
     "PreparedText",
     "TextExperimentConfig",
     "prepare_text_data",
@@ -43,7 +44,7 @@ __all__ = [
 class TextExperimentConfig(ClassificationConfig):
     """Everything that defines a text experiment (TOML-loadable; see ``text_presets`` for presets).
 
-    Data, tokenizer, transformer and step-size sweep fields; optimizers, seeds, training and analysis
+    Data, tokenizer and transformer fields; optimizers, seeds, step-size sweep, training and analysis
     are :class:`~mirrorattn.experiments.classification.ClassificationConfig`'s, with this
     experiment's default optimizers, epochs, stopping accuracy and analysis sample count.
     """
@@ -72,25 +73,11 @@ class TextExperimentConfig(ClassificationConfig):
     epochs: int = 4
     stop_train_acc: float | None = 0.995
     analysis_samples: int = 2000  #: test samples used for the attention-sparsity statistics
-    # learning-rate sweep
-    sweep_lrs: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
-    #: optimizer -> its own grid (l_3-MD needs far smaller steps than l_1.1-MD); others use ``sweep_lrs``
-    sweep_grids: dict[str, tuple[float, ...]] = field(default_factory=dict)
-    sweep_epochs: int = 1
-    sweep_max_train: int | None = None
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the bad field (``lrs`` may name optimizers not run: a sweep's choices)."""
         self.check_runs("lp-md:1.1,sgd,adam", unrun_steps=True)
-        for name in self.optimizers:
-            grid = self.sweep_grid(name)
-            if not grid or not all(isinstance(v, (int, float)) and v > 0 for v in grid):
-                raise ValueError(f"the sweep grid of {name} must be a non-empty list of positive steps, got {grid}")
         self.model_config(num_classes=2).validate()
-
-    def sweep_grid(self, optimizer: str) -> tuple[float, ...]:
-        """Step sizes swept for ``optimizer``: its entry in ``sweep_grids`` or ``sweep_lrs``."""
-        return tuple(float(v) for v in self.sweep_grids.get(optimizer, self.sweep_lrs))
 
     def model_config(self, num_classes: int, vocab_size: int | None = None) -> TextTransformerConfig:
         """The transformer's config (``vocab_size``: the trained tokenizer's actual size)."""
@@ -229,100 +216,15 @@ def run_text_experiment(
     return write_results(out, config, prepared.summary, summaries, write_report)
 
 
-def select_step(rows: list[dict[str, Any]], chance: float, n_val: int) -> tuple[dict[str, Any], list[str]]:
-    """The sweep's choice among ``rows`` ({"lr", "val_acc_best", "val_loss_best", "diverged"}) and warnings.
-
-    Best validation accuracy first; ties (equal accuracy) go to the lower validation loss at the
-    best epoch, then to the larger step (a tie at equal loss means the step did not matter).
-    Stability margin: when the next larger step of the grid failed (diverged, or within noise of
-    chance) and the next smaller one is within two standard errors of the best, the smaller one is
-    chosen (the returned row then has ``backed_off_from``: the best step) - a full run is several
-    times longer than a sweep run, and steps at the edge of stability diverged there.
-    Warnings (strings) when the best accuracy is within two standard errors
-    (sqrt(chance (1 - chance) / n_val)) of ``chance`` (the majority-class fraction of the
-    validation split: nothing was learned), and when every non-diverged step lies within two
-    standard errors of the best (the grid is flat: the step size made no measurable difference),
-    and otherwise when the chosen step is the smallest or largest of a grid of 3 or more.
-    """
-    if not rows:
-        raise ValueError("select_step needs at least one sweep row")
-    se = math.sqrt(max(chance * (1 - chance), 1e-12) / max(1, n_val))
-
-    def key(r: dict[str, Any]) -> tuple[float, float, float]:
-        loss = r.get("val_loss_best")
-        return (r["val_acc_best"], -(loss if loss is not None and math.isfinite(loss) else math.inf), r["lr"])
-
-    best = max(rows, key=key)
-    # stability margin: the full runs are several times longer than the sweep's, and a step next to one that
-    # failed (diverged or stayed at chance) diverged there (lp-md:2 / sgd at 3e-2 on IMDb): take the next
-    # smaller step instead when its accuracy is within noise of the best
-    ordered = sorted(rows, key=lambda r: r["lr"])
-    i = next(j for j, r in enumerate(ordered) if r is best)
-
-    def failed(r: dict[str, Any]) -> bool:
-        return bool(r["diverged"]) or r["val_acc_best"] <= chance + 2 * se
-
-    if (0 < i < len(ordered) - 1 and failed(ordered[i + 1]) and not failed(ordered[i - 1])
-            and best["val_acc_best"] - ordered[i - 1]["val_acc_best"] <= 2 * se):
-        best = {**ordered[i - 1], "backed_off_from": best["lr"]}
-    warnings = []
-    if best["val_acc_best"] <= chance + 2 * se:
-        warnings.append(
-            f"best validation accuracy {best['val_acc_best']:.4f} is within noise of chance ({chance:.4f} "
-            f"+- {2 * se:.4f}, {n_val} validation samples): no step size learned; widen the grid or change the model"
-        )
-    finite = [r for r in rows if not r["diverged"]]
-    if len(finite) > 1 and max(r["val_acc_best"] for r in finite) - min(r["val_acc_best"] for r in finite) <= 2 * se:
-        warnings.append(
-            f"all {len(finite)} step sizes give validation accuracies within {2 * se:.4f} (two standard errors) of "
-            "each other: the step size made no measurable difference (are the swept parameters the ones that matter?)"
-        )
-    lrs = sorted(r["lr"] for r in rows)
-    if len(lrs) > 2 and best["lr"] in (lrs[0], lrs[-1]) and not warnings:
-        edge = "largest" if best["lr"] == lrs[-1] else "smallest"
-        warnings.append(f"the chosen step {best['lr']:g} is the {edge} of the grid: the optimum may lie beyond it; "
-                        "extend the grid")
-    return best, warnings
+#: the text experiment's part in a step-size sweep (:func:`mirrorattn.experiments.sweep.run_sweep`)
+SWEEP = SweepTarget(prepare=prepare_text_data, train_one=train_one, command="text")
 
 
 def _sweep_point(
     config: TextExperimentConfig, prepared: PreparedText, optimizer: str, lr: float, out: Path, progress: bool
 ) -> dict[str, Any]:
-    """Train (or reuse) one sweep run and return its grid row (a diverged run: accuracy 0)."""
-    run_dir = out / "runs" / run_name(optimizer, 0, lr)
-    start = time.time()
-    try:
-        s = train_one(config, prepared, optimizer, 0, run_dir, lr=lr, epochs=config.sweep_epochs, analyse=False,
-                      progress=progress)
-    except NonFiniteLossError as exc:
-        return {"lr": lr, "val_acc_best": 0.0, "val_loss_best": None, "best_epoch": None, "diverged": True,
-                "error": str(exc), "seconds": time.time() - start}
-    hist = read_json(run_dir / "history.json") if (run_dir / "history.json").is_file() else []
-    best_row = hist[s["best_epoch"] - 1] if 0 < s["best_epoch"] <= len(hist) else {}
-    return {"lr": lr, "val_acc_best": s["val_acc_best"], "val_loss_best": best_row.get("val_loss"),
-            "best_epoch": s["best_epoch"], "train_acc_last": hist[-1]["train_acc"] if hist else None,
-            "train_seconds": s["train_seconds"], "diverged": False, "seconds": time.time() - start}
-
-
-def _sweep_line(optimizer: str, row: dict[str, Any]) -> str:
-    """One progress line of a finished sweep point."""
-    if row["diverged"]:
-        what = "diverged"
-    else:
-        what = (f"val acc {row['val_acc_best']:.4f} (epoch {row['best_epoch']}), val loss "
-                f"{row['val_loss_best'] or 0:.4f}, last train acc {row['train_acc_last'] or 0:.4f}")
-    return f"sweep {optimizer} lr {row['lr']:g}: {what} [{row['seconds']:.0f} s]"
-
-
-def _sweep_worker(config: TextExperimentConfig, out: str, optimizer: str, lr: float, threads: int) -> dict[str, Any]:
-    """One sweep point in a worker process (``workers`` > 1); the data is prepared once per process."""
-    torch.set_num_threads(threads)
-    key = config_hash({**config.data_identity(), "sweep_max_train": config.sweep_max_train})
-    if key not in _PREPARED:
-        prepared = prepare_text_data(config, max_train=config.sweep_max_train)
-        prepared.data = TrainData(prepared.data.train, prepared.data.val, None)
-        _PREPARED[key] = prepared
-    return _sweep_point(config, _PREPARED[key], optimizer, lr, Path(out), progress=False)
+    """Train (or reuse) one sweep run and return its grid row (:func:`mirrorattn.experiments.sweep.sweep_point`)."""
+    return sweep_point(SWEEP, config, prepared, optimizer, lr, out, progress)
 
 
 def run_lr_sweep(
@@ -330,61 +232,8 @@ def run_lr_sweep(
 ) -> dict[str, Any]:
     """For every optimizer, short runs over its grid; pick the step with the best validation accuracy.
 
-    The grid of an optimizer is :meth:`TextExperimentConfig.sweep_grid` (``sweep_grids`` or
-    ``sweep_lrs``). One seed (0), ``sweep_epochs`` epochs, training pool capped at
-    ``sweep_max_train``. A run whose loss diverges counts as validation accuracy 0. The choice and
-    its warnings (nothing learned, flat grid): :func:`select_step`. One line per finished
-    (optimizer, step) is printed on the main process even without ``progress`` (which adds the
-    progress bars). ``workers`` > 1 trains that many sweep points at once in separate processes
-    (single-process mode only; same results). Writes ``sweep.json`` (``sweep``: per optimizer
-    ``best_lr``, ``best_val_acc``, ``warnings``, ``grid``; ``lrs``; ``warnings``; ``chance``) and
+    :func:`mirrorattn.experiments.sweep.run_sweep` on this experiment: writes ``sweep.json`` and
     ``sweep.png``; ``mirrorattn text --lr-from OUT/sweep.json`` uses the chosen steps. Test
     accuracy is never used.
     """
-    config.validate()
-    out = Path(out)
-    if workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers}")
-    info = init_distributed(config.device)  # under torchrun: join the process group first
-    prepared = prepare_text_data(config, max_train=config.sweep_max_train)
-    prepared.data = TrainData(prepared.data.train, prepared.data.val, None)  # the sweep never sees the test split
-    val_labels = prepared.data.val.labels
-    n_val = len(val_labels)
-    chance = float(torch.bincount(val_labels).max()) / n_val
-    points = [(opt, lr) for opt in config.optimizers for lr in config.sweep_grid(opt)]
-    found: dict[tuple[str, float], dict[str, Any]] = {}
-    if workers > 1 and info.world_size == 1:
-        import multiprocessing as mp
-        import os
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        threads = max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) // workers))
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = {pool.submit(_sweep_worker, config, str(out), opt, lr, threads): (opt, lr) for opt, lr in points}
-            for fut in as_completed(futures):
-                found[futures[fut]] = row = fut.result()
-                print(_sweep_line(futures[fut][0], row), flush=True)
-    for opt, lr in points:
-        if (opt, lr) in found:
-            continue
-        if info.is_main and progress:
-            print(f"== sweep {opt} lr {lr:g}", flush=True)
-        found[(opt, lr)] = row = _sweep_point(config, prepared, opt, lr, out, progress)
-        if info.is_main:
-            print(_sweep_line(opt, row), flush=True)
-    table: dict[str, Any] = {}
-    all_warnings: list[str] = []
-    for optimizer in config.optimizers:
-        rows = [found[(optimizer, lr)] for lr in config.sweep_grid(optimizer)]
-        best, warnings = select_step(rows, chance, n_val)
-        table[optimizer] = {"best_lr": best["lr"], "best_val_acc": best["val_acc_best"], "warnings": warnings,
-                            "backed_off_from": best.get("backed_off_from"), "grid": rows}
-        all_warnings += [f"{optimizer}: {w}" for w in warnings]
-    result = {"config": config, "data": prepared.summary, "chance": chance, "n_val": n_val, "sweep": table,
-              "lrs": {k: v["best_lr"] for k, v in table.items()}, "warnings": all_warnings}
-    if info.is_main:
-        from mirrorattn.experiments.text_analysis import plot_sweep
-
-        write_json(out / "sweep.json", result)
-        plot_sweep(table, out / "sweep.png", chance=chance)
-    return result
+    return run_sweep(SWEEP, config, out, progress=progress, workers=workers)

@@ -39,7 +39,6 @@ __all__ = [
     "cls_scalars",
     "hoyer",
     "load_probe_sentences",
-    "plot_sweep",
     "probe_attention",
     "weight_stats",
     "write_report",
@@ -357,23 +356,3 @@ def plot_attention_maps(runs: dict[str, list[Path]], path: Path, sentences: int 
     fig.suptitle("last-layer [CLS] attention, mean over heads, min-max scaled (bold: the sentiment word)", fontsize=10)
     save_figure(fig, path)
 
-
-def plot_sweep(table: dict[str, Any], path: Path, chance: float | None = None) -> None:
-    """Validation accuracy against the step size, one line per optimizer; the chosen step marked.
-
-    ``chance``: the majority-class validation accuracy, drawn as a dashed line when given.
-    """
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for opt, row in table.items():
-        lrs = [r["lr"] for r in row["grid"]]
-        acc = [r["val_acc_best"] for r in row["grid"]]
-        (line,) = ax.plot(lrs, acc, marker="o", label=opt)
-        ax.plot([row["best_lr"]], [row["best_val_acc"]], marker="*", ms=14, color=line.get_color())
-    if chance is not None:
-        ax.axhline(chance, color="grey", lw=0.8, ls="--", label="chance (majority class)")
-    ax.set(xscale="log", xlabel="step size", ylabel="best validation accuracy", title="learning-rate sweep")
-    _legend(ax)
-    fig.tight_layout()
-    save_figure(fig, path)

@@ -22,20 +22,16 @@ from mirrorattn.experiments.classification_cli import add_config_options as add_
 
 __all__ = ["build_text_config", "register"]
 
-_SPECIAL = {"dataset", "optimizers", "lrs", "lr", "sweep_lrs", "sweep_grids", "data_root", "download", "device"}
+_SPECIAL = {"dataset", "optimizers", "lrs", "lr", *options.SWEEP_FIELDS, "data_root", "download", "device"}
 
 
-def _add_common(p: argparse.ArgumentParser, sweep: bool) -> None:
+def _add_options(p: argparse.ArgumentParser, sweep: bool) -> None:
     from mirrorattn.experiments.text import TextExperimentConfig
     from mirrorattn.experiments.text_presets import PRESETS
 
     p.add_argument("--dataset", default=None, help="imdb, polarity, or a .jsonl/.csv/.tsv file")
     options.add_run_options(p, PRESETS, download="IMDb", optimizers="lp-md:1.1,lp-md:2,sgd,adam",
                             lr="lp-md:1.1=3e-3,adam=1e-3")
-    if not sweep:
-        p.add_argument("--lr-from", default=None, metavar="SWEEP.json", help="use the steps chosen by text-sweep")
-    p.add_argument("--workers", type=int, default=1, help="runs trained in parallel processes (default 1)")
-    p.add_argument("--sweep-lrs", default=None, help="comma-separated step sizes of the sweep grid")
     options.add_process_options(p, TextExperimentConfig, _SPECIAL)
 
 
@@ -43,24 +39,14 @@ def build_text_config(args: argparse.Namespace):
     """The :class:`TextExperimentConfig` of parsed arguments: preset, then ``--config``, then options."""
     from mirrorattn.experiments.text import TextExperimentConfig
     from mirrorattn.experiments.text_presets import PRESETS
-    from mirrorattn.io import read_json
 
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, Any] = options.sweep_overrides(args)
     if args.dataset is not None:
         overrides["dataset"] = args.dataset
-    if args.sweep_lrs is not None:
-        try:
-            overrides["sweep_lrs"] = tuple(float(x) for x in options.split_list(args.sweep_lrs))
-        except ValueError:
-            raise ValueError(f"--sweep-lrs: expected comma-separated numbers, got {args.sweep_lrs!r}") from None
-        overrides["sweep_grids"] = {}  # one grid for every optimizer
     config = options.config_from_args(TextExperimentConfig, dict(PRESETS[args.preset]), args, _SPECIAL, overrides)
     lrs = dict(config.lrs)
-    if getattr(args, "lr_from", None):
-        sweep = read_json(args.lr_from)
-        if "lrs" not in sweep:
-            raise ValueError(f"{args.lr_from} is not a sweep.json written by mirrorattn text-sweep (no 'lrs')")
-        lrs.update({k: float(v) for k, v in sweep["lrs"].items()})
+    if getattr(args, "lr_from", None):  # may name optimizers not run here (lrs may, in this experiment)
+        lrs.update(options.steps_from_sweep(args.lr_from, "text"))
     options.apply_lr_option(config, args.lr, lrs)
     config.validate()
     return config
@@ -78,19 +64,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     from mirrorattn.experiments.text import run_lr_sweep
-    from mirrorattn.train import dist_info
 
-    options.set_threads(args)
-    config = build_text_config(args)
-    result = run_lr_sweep(config, args.out, progress=not args.no_progress, workers=args.workers)
-    if dist_info().is_main:
-        for opt, row in result["sweep"].items():
-            margin = (f"; {row['backed_off_from']:g} scored higher but the next larger step failed (stability margin)"
-                      if row.get("backed_off_from") else "")
-            print(f"{opt}: chosen lr {row['best_lr']:g} (validation accuracy {row['best_val_acc']:.4f}{margin})")
-        for warning in result["warnings"]:
-            print(f"WARNING {warning}")
-    return 0
+    return options.run_sweep_command(args, build_text_config, run_lr_sweep)
 
 
 def _print_table(results: dict[str, Any]) -> None:
@@ -106,11 +81,7 @@ def _print_table(results: dict[str, Any]) -> None:
 
 def register(subparsers: Any) -> None:
     """Add the ``text`` and ``text-sweep`` subcommands."""
-    p = options.add_command(subparsers, "text", "IMDb / sentence-polarity comparison of l_p-MD, SGD and Adam on a "
-                            "transformer", __doc__)
-    _add_common(p, sweep=False)
-    p.set_defaults(func=_run)
-    s = options.add_command(subparsers, "text-sweep", "choose each optimizer's step size on the validation split "
-                            "(writes sweep.json)", __doc__)
-    _add_common(s, sweep=True)
-    s.set_defaults(func=_sweep)
+    options.add_experiment_commands(
+        subparsers, "text", __doc__, add_options=_add_options, run=_run, sweep=_sweep,
+        summary="IMDb / sentence-polarity comparison of l_p-MD, SGD and Adam on a transformer",
+    )

@@ -4,9 +4,10 @@
 ``OUT/runs/<optimizer>-seed<k>/`` with the shared loop :func:`mirrorattn.train.fit` (reused when
 finished with the same config hash, resumed from its checkpoint when interrupted), analyses each
 trained model (:mod:`mirrorattn.experiments.vision_analysis`) and writes ``results.json``,
-``results.md`` and the figures at the top of ``OUT``. The conventions (run folders, hashes,
-``test_acc`` / ``test_acc_last`` as fractions, aggregation over seeds) are those of the text
-experiment, shared in :mod:`mirrorattn.experiments.classification`.
+``results.md`` and the figures at the top of ``OUT``. :func:`run_vision_sweep` picks each
+optimizer's step size on the validation split (:mod:`mirrorattn.experiments.sweep`). The
+conventions (run folders, hashes, ``test_acc`` / ``test_acc_last`` as fractions, aggregation over
+seeds) are those of the text experiment, shared in :mod:`mirrorattn.experiments.classification`.
 
 Presets: :mod:`mirrorattn.experiments.vision_presets` (``--preset paper`` or ``quick``).
 """
@@ -26,6 +27,7 @@ from mirrorattn.data.vision import (
     resize_dataset,
 )
 from mirrorattn.experiments.classification import ClassificationConfig, run_name, run_one, write_results
+from mirrorattn.experiments.sweep import SweepTarget, run_sweep
 from mirrorattn.experiments.vision_analysis import analyse_run, write_report
 from mirrorattn.experiments.vision_presets import PRESETS, QUICK_NOTES, preset_values
 from mirrorattn.models.vit import ViT, ViTConfig
@@ -34,11 +36,13 @@ from mirrorattn.train import Split, TrainData, dist_info
 __all__ = [
     "PRESETS",
     "QUICK_NOTES",
+    "SWEEP",
     "PreparedVision",
     "VisionExperimentConfig",
     "preset_values",
     "prepare_vision_data",
     "run_vision_experiment",
+    "run_vision_sweep",
     "train_one",
 ]
 
@@ -131,9 +135,12 @@ class PreparedVision:
     summary: dict[str, Any]
 
 
-def prepare_vision_data(config: VisionExperimentConfig) -> PreparedVision:
-    """Load (from the cache after the first time), split and resize the data set of ``config``."""
-    ds = load_vision_dataset(config.dataset, **config.load_options())
+def prepare_vision_data(config: VisionExperimentConfig, max_train: int | None = None) -> PreparedVision:
+    """Load (from the cache after the first time), split and resize the data set of ``config``.
+
+    ``max_train``: cap on the training pool (train + validation) instead of ``config.max_train`` (a sweep's).
+    """
+    ds = load_vision_dataset(config.dataset, **config.load_options(max_train))
     if len(ds.val) == 0:
         raise ValueError("the validation split is empty: set val_fraction > 0 (model selection needs it)")
     if config.image_size is not None:
@@ -185,3 +192,19 @@ def run_vision_experiment(config: VisionExperimentConfig, out: str | Path, *, pr
                 train_one(config, prepared, optimizer, seed, run_dir, progress=progress)
             )
     return write_results(out, config, prepared.summary, summaries, write_report)
+
+
+#: the vision experiment's part in a step-size sweep (:func:`mirrorattn.experiments.sweep.run_sweep`)
+SWEEP = SweepTarget(prepare=prepare_vision_data, train_one=train_one, command="vision")
+
+
+def run_vision_sweep(
+    config: VisionExperimentConfig, out: str | Path, *, progress: bool = True, workers: int = 1
+) -> dict[str, Any]:
+    """Short runs over every optimizer's step grid; the step with the best validation accuracy is chosen.
+
+    :func:`mirrorattn.experiments.sweep.run_sweep` on this experiment: writes ``sweep.json`` and
+    ``sweep.png`` in ``out``; ``mirrorattn vision --lr-from OUT/sweep.json`` uses the chosen steps.
+    The test split is never used.
+    """
+    return run_sweep(SWEEP, config, out, progress=progress, workers=workers)

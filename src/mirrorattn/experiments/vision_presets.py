@@ -127,3 +127,20 @@ def preset_values(preset: str, dataset: str) -> dict[str, Any]:
         raise ValueError(f"preset {preset!r} has no values for data set {dataset!r}; choose one of "
                          f"{', '.join(PRESETS[preset])}")
     return {"dataset": dataset, **PRESETS[preset][dataset]}
+
+
+# ------------------------------------------------------------------ step-size sweep (mirrorattn vision-sweep)
+#: grids of the non-adaptive optimizers: they improve up to the largest stable step (QUICK_NOTES: cifar10 1.0
+#: best, 3.0 diverged; digits 0.1-0.3 best, 1.0 diverged), so the grid spans 0.1 .. 3
+_SWEEP_GRIDS: dict[str, tuple[float, ...]] = {"adam": (3e-4, 1e-3, 3e-3), "lp-md:1.1": (0.1, 0.3, 1.0, 3.0),
+                                              "sgd": (0.1, 0.3, 1.0, 3.0)}
+
+#: the sweep fields of the quick presets, per data set (merged into ``PRESETS["quick"]`` below): digits is
+#: cheap enough for 5 epochs on the whole training pool; fashion-mnist and cifar10 take 1 epoch on 10,000 images
+_SWEEP_QUICK: dict[str, dict[str, Any]] = {
+    "digits": {"sweep_epochs": 5, "sweep_max_train": None, "sweep_grids": dict(_SWEEP_GRIDS)},
+    "fashion-mnist": {"sweep_epochs": 1, "sweep_max_train": 10000, "sweep_grids": dict(_SWEEP_GRIDS)},
+    "cifar10": {"sweep_epochs": 1, "sweep_max_train": 10000, "sweep_grids": dict(_SWEEP_GRIDS)},
+}
+for _dataset, _sweep in _SWEEP_QUICK.items():
+    PRESETS["quick"][_dataset].update(_sweep)
