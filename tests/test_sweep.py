@@ -192,8 +192,8 @@ def test_sweep_fields_are_shared_and_validated() -> None:
 
 def test_vision_quick_presets_sweep_defaults() -> None:
     quick = vx.PRESETS["quick"]
-    assert (quick["cifar10"]["sweep_epochs"], quick["cifar10"]["sweep_max_train"]) == (1, 10000)
-    assert (quick["fashion-mnist"]["sweep_epochs"], quick["fashion-mnist"]["sweep_max_train"]) == (1, 10000)
+    assert (quick["cifar10"]["sweep_epochs"], quick["cifar10"]["sweep_max_train"]) == (1, None)
+    assert (quick["fashion-mnist"]["sweep_epochs"], quick["fashion-mnist"]["sweep_max_train"]) == (1, None)
     assert (quick["digits"]["sweep_epochs"], quick["digits"]["sweep_max_train"]) == (5, None)
     for ds in ("cifar10", "fashion-mnist", "digits"):
         cfg = VisionExperimentConfig(**vx.preset_values("quick", ds))
