@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -160,3 +161,14 @@ def test_a_diverging_run_is_recorded_not_fatal(tmp_path: Path) -> None:
     assert results["aggregate"]["sgd"]["test_acc"]["n"] == 0
     table = (tmp_path / "results.md").read_text()
     assert "| sgd | 1e+06 | 1/1 | - |" in table and "| adam | 0.001 | 0/1 |" in table
+
+
+def test_run_and_epoch_seconds_of_the_table() -> None:
+    from mirrorattn.experiments.vision_analysis import _seconds
+
+    runs = [{"wall_seconds": 530.0}, {"wall_seconds": 590.0}, {"wall_seconds": 560.0}, {"diverged": True}]
+    got = _seconds(runs, "wall_seconds")
+    assert got["mean"] == pytest.approx(560.0) and got["max"] == 590.0
+    assert got["std"] == pytest.approx(math.sqrt(((530 - 560) ** 2 + (590 - 560) ** 2 + 0) / 2))
+    assert _seconds([{"wall_seconds": 12.5}], "wall_seconds") == {"mean": 12.5, "std": 0.0, "max": 12.5}
+    assert _seconds([{"diverged": True}], "seconds_per_epoch") is None

@@ -69,13 +69,17 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) atomically: readers see the old file or the whole new one, never a part."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented, strict JSON (NaN/inf become null), atomically."""
-    path = Path(path)
-    text = json.dumps(to_jsonable(obj), indent=2, sort_keys=False, allow_nan=False)
-    with atomic_path(path) as tmp:
-        tmp.write_text(text + "\n", encoding="utf-8")
-    return path
+    return write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -127,4 +131,5 @@ __all__ = [
     "torch_save",
     "write_json",
     "write_npz",
+    "write_text",
 ]

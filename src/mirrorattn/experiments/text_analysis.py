@@ -28,7 +28,7 @@ from torch import nn
 
 from mirrorattn.experiments.classification import format_stat as _fmt
 from mirrorattn.experiments.classification import run_name
-from mirrorattn.io import read_json, save_figure, write_json, write_npz
+from mirrorattn.io import read_json, save_figure, write_json, write_npz, write_text
 from mirrorattn.metrics import attention_entropy, hoyer_sparsity, max_probability, topk_mass, weight_sparsity
 from mirrorattn.models.layers import attention_layers, record_attention
 
@@ -269,7 +269,7 @@ def write_report(out: Path, config: Any, results: dict[str, Any]) -> None:
         lines += ["", "Diverged runs (loss NaN/inf; their validation-best completed epoch is reported, no last-epoch "
                   "figure): " + ", ".join(f"{opt} {n}/{len(results['runs'][opt])}" for opt, n in diverged.items())]
     lines += ["", "Figures: `curves.png`, `qkv_hist.png`, `attention_maps.png`.", ""]
-    (out / "results.md").write_text("\n".join(lines), encoding="utf-8")
+    write_text(out / "results.md", "\n".join(lines))
     runs = {opt: [out / "runs" / run_name(opt, r["seed"]) for r in rs] for opt, rs in results["runs"].items()}
     plot_curves(runs, out / "curves.png")
     plot_histograms(runs, out / "qkv_hist.png")

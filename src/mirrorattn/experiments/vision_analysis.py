@@ -36,7 +36,7 @@ from mirrorattn.experiments.text_analysis import (
     plot_histograms,
     weight_stats,
 )
-from mirrorattn.io import save_figure, write_json, write_npz
+from mirrorattn.io import save_figure, write_json, write_npz, write_text
 from mirrorattn.models.layers import record_attention
 
 __all__ = ["analyse_run", "attention_maps", "cls_attention_sparsity", "plot_attention_maps", "write_report"]
@@ -136,8 +136,8 @@ def write_report(out: Path, config: Any, results: dict[str, Any]) -> None:
         f"entries with |w| > {config.weight_threshold} and their Hoyer sparsity.",
         "",
         "| optimizer | lr | diverged | test acc (val-best) | test acc (last) | val acc | best epoch | s/epoch "
-        f"| [CLS] entropy | [CLS] max prob | top-{config.topk} mass | Q/K/V frac > thr | Q/K/V Hoyer |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| s/run | [CLS] entropy | [CLS] max prob | top-{config.topk} mass | Q/K/V frac > thr | Q/K/V Hoyer |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for opt, row in agg.items():
         frac = "/".join(
@@ -148,23 +148,35 @@ def write_report(out: Path, config: Any, results: dict[str, Any]) -> None:
             f"{row[f'{k}_hoyer']['mean']:.3f}" if row.get(f"{k}_hoyer", {}).get("mean") is not None else "-"
             for k in ("q", "k", "v")
         )
-        per_epoch = [r["seconds_per_epoch"] for r in results["runs"].get(opt, []) if r.get("seconds_per_epoch")]
-        spe = _fmt({"mean": float(np.mean(per_epoch)), "std": float(np.std(per_epoch, ddof=1)) if len(per_epoch) > 1
-                    else 0.0} if per_epoch else None, 1, 1)
         runs_opt = results["runs"].get(opt, [])
+        spe = _fmt(_seconds(runs_opt, "seconds_per_epoch"), 1, 1)
+        run_s = _seconds(runs_opt, "wall_seconds")
+        spr = f"{_fmt(run_s, 1, 0)} (max {run_s['max']:.0f})" if run_s else "-"
         diverged = f"{sum(bool(r.get('diverged')) for r in runs_opt)}/{len(runs_opt)}"
         lines.append(
             f"| {opt} | {row['lr']:g} | {diverged} | {_fmt(row['test_acc'], 100)} | {_fmt(row['test_acc_last'], 100)} "
-            f"| {_fmt(row['val_acc_best'], 100)} | {_fmt(row['best_epoch'], 1, 1)} | {spe} "
+            f"| {_fmt(row['val_acc_best'], 100)} | {_fmt(row['best_epoch'], 1, 1)} | {spe} | {spr} "
             f"| {_fmt(row.get('cls_entropy_last'))} | {_fmt(row.get('cls_max_prob_last'))} | {_fmt(row.get(topk))} "
             f"| {frac} | {hoy} |"
         )
     lines += ["", "Figures: `curves.png`, `qkv_hist.png`, `attention_maps.png`.", ""]
-    (out / "results.md").write_text("\n".join(lines), encoding="utf-8")
+    write_text(out / "results.md", "\n".join(lines))
     runs = {opt: [out / "runs" / run_name(opt, r["seed"]) for r in rs] for opt, rs in results["runs"].items()}
     plot_curves(runs, out / "curves.png")
     plot_histograms(runs, out / "qkv_hist.png")
     plot_attention_maps(runs, out / "attention_maps.png", class_names=data.get("class_names"))
+
+
+def _seconds(runs: list[dict[str, Any]], key: str) -> dict[str, float] | None:
+    """Mean, sample std (0 for one run) and max of the timing ``key`` over ``runs`` (None when none has it).
+
+    ``seconds_per_epoch``: training time / epochs; ``wall_seconds``: one run from start to its analysis.
+    """
+    values = [float(r[key]) for r in runs if r.get(key)]
+    if not values:
+        return None
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return {"mean": float(np.mean(values)), "std": std, "max": max(values)}
 
 
 def _show_image(ax: Any, image: np.ndarray) -> None:

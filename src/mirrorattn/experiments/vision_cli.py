@@ -18,8 +18,8 @@ the chosen steps and WARNING lines (flat grid, nothing learned, best at the grid
 writes ``OUT/sweep.json`` and ``OUT/sweep.png``; the test split is dropped from the sweep's data
 before any training and never evaluated. ``--workers N`` trains N sweep points at
 once in separate processes. The quick presets sweep, per data set: digits 5 epochs on the whole
-training pool; fashion-mnist and cifar10 1 epoch on 10,000 images (adam 3e-4..3e-3, lp-md:1.1 and
-sgd 0.1..3).
+training pool; fashion-mnist and cifar10 1 epoch on the whole training pool (adam 3e-4..3e-3,
+lp-md:1.1 and sgd 0.1..3).
 
 Examples::
 
