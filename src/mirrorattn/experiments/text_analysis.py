@@ -282,8 +282,9 @@ def _legend(ax: Any) -> None:
         ax.legend(fontsize=8)
 
 
-def plot_curves(runs: dict[str, list[Path]], path: Path) -> None:
-    """Training loss and validation accuracy against the epoch, one line per optimizer (mean over seeds)."""
+def plot_curves(runs: dict[str, list[Path]], path: Path, loss_name: str = "BCE") -> None:
+    """Training loss and validation accuracy against the epoch, one line per optimizer (mean over seeds, band:
+    min-max over seeds); ``loss_name`` labels the loss axis."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -298,7 +299,7 @@ def plot_curves(runs: dict[str, list[Path]], path: Path) -> None:
             ax.plot(ep, vals.mean(0), marker="o", label=opt)
             if len(hists) > 1:
                 ax.fill_between(ep, vals.min(0), vals.max(0), alpha=0.15)
-    axes[0].set(xlabel="epoch", ylabel="training loss (BCE)", yscale="log")
+    axes[0].set(xlabel="epoch", ylabel=f"training loss ({loss_name})", yscale="log")
     axes[1].set(xlabel="epoch", ylabel="validation accuracy")
     _legend(axes[1])
     fig.tight_layout()

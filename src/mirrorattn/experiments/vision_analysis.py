@@ -162,7 +162,7 @@ def write_report(out: Path, config: Any, results: dict[str, Any]) -> None:
     lines += ["", "Figures: `curves.png`, `qkv_hist.png`, `attention_maps.png`.", ""]
     write_text(out / "results.md", "\n".join(lines))
     runs = {opt: [out / "runs" / run_name(opt, r["seed"]) for r in rs] for opt, rs in results["runs"].items()}
-    plot_curves(runs, out / "curves.png")
+    plot_curves(runs, out / "curves.png", loss_name="cross-entropy")
     plot_histograms(runs, out / "qkv_hist.png")
     plot_attention_maps(runs, out / "attention_maps.png", class_names=data.get("class_names"))
 
