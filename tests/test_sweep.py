@@ -198,7 +198,7 @@ def test_vision_quick_presets_sweep_defaults() -> None:
     for ds in ("cifar10", "fashion-mnist", "digits"):
         cfg = VisionExperimentConfig(**vx.preset_values("quick", ds))
         assert cfg.sweep_grid("adam") == (3e-4, 1e-3, 3e-3)
-        assert cfg.sweep_grid("lp-md:1.1") == cfg.sweep_grid("sgd") == (0.1, 0.3, 1.0, 3.0)
+        assert cfg.sweep_grid("lp-md:1.1") == cfg.sweep_grid("sgd") == (0.03, 0.1, 0.3, 1.0, 3.0)
         cfg.validate()
 
 

@@ -19,7 +19,7 @@ writes ``OUT/sweep.json`` and ``OUT/sweep.png``; the test split is dropped from 
 before any training and never evaluated. ``--workers N`` trains N sweep points at
 once in separate processes. The quick presets sweep, per data set: digits 5 epochs on the whole
 training pool; fashion-mnist and cifar10 1 epoch on the whole training pool (adam 3e-4..3e-3,
-lp-md:1.1 and sgd 0.1..3).
+lp-md:1.1 and sgd 0.03..3).
 
 Examples::
 
