@@ -103,7 +103,7 @@ def test_old_names_stay_importable_from_text():
     from mirrorattn.experiments import text
 
     assert text.select_step is sw.select_step
-    assert callable(text.run_lr_sweep) and callable(text._sweep_point)
+    assert callable(text.run_lr_sweep) and callable(vx.run_vision_sweep)
     assert text.SWEEP.train_one is text.train_one and vx.SWEEP.train_one is vx.train_one
 
 

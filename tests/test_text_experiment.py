@@ -133,7 +133,8 @@ def test_text_cli_end_to_end_on_polarity(tmp_path, shared_data, cache, monkeypat
         assert isinstance(row["warnings"], list)
     assert sweep["n_val"] == 40 and 0.5 <= sweep["chance"] <= 1
     # the parallel sweep (2 worker processes) found what a sequential run finds: rerun one point in-process
-    from mirrorattn.experiments.text import TextExperimentConfig, _sweep_point, prepare_text_data
+    from mirrorattn.experiments.sweep import sweep_point
+    from mirrorattn.experiments.text import SWEEP, TextExperimentConfig, prepare_text_data
 
     fields = TextExperimentConfig.__dataclass_fields__
     cfg = TextExperimentConfig(**{k: v for k, v in sweep["config"].items() if k in fields})
@@ -141,7 +142,7 @@ def test_text_cli_end_to_end_on_polarity(tmp_path, shared_data, cache, monkeypat
     cfg.optimizers, cfg.sweep_lrs = tuple(cfg.optimizers), tuple(cfg.sweep_lrs)
     prepared = prepare_text_data(cfg, max_train=cfg.sweep_max_train)
     prepared.data.test = None
-    row = _sweep_point(cfg, prepared, "adam", 0.1, tmp_path / "seq", progress=False)
+    row = sweep_point(SWEEP, cfg, prepared, "adam", 0.1, tmp_path / "seq", progress=False)
     assert row["val_acc_best"] == [r for r in sweep["sweep"]["adam"]["grid"] if r["lr"] == 0.1][0]["val_acc_best"]
     argv = ["text", *common, "--optimizers", "lp-md:1.1,adam", "--seeds", "1", "--lr-from",
             str(tmp_path / "sweep" / "sweep.json"), "--out", str(out)]

@@ -19,7 +19,7 @@ import torch
 
 from mirrorattn.experiments.classification import ClassificationConfig, run_name, run_one, write_results
 from mirrorattn.experiments.classification import aggregate as aggregate  # importable here, as before
-from mirrorattn.experiments.sweep import SweepTarget, run_sweep, sweep_point
+from mirrorattn.experiments.sweep import SweepTarget, run_sweep
 from mirrorattn.experiments.sweep import select_step as select_step  # importable here, as before
 from mirrorattn.experiments.text_analysis import analyse_run, write_report
 from mirrorattn.io import config_hash
@@ -218,13 +218,6 @@ def run_text_experiment(
 
 #: the text experiment's part in a step-size sweep (:func:`mirrorattn.experiments.sweep.run_sweep`)
 SWEEP = SweepTarget(prepare=prepare_text_data, train_one=train_one, command="text")
-
-
-def _sweep_point(
-    config: TextExperimentConfig, prepared: PreparedText, optimizer: str, lr: float, out: Path, progress: bool
-) -> dict[str, Any]:
-    """Train (or reuse) one sweep run and return its grid row (:func:`mirrorattn.experiments.sweep.sweep_point`)."""
-    return sweep_point(SWEEP, config, prepared, optimizer, lr, out, progress)
 
 
 def run_lr_sweep(
