@@ -212,10 +212,11 @@ def steps_from_sweep(path: str, command: str) -> dict[str, float]:
     """
     import json
 
+    from mirrorattn.io import read_json
+
     hint = f"give the sweep.json written by mirrorattn {command}-sweep"
     try:
-        with open(path, encoding="utf-8") as f:
-            sweep = json.load(f)
+        sweep = read_json(path)
     except OSError as exc:
         raise ValueError(f"--lr-from {path}: cannot read it ({exc.strerror or exc}); {hint}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
