@@ -181,13 +181,25 @@ def run_name(optimizer: str, seed: int, lr: float | None = None) -> str:
     return f"{slug}-seed{seed}" + (f"-lr{lr:.0e}" if lr is not None else "")
 
 
+#: model-config fields added after results were published, with the value that reproduces the older
+#: models: left out of a run's identity at that value, so that the older runs keep their hashes
+_NEUTRAL_MODEL_FIELDS = {"init": "normal", "attention_mask": "keys"}
+
+
+def model_identity(model_cfg: Any) -> dict[str, Any]:
+    """The model part of a run's identity: the config dataclass's fields, except those in
+    :data:`_NEUTRAL_MODEL_FIELDS` that hold their neutral value."""
+    return {k: v for k, v in dataclasses.asdict(model_cfg).items()
+            if not (k in _NEUTRAL_MODEL_FIELDS and v == _NEUTRAL_MODEL_FIELDS[k])}
+
+
 def run_identity(config: ClassificationConfig, train_cfg: TrainConfig, model_cfg: Any, **extra: Any) -> dict[str, Any]:
     """What defines a run's result: data, model config (a dataclass), training, stopping rule, analysis.
 
     ``extra`` entries (e.g. ``augmentation``) follow ``train``. Its :func:`~mirrorattn.io.config_hash`
     is the run's ``config_hash``; ``run_config.json`` holds it in full.
     """
-    return {"data": config.data_identity(), "model": dataclasses.asdict(model_cfg), "train": train_cfg.identity(),
+    return {"data": config.data_identity(), "model": model_identity(model_cfg), "train": train_cfg.identity(),
             **extra, "epochs": train_cfg.epochs, "stop_train_acc": train_cfg.stop_train_acc,
             "patience": train_cfg.patience, "analysis": config.analysis_identity()}
 

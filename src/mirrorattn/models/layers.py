@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "INITS",
     "EncoderBlock",
     "MLP",
     "MultiHeadSelfAttention",
@@ -30,6 +31,9 @@ __all__ = [
     "qk_parameters",
     "record_attention",
 ]
+
+#: accepted values of the models' ``init`` field: "normal" (N(0, init_std)) or "torch" (PyTorch's defaults)
+INITS = ("normal", "torch")
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -40,12 +44,17 @@ class MultiHeadSelfAttention(nn.Module):
         heads: number of heads H; each has width D / H.
         bias: whether the four linear maps have biases.
         dropout: dropout on the attention probabilities (training only).
+        paper_mask: the authors' mask - entry (i, j) is masked where query i or key j is padding,
+            except that every query may attend to the first token (a padded query attends only
+            to it). Without it only padded keys are masked. Real queries see the same keys under
+            both, so the real tokens' outputs are equal.
 
     Shapes: ``x`` (B, T, D); ``key_padding_mask`` (B, T) bool, True for a real token and False for
     padding (padded keys get probability exactly 0); output (B, T, D).
     """
 
-    def __init__(self, dim: int, heads: int, *, bias: bool = True, dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, heads: int, *, bias: bool = True, dropout: float = 0.0,
+                 paper_mask: bool = False) -> None:
         super().__init__()
         if dim < 1 or heads < 1 or dim % heads:
             raise ValueError(f"dim must be a positive multiple of heads, got dim={dim}, heads={heads}")
@@ -53,6 +62,7 @@ class MultiHeadSelfAttention(nn.Module):
             raise ValueError(f"attention dropout must be in [0, 1), got {dropout}")
         self.dim, self.heads, self.head_dim = dim, heads, dim // heads
         self.dropout = float(dropout)
+        self.paper_mask = bool(paper_mask)
         self.q_proj = nn.Linear(dim, dim, bias=bias)
         self.k_proj = nn.Linear(dim, dim, bias=bias)
         self.v_proj = nn.Linear(dim, dim, bias=bias)
@@ -75,6 +85,8 @@ class MultiHeadSelfAttention(nn.Module):
                 got = tuple(key_padding_mask.shape)
                 raise ValueError(f"key_padding_mask must have shape (B, T) = {(B, T)}, got {got}")
             mask = key_padding_mask.to(torch.bool)[:, None, None, :]  # (B, 1, 1, T), True = attend
+            if self.paper_mask:
+                mask = _paper_mask(key_padding_mask.to(torch.bool))
         p_drop = self.dropout if self.training else 0.0
         if self._record is None:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p_drop)
@@ -87,6 +99,14 @@ class MultiHeadSelfAttention(nn.Module):
             self._record.append(probs.detach())
             out = F.dropout(probs, p_drop, training=self.training) @ v
         return self.out_proj(out.transpose(1, 2).reshape(B, T, self.dim))
+
+
+def _paper_mask(real: torch.Tensor) -> torch.Tensor:
+    """The authors' mask (B, 1, T, T) from ``real`` (B, T): query and key real, or key 0."""
+    both = real[:, :, None] & real[:, None, :]
+    first = torch.zeros_like(both)
+    first[:, :, 0] = True
+    return (both | first)[:, None]
 
 
 class MLP(nn.Module):
@@ -122,6 +142,7 @@ class EncoderBlock(nn.Module):
             (``attn_dropout`` overrides the last).
         bias: biases in every linear map and layer norm.
         pre_norm: pre-LN instead of post-LN.
+        paper_mask: the authors' attention mask (:class:`MultiHeadSelfAttention`).
     """
 
     def __init__(
@@ -135,11 +156,12 @@ class EncoderBlock(nn.Module):
         bias: bool = True,
         pre_norm: bool = False,
         norm_eps: float = 1e-5,
+        paper_mask: bool = False,
     ) -> None:
         super().__init__()
         self.pre_norm = bool(pre_norm)
         self.attn = MultiHeadSelfAttention(
-            dim, heads, bias=bias, dropout=dropout if attn_dropout is None else attn_dropout
+            dim, heads, bias=bias, dropout=dropout if attn_dropout is None else attn_dropout, paper_mask=paper_mask
         )
         self.mlp = MLP(dim, mlp_hidden, bias=bias, dropout=dropout)
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps, bias=bias)

@@ -18,9 +18,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mirrorattn.models.layers import EncoderBlock
+from mirrorattn.models.layers import INITS, EncoderBlock
 
-__all__ = ["TextTransformer", "TextTransformerConfig"]
+__all__ = ["ATTENTION_MASKS", "INITS", "TextTransformer", "TextTransformerConfig"]
+
+#: accepted values of ``TextTransformerConfig.attention_mask``
+ATTENTION_MASKS = ("keys", "paper")
 
 
 @dataclass
@@ -38,7 +41,15 @@ class TextTransformerConfig:
     pooling: str = "cls"  #: "cls" (first token, the paper) or "mean" (masked mean over real tokens)
     num_classes: int = 2
     pre_norm: bool = False  #: post-LN as the paper unless True
-    init_std: float = 0.02  #: std of the normal init of embeddings and linear weights
+    init_std: float = 0.02  #: std of the normal init of embeddings and linear weights (``init = "normal"``)
+    #: "normal": N(0, init_std) embeddings and linear weights; "torch": PyTorch's defaults as the
+    #: authors' model has them (embeddings N(0, 1), linear weights kaiming-uniform(a=sqrt(5)), i.e.
+    #: uniform in +-1/sqrt(fan_in), biases uniform in the same bound; init_std unused)
+    init: str = "normal"
+    #: "keys": padded keys get probability 0 (padded queries attend to every real token); "paper": the
+    #: authors' mask - (i, j) masked where query i or key j is padding, except that every query may attend
+    #: to the first token. The real tokens' outputs (and so the logits) are the same under both.
+    attention_mask: str = "keys"
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the bad field."""
@@ -57,6 +68,10 @@ class TextTransformerConfig:
             raise ValueError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
         if not self.init_std > 0:
             raise ValueError(f"init_std must be positive, got {self.init_std}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if self.attention_mask not in ATTENTION_MASKS:
+            raise ValueError(f"attention_mask must be one of {', '.join(ATTENTION_MASKS)}, got {self.attention_mask!r}")
 
 
 class TextTransformer(nn.Module):
@@ -76,7 +91,8 @@ class TextTransformer(nn.Module):
         self.drop = nn.Dropout(c.dropout)
         hidden = max(1, round(c.mlp_ratio * c.width))
         self.blocks = nn.ModuleList(
-            EncoderBlock(c.width, c.heads, hidden, dropout=c.dropout, bias=c.bias, pre_norm=c.pre_norm)
+            EncoderBlock(c.width, c.heads, hidden, dropout=c.dropout, bias=c.bias, pre_norm=c.pre_norm,
+                         paper_mask=c.attention_mask == "paper")
             for _ in range(c.blocks)
         )
         self.final_norm = nn.LayerNorm(c.width, bias=c.bias) if c.pre_norm else nn.Identity()
@@ -84,12 +100,15 @@ class TextTransformer(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Normal(0, init_std) embeddings and linear weights, zero biases, unit layer norms.
+        """``init = "normal"``: N(0, init_std) embeddings and linear weights, zero biases, unit layer
+        norms; ``init = "torch"``: every layer's own PyTorch default (``reset_parameters``).
 
         Uses the global torch RNG: seed it (``torch.manual_seed``) for a reproducible init.
         """
         for m in self.modules():
-            if isinstance(m, (nn.Linear, nn.Embedding)):
+            if self.config.init == "torch" and isinstance(m, (nn.Linear, nn.Embedding, nn.LayerNorm)):
+                m.reset_parameters()
+            elif isinstance(m, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(m.weight, 0.0, self.config.init_std)
                 if getattr(m, "bias", None) is not None:
                     nn.init.zeros_(m.bias)

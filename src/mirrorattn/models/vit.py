@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mirrorattn.models.layers import EncoderBlock, record_attention
+from mirrorattn.models.layers import INITS, EncoderBlock, record_attention
 
 __all__ = ["ViT", "ViTConfig"]
 
@@ -37,7 +37,11 @@ class ViTConfig:
     mlp_hidden: int = 512  #: hidden width of each block's GELU MLP
     dropout: float = 0.1  #: on embeddings, residual branches, MLP and attention probabilities
     bias: bool = True
-    init_std: float = 0.02  #: std of the normal init of linear/conv weights, [CLS] and positions
+    init_std: float = 0.02  #: std of the normal init of linear/conv weights, [CLS] and positions (``init = "normal"``)
+    #: "normal": N(0, init_std) weights, [CLS] and positions, zero biases; "torch": PyTorch's defaults as the
+    #: authors' ViT has them (linear/conv kaiming-uniform(a=sqrt(5)) weights and uniform biases, [CLS] token
+    #: and position embedding N(0, 1))
+    init: str = "normal"
     mean: tuple[float, ...] = ()  #: per-channel mean in [0, 1] units (empty: 0.5 for every channel)
     std: tuple[float, ...] = ()  #: per-channel std in [0, 1] units (empty: 0.5 for every channel)
 
@@ -63,6 +67,8 @@ class ViTConfig:
                 raise ValueError(f"ViTConfig.{name} needs {self.channels} values (one per channel), got {len(val)}")
         if self.std and min(self.std) <= 0:
             raise ValueError(f"ViTConfig.std must be positive, got {self.std}")
+        if self.init not in INITS:
+            raise ValueError(f"ViTConfig.init must be one of {', '.join(INITS)}, got {self.init!r}")
 
 
 class ViT(nn.Module):
@@ -92,10 +98,18 @@ class ViT(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Normal(0, init_std) for linear/conv weights, [CLS] and positions; zero biases; unit layer norms.
+        """``init = "normal"``: N(0, init_std) for linear/conv weights, [CLS] and positions, zero biases,
+        unit layer norms; ``init = "torch"``: the layers' PyTorch defaults, [CLS] and positions N(0, 1).
 
         Uses the global torch RNG: seed it (``torch.manual_seed``) for a reproducible init.
         """
+        if self.config.init == "torch":
+            for m in self.modules():
+                if isinstance(m, (nn.Linear, nn.Conv2d, nn.LayerNorm)):
+                    m.reset_parameters()
+            nn.init.normal_(self.cls_token, 0.0, 1.0)
+            nn.init.normal_(self.pos_emb, 0.0, 1.0)
+            return
         s = self.config.init_std
         for m in self.modules():
             if isinstance(m, (nn.Linear, nn.Conv2d)):
