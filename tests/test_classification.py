@@ -3,35 +3,19 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import torch
 from torch import nn
 
 import mirrorattn.experiments.classification as cl
 from mirrorattn.experiments.text import TextExperimentConfig
 from mirrorattn.experiments.vision import VisionExperimentConfig
 from mirrorattn.io import config_hash
-from mirrorattn.train import NonFiniteLossError, Split, TrainData
+from mirrorattn.train import NonFiniteLossError, TrainData
+from toy_runs import ToyModel, record_resume, toy_data
 
-
-@dataclass
-class ToyModel:
-    """The model config of the toy runs (a linear classifier of 4 features)."""
-
-    features: int = 4
-
-
-def _data() -> TrainData:
-    g = torch.Generator().manual_seed(0)
-
-    def split(n: int) -> Split:
-        x = torch.randn(n, 4, generator=g)
-        return Split(x, (x[:, 0] > 0).long())
-
-    return TrainData(split(64), split(32), split(32))
+_data = toy_data
 
 
 def _spec(config: VisionExperimentConfig, data: TrainData, **options) -> cl.RunSpec:
@@ -42,17 +26,7 @@ def _no_fit(*args, **kwargs):
     raise AssertionError("a finished run was trained again")
 
 
-def _record_resume(monkeypatch) -> list[bool]:
-    """Patch fit to note its ``resume`` argument (then train as usual)."""
-    calls: list[bool] = []
-    real = cl.fit
-
-    def noting(*args, **kwargs):
-        calls.append(kwargs["resume"])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(cl, "fit", noting)
-    return calls
+_record_resume = record_resume
 
 
 def _analyse(model: nn.Module, write: bool) -> dict:
@@ -82,14 +56,20 @@ def test_a_finished_run_is_reused_and_a_longer_one_resumed(tmp_path: Path, confi
     assert json.loads((tmp_path / "run_config.json").read_text())["resume_hash"] == on_disk["resume_hash"]
 
 
-def test_without_resume_longer_other_settings_start_over(tmp_path: Path, config, monkeypatch) -> None:
+def test_without_resume_longer_other_settings_start_over_only_with_overwrite(tmp_path: Path, config,
+                                                                             monkeypatch) -> None:
     data = _data()
     calls = _record_resume(monkeypatch)
-    cl.run_one(_spec(config, data), tmp_path, progress=False)
+    first = cl.run_one(_spec(config, data), tmp_path, progress=False)
     assert "resume_hash" not in json.loads((tmp_path / "run_config.json").read_text())
     (tmp_path / "stale.txt").write_text("from a run of other settings")
     config.epochs = 1
-    again = cl.run_one(_spec(config, data), tmp_path, progress=False)
+    # a finished run is never deleted implicitly: one line naming the folder, what differs and the option
+    with pytest.raises(cl.RunConflictError, match=r"epochs 2 -> 1.*--overwrite") as err:
+        cl.run_one(_spec(config, data), tmp_path, progress=False)
+    assert str(tmp_path) in str(err.value) and "\n" not in str(err.value) and calls == [False]
+    assert json.loads((tmp_path / "summary.json").read_text()) == first and (tmp_path / "stale.txt").exists()
+    again = cl.run_one(_spec(config, data), tmp_path, progress=False, overwrite=True)
     assert calls == [False, False] and again["epochs_run"] == 1 and not (tmp_path / "stale.txt").exists()
     assert len(json.loads((tmp_path / "history.json").read_text())) == 1
 
@@ -137,3 +117,35 @@ def test_run_hashes_of_finished_runs_do_not_change() -> None:
 
 
 TEXT_HASH, VISION_HASH = "1efd3973a7ba", "cea48e86d3ce"
+
+
+# ------------------------------------------------------------------ every optimizer checked, none twice
+
+@pytest.mark.parametrize("pair", [("adam", "adam"), ("lp-md:1.1", "lp-md:p=1.1"), ("Adam", "adam"),
+                                  ("sgd:0.9", "sgd:momentum=0.9"), ("lp-md:2", "lp-md:2.0")])
+@pytest.mark.parametrize("kind", [VisionExperimentConfig, TextExperimentConfig])
+def test_an_optimizer_listed_twice_is_refused(kind, pair) -> None:
+    """Twice the same optimizer would count its runs twice in the mean ± std ("over 2 seeds")."""
+    with pytest.raises(ValueError, match=r"optimizers lists the same optimizer twice .*list it once") as err:
+        kind(optimizers=("sgd:0.5", *pair)).validate()
+    assert repr(pair[0]) in str(err.value) and repr(pair[1]) in str(err.value)
+    assert cl.optimizer_key(pair[0]) == cl.optimizer_key(pair[1]) != cl.optimizer_key("sgd:0.5")
+    kind(optimizers=("lp-md:1.1", "lp-md:2", "sgd", "sgd:0.9")).validate()  # different settings are fine
+
+
+def _refuse(*args, **kwargs):
+    raise AssertionError("data was loaded (or a run started) before every optimizer was checked")
+
+
+@pytest.mark.parametrize("command", ["vision", "vision-sweep", "text", "text-sweep"])
+def test_every_optimizer_is_checked_before_data_or_folders(tmp_path: Path, monkeypatch, command) -> None:
+    from mirrorattn.experiments import sweep, text, vision
+
+    for module, name in ((vision, "prepare_vision_data"), (text, "prepare_text_data"), (sweep, "sweep_data")):
+        monkeypatch.setattr(module, name, _refuse)
+    run = {"vision": vision.run_vision_experiment, "vision-sweep": vision.run_vision_sweep,
+           "text": text.run_text_experiment, "text-sweep": text.run_lr_sweep}[command]
+    kind = VisionExperimentConfig if command.startswith("vision") else TextExperimentConfig
+    with pytest.raises(ValueError, match="unknown optimizer 'foo'"):
+        run(kind(optimizers=("adam", "foo"), device="cpu"), tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()

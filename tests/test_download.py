@@ -7,8 +7,12 @@ archive, which the shared copy is not).
 
 from __future__ import annotations
 
+import builtins
+import errno
+import gzip
 import hashlib
 import io
+import os
 import re
 import socket
 import tarfile
@@ -18,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from mirrorattn.data import download
 from mirrorattn.data.download import DownloadError, fetch, file_digest, verify
 from mirrorattn.data.paths import DataNotFoundError
 from mirrorattn.data.text import load_text_dataset
@@ -251,5 +256,94 @@ def test_load_imdb_with_download(tmp_path: Path, cache: Path, monkeypatch: pytes
         monkeypatch.delenv("MIRRORATTN_IMDB_MD5")
         with pytest.raises(DownloadError, match="md5 checksum mismatch"):
             load_text_dataset("imdb", data_root=tmp_path / "other", download=True)
+    finally:
+        srv.close()
+
+
+# --------------------------------------------------------------------------- unwritable folders, progress flag
+
+
+@pytest.mark.parametrize("where", ["open", "write"])
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES, errno.ENOSPC])
+def test_unwritable_folder_is_named_not_called_an_interruption(
+    server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str, code: int
+) -> None:
+    """A read-only file system, a folder without permission (we may run as root, so both are faked) or a full
+    disk: the message names the folder and the way out, and does not ask to "run again to resume"."""
+    real_open = builtins.open
+
+    class _Failing(io.BytesIO):
+        def write(self, data) -> int:  # noqa: ANN001
+            raise OSError(code, os.strerror(code))
+
+    def fake_open(file, mode="r", *args, **kwargs):  # noqa: ANN001
+        if "b" in mode and ("a" in mode or "w" in mode):
+            if where == "open":
+                raise OSError(code, os.strerror(code), str(file))
+            return _Failing()
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(download, "open", fake_open, raising=False)
+    dest = tmp_path / "ro" / "a.tar.gz"
+    with pytest.raises(DownloadError) as err:
+        fetch(f"{server.url}/aclImdb_v1.tar.gz", dest, progress=False)
+    msg = str(err.value)
+    assert "interrupted" not in msg and "resume" not in msg and "\n" not in msg
+    assert f"the folder {dest.parent} is not writable" in msg and "--data-root" in msg and "MIRRORATTN_DATA" in msg
+    assert os.strerror(code) in msg
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_folder_for_real(server: _Server, tmp_path: Path) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(DownloadError, match=f"the folder {folder} is not writable"):
+            fetch(f"{server.url}/aclImdb_v1.tar.gz", folder / "a.tar.gz", progress=False)
+    finally:
+        folder.chmod(0o755)
+
+
+class _Bars:
+    """Stands in for tqdm and counts the bars made."""
+
+    made = 0
+
+    def __init__(self, *args, **kwargs) -> None:
+        type(self).made += 1
+
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_progress_flag_reaches_every_download(tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tqdm.auto
+
+    from mirrorattn.data import vision, vision_sources
+    from mirrorattn.data.vision import load_vision_dataset
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", _Bars)
+    tiny = _tiny_imdb()
+    labels = gzip.compress(bytes([0, 0, 8, 1]) + (10).to_bytes(4, "big") + bytes(range(10)))  # IDX: 10 labels
+    images = gzip.compress(bytes([0, 0, 8, 3]) + b"".join(s.to_bytes(4, "big") for s in (10, 2, 2)) + bytes(40))
+    idx = {f"/{split}-{kind}": data for split in ("train", "t10k")
+           for kind, data in (("labels-idx1-ubyte.gz", labels), ("images-idx3-ubyte.gz", images))}
+    srv = _Server({"/imdb.tgz": tiny, **idx})
+    try:
+        monkeypatch.setenv("MIRRORATTN_IMDB_URL", f"{srv.url}/imdb.tgz")
+        monkeypatch.setenv("MIRRORATTN_IMDB_MD5", "")
+        monkeypatch.setattr(vision_sources, "FASHION_MNIST_FILES", {n[1:]: None for n in idx})
+        monkeypatch.setattr(vision, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "nowhere")
+        load_text_dataset("imdb", data_root=tmp_path / "t1", download=True, progress=False)
+        load_vision_dataset("fashion-mnist", data_root=tmp_path / "v1", download=True, url=srv.url, progress=False,
+                            val_fraction=0.0)
+        assert _Bars.made == 0
+        load_text_dataset("imdb", data_root=tmp_path / "t2", download=True)  # the default shows a bar
+        load_vision_dataset("fashion-mnist", data_root=tmp_path / "v2", download=True, url=srv.url, val_fraction=0.0)
+        assert _Bars.made == 5
     finally:
         srv.close()

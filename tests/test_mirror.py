@@ -157,3 +157,16 @@ def test_directional_bregman_is_scale_invariant_and_zero_on_same_direction():
         directional_bregman(np.zeros(9), b, p)
     with pytest.raises(ValueError, match="equal shapes"):
         bregman_divergence(a, b[:4], p)
+
+
+def test_check_p_range_bounds_and_message():
+    from mirrorattn.mirror import P_MAX, P_MIN, check_p_range
+
+    assert (P_MIN, P_MAX) == (1.001, 100.0)
+    assert check_p_range(P_MIN) == P_MIN and check_p_range(P_MAX) == P_MAX and check_p_range("1.75") == 1.75
+    for bad in (1.0005, 100.01, 2049, 1e6):
+        with pytest.raises(ValueError, match=r"outside \[1.001, 100\]") as info:
+            check_p_range(bad, "ps")
+        assert str(info.value).startswith("ps = ") and "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="finite real number > 1"):
+        check_p_range(math.nan)

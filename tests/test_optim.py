@@ -599,3 +599,130 @@ def test_third_kind_compiled_kernel_zero_and_sign(p):
     slow = torch.from_numpy(np.copysign(a ** n * np.cbrt(a) ** k, u.numpy()))
     torch.testing.assert_close(fast, slow, rtol=1e-15, atol=0)
     assert torch.equal(torch.signbit(fast[:2]), torch.tensor([False, True]))
+
+
+# ------------------------------------------------------------ issue 12: zero-size params, state dicts
+
+
+PATHS = [
+    pytest.param({"compile": False, "foreach": True}, id="foreach"),
+    pytest.param({"compile": False, "foreach": False}, id="loop"),
+    pytest.param({"compile": True, "compile_min_numel": 1}, id="compiled"),
+]
+
+
+@pytest.mark.parametrize("p", [1.5, 2.0])  # 2.0 with float64 weights: the direct (SGD) path
+@pytest.mark.parametrize("normalized", [True, False])
+@pytest.mark.parametrize("kw", PATHS)
+def test_zero_size_parameter_is_skipped_in_every_path(kw, normalized, p):
+    empty = torch.nn.Parameter(torch.zeros(0, 4, dtype=torch.float64))
+    w = make(shapes=((3, 2),))
+    w0 = [t.detach().clone() for t in w]
+    grads = grad_seq(shapes=((3, 2),), steps=2)
+    opt = LpMirrorDescent([empty, *w], lr=0.1, p=p, normalized=normalized, weight_decay=0.01, **kw)
+    for gk in grads:
+        empty.grad = torch.zeros(0, 4, dtype=torch.float64)
+        w[0].grad = gk[0]
+        opt.step()  # the old code raised from amax() of the empty gradient in normalized mode
+    ref, _ = ref_steps([t.numpy() for t in w0], [[g.numpy() for g in gk] for gk in grads], p, 0.1,
+                       normalized=normalized, wd=0.01)
+    assert_close_rel(w[0].detach().numpy(), ref[0], 1e-12)
+    assert empty.shape == (0, 4)
+
+
+def test_zero_size_bf16_parameter_is_skipped():
+    empty = torch.nn.Parameter(torch.zeros(5, 0, dtype=torch.bfloat16))
+    opt = LpMirrorDescent([empty], lr=0.1, p=1.75, normalized=True)
+    empty.grad = torch.zeros(5, 0, dtype=torch.bfloat16)
+    opt.step()
+    assert empty.shape == (5, 0)
+
+
+@pytest.mark.parametrize("other", ["sgd", "sgd_momentum", "adam", "adamw"])
+def test_load_state_dict_of_another_optimizer_is_refused(other):
+    w = torch.nn.Parameter(torch.ones(3))
+    make_other = {"sgd": lambda: torch.optim.SGD([w], lr=0.1),
+                  "sgd_momentum": lambda: torch.optim.SGD([w], lr=0.1, momentum=0.9),
+                  "adam": lambda: torch.optim.Adam([w]), "adamw": lambda: torch.optim.AdamW([w])}[other]()
+    w.grad = torch.ones(3)
+    make_other.step()
+    opt = LpMirrorDescent([w], lr=0.1, p=1.5)
+    before = copy.deepcopy(opt.state_dict())
+    with pytest.raises(ValueError, match=r"^this state dict is not an LpMirrorDescent state \(it lacks 'p'\)"):
+        opt.load_state_dict(make_other.state_dict())
+    assert opt.state_dict() == before  # nothing was loaded
+    w.grad = torch.ones(3)
+    opt.step()  # and the optimizer still works (the old code raised KeyError 'p' here)
+
+
+def test_load_state_dict_checks_groups_state_keys_and_dual_shapes():
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = LpMirrorDescent([w], lr=0.1, p=1.5)
+    w.grad = torch.ones(3)
+    opt.step()
+    good = opt.state_dict()
+
+    def variant(edit):
+        sd = copy.deepcopy(good)
+        edit(sd)
+        return sd
+
+    other = LpMirrorDescent([torch.nn.Parameter(torch.ones(4))], lr=0.1, p=1.5)
+    with pytest.raises(ValueError, match=r"dual variable of parameter 0 is shape \(3,\) .* parameter has shape \(4,\)"):
+        other.load_state_dict(good)
+    with pytest.raises(ValueError, match=r"it lacks 'normalized'"):
+        opt.load_state_dict(variant(lambda sd: sd["param_groups"][0].pop("normalized")))
+    with pytest.raises(ValueError, match=r"param_groups\[0\]: p must be"):
+        opt.load_state_dict(variant(lambda sd: sd["param_groups"][0].update(p=0.5)))
+    with pytest.raises(ValueError, match=r"holds 'exp_avg', which LpMirrorDescent does not keep"):
+        opt.load_state_dict(variant(lambda sd: sd["state"][0].update(exp_avg=torch.zeros(3))))
+    with pytest.raises(ValueError, match=r"groups hold \[2\] parameters, this optimizer's \[1\]"):
+        opt.load_state_dict(variant(lambda sd: sd["param_groups"][0]["params"].append(1)))
+    with pytest.raises(ValueError, match=r"needs 'state' and 'param_groups'"):
+        opt.load_state_dict({"state": {}})
+    opt.load_state_dict(good)  # a good one still loads
+
+
+def test_dual_that_overflows_is_a_clear_error_not_inf_weights():
+    w = torch.nn.Parameter(torch.full((3,), 3.0))
+    opt = LpMirrorDescent([w], lr=0.1, p=200.0)
+    w.grad = torch.ones(3)
+    with pytest.raises(ValueError, match=r"\|w\| reaches 3, but \|w\|\^\(p-1\) overflows torch.float32 above "
+                                         r"\|w\| = 1.56"):
+        opt.step()
+    assert torch.equal(w.detach(), torch.full((3,), 3.0))
+    nan_w = torch.nn.Parameter(torch.tensor([1.0, math.nan]))
+    opt = LpMirrorDescent([nan_w], lr=0.1, p=1.5)
+    nan_w.grad = torch.zeros(2)
+    with pytest.raises(ValueError, match="the weight holds NaN or inf"):
+        opt.step()
+
+
+@pytest.mark.parametrize("flag", ["normalized", "maximize"])
+def test_flags_must_be_booleans(flag):
+    with pytest.raises(ValueError, match=rf"{flag} must be True or False, got 'false'"):
+        LpMirrorDescent(make(), lr=0.1, p=1.5, **{flag: "false"})  # bool("false") is True
+    with pytest.raises(ValueError, match=rf"{flag} must be True or False"):
+        LpMirrorDescent(make(), lr=0.1, p=1.5).add_param_group({"params": make(seed=3), flag: "yes"})
+    assert LpMirrorDescent(make(), lr=0.1, p=1.5, **{flag: 1}).defaults[flag] is True
+
+
+@pytest.mark.parametrize("p", [1.5, 2.0])
+def test_eps_too_small_for_a_zero_gradient_is_refused(p):
+    # the old code accepted eps = 1e-40 and turned float32 weights NaN on a zero gradient (0 * lr / 1e-40)
+    with pytest.raises(ValueError, match=r"eps = 1e-40 is too small for normalized=True .* overflows torch.float32"):
+        LpMirrorDescent(make(dtype=torch.float32), lr=0.1, p=p, normalized=True, eps=1e-40)
+    with pytest.raises(ValueError, match=r"eps = 1e-40 is too small"):  # bf16 weights: float32 duals
+        LpMirrorDescent(make(dtype=torch.bfloat16), lr=0.1, p=p, normalized=True, eps=1e-40)
+    with pytest.raises(ValueError, match=r"eps = 1e-320 is too small .* overflows torch.float64"):
+        LpMirrorDescent(make(), lr=0.1, p=p, normalized=True, eps=1e-320)
+    opt = LpMirrorDescent(make(), lr=0.1, p=p, normalized=True, eps=1e-300)  # fine in float64
+    with pytest.raises(ValueError, match=r"eps = 1e-40 is too small"):
+        opt.add_param_group({"params": make(dtype=torch.float32, seed=4), "eps": 1e-40})
+    assert len(opt.param_groups) == 1  # the refused group is not kept
+    w = torch.nn.Parameter(torch.ones(3))
+    LpMirrorDescent([w], lr=0.1, p=p, eps=1e-40)  # without normalisation eps is not used
+    opt = LpMirrorDescent([w], lr=0.1, p=p, normalized=True, eps=1e-30, compile=False)
+    w.grad = torch.zeros(3)
+    opt.step()
+    assert torch.equal(w.detach(), torch.ones(3))

@@ -119,3 +119,19 @@ def test_a_baseline_that_always_diverged_is_not_a_comparison(tmp_path: Path) -> 
     write_json(path, data)
     c = _claims(tmp_path)["accuracy-imdb"]
     assert c.verdict == NOT_RUN and "diverged" in c.note and "lp-md:2" in c.note
+
+
+@pytest.mark.parametrize("where", ["text/imdb/results.json", "synthetic/local/summary.json", "reproduce.json"])
+@pytest.mark.parametrize("content, why", [("", "not JSON"), ("[1, 2]", "holds a JSON array, expected a JSON object")])
+def test_a_damaged_results_file_is_named_in_one_line(tmp_path: Path, capsys, where, content, why) -> None:
+    from mirrorattn.cli import main
+
+    path = tmp_path / where
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content)
+    with pytest.raises(ValueError, match=why) as err:
+        build_report(tmp_path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+    assert main(["report", str(tmp_path)]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0] and why in lines[0]

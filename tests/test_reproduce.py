@@ -14,9 +14,7 @@ import numpy as np
 import pytest
 
 from mirrorattn.cli import main
-from mirrorattn.experiments.reproduce import data_available, preset_steps
-
-pytestmark = pytest.mark.slow
+from mirrorattn.experiments.reproduce import data_available, preset_steps, run_reproduce
 
 
 def _env(shared_data: Path, cache: Path) -> dict[str, str]:
@@ -24,6 +22,7 @@ def _env(shared_data: Path, cache: Path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 def test_presets_and_data_detection(tmp_path: Path, shared_data: Path) -> None:
     assert [s.name for s in preset_steps("quick")][0] == "synthetic"
     assert data_available("polarity", str(shared_data), False)[0]
@@ -31,6 +30,7 @@ def test_presets_and_data_detection(tmp_path: Path, shared_data: Path) -> None:
     assert not ok and "--download" in reason and str(tmp_path) in reason
 
 
+@pytest.mark.slow
 def test_reproduce_tiny_end_to_end(tmp_path: Path, shared_data: Path, cache: Path) -> None:
     out = tmp_path / "rep"
     empty = tmp_path / "no-data"
@@ -76,6 +76,7 @@ def _mtimes(folder: Path) -> dict[str, float]:
             if p.is_file() and ("pieces" in p.parts or p.name in ("best_model.pt", "history.json"))}
 
 
+@pytest.mark.slow
 def test_killed_reproduce_resumes_without_redoing(tmp_path: Path, shared_data: Path, cache: Path) -> None:
     out = tmp_path / "rep"
     cmd = [sys.executable, "-m", "mirrorattn", "reproduce", "--preset", "tiny", "--out", str(out), "--no-progress"]
@@ -98,3 +99,34 @@ def test_killed_reproduce_resumes_without_redoing(tmp_path: Path, shared_data: P
     status = json.loads((out / "reproduce.json").read_text())
     assert all(v["status"] == "done" for v in status["steps"].values())
     assert (out / "report.md").is_file()
+
+
+def test_only_rejects_unknown_steps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 12, item 12: ``--only bogus`` used to exit 0 having run nothing."""
+    out = tmp_path / "rep"
+    rc = main(["reproduce", "--preset", "tiny", "--out", str(out), "--only", "synthetic", "bogus", "text/imdb"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1, err
+    assert "unknown step(s) 'bogus', 'text/imdb' for preset 'tiny'" in err[0]
+    assert "its steps are: synthetic, vision/digits, text/polarity" in err[0]
+    assert not out.exists()  # nothing was run or created
+    with pytest.raises(ValueError, match="unknown step"):
+        run_reproduce("quick", out, only=["vision/cifar10"])
+
+
+@pytest.mark.parametrize("content", [b"", b'{"preset": "tiny", "steps": {', b"\xff\xfe", b"[1, 2]",
+                                     b'{"steps": "none"}'])
+def test_corrupt_status_record_is_started_afresh(content: bytes, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 12, item 10: a corrupt reproduce.json gave "Expecting value: line 1 column 1 (char 0)"."""
+    out, empty = tmp_path / "rep", tmp_path / "no-data"
+    out.mkdir()
+    empty.mkdir()
+    (out / "reproduce.json").write_bytes(content)
+    rc = main(["reproduce", "--preset", "tiny", "--out", str(out), "--data-root", str(empty), "--only",
+               "text/polarity", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 0
+    assert len(err) == 1 and str(out / "reproduce.json") in err[0] and "starting a new record" in err[0], err
+    status = json.loads((out / "reproduce.json").read_text())
+    assert status["preset"] == "tiny" and status["steps"]["text/polarity"]["status"] == "skipped"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from mirrorattn.experiments import vision as vx
 from mirrorattn.experiments import vision_cli
 from mirrorattn.experiments.sweep import SweepTarget, run_sweep, select_step
 from mirrorattn.experiments.vision import VisionExperimentConfig
-from mirrorattn.io import write_json
+from mirrorattn.io import config_hash, write_json
 from mirrorattn.train import NonFiniteLossError, Split, TrainData
 
 TINY = ["--patch", "2", "--width", "16", "--depth", "1", "--heads", "2", "--mlp-hidden", "16",
@@ -121,13 +122,13 @@ _SEEN_TEST: list[object] = []
 _OUTCOME = {1e-3: ([0.5, 0.6], 0.7), 1e-2: ([0.7, 0.8], 0.5), 1e-1: "record", 1.0: "raise"}
 
 
-def _fake_prepare(config, max_train):
+def _fake_prepare(config, max_train, progress=True):
     _CAPS.append(max_train)
     x, y = torch.zeros(8, 2), torch.tensor([0, 0, 0, 1, 0, 1, 0, 0])
     return _Prepared(TrainData(Split(x, y), Split(x, y), Split(x[:2], y[:2])))
 
 
-def _fake_train_one(config, prepared, optimizer, seed, out_dir, *, lr, epochs, analyse, progress):
+def _fake_train_one(config, prepared, optimizer, seed, out_dir, *, lr, epochs, analyse, progress, overwrite=False):
     _SEEN_TEST.append(prepared.data.test)
     assert seed == 0 and epochs == config.sweep_epochs and analyse is False
     outcome = _OUTCOME[lr]
@@ -288,3 +289,32 @@ def test_vision_sweep_then_lr_from_on_digits(tmp_path: Path, cache: Path, monkey
     for opt in ("adam", "sgd"):
         run_config = json.loads((run_out / "runs" / vx.run_name(opt, 0) / "run_config.json").read_text())
         assert run_config["lr"] == saved["lrs"][opt] and run_config["train"]["lr"] == saved["lrs"][opt]
+
+
+@dataclass
+class _ToyModel:
+    features: int = 2
+
+
+def _fake_spec(config, prepared, optimizer, seed, out_dir, *, lr, epochs, analyse):
+    return config.run_spec(optimizer, seed, _ToyModel(), lr=lr, epochs=epochs, build_model=lambda: None,
+                           data=prepared.data)
+
+
+def test_a_sweep_checks_every_run_folder_before_its_first_run(tmp_path: Path) -> None:
+    """A finished sweep run of other settings (here: another sweep_epochs) is refused before any sweep run."""
+    from mirrorattn.experiments.classification import RunConflictError
+
+    target = SweepTarget(prepare=_fake_prepare, train_one=_fake_train_one, command="fake", make_spec=_fake_spec)
+    old = VisionExperimentConfig(optimizers=("adam",), sweep_grids={"adam": (1e-3, 1e-2)}, sweep_epochs=1)
+    prepared = _fake_prepare(old, None)
+    folder = tmp_path / "runs" / vx.run_name("adam", 0, 1e-2)
+    spec = _fake_spec(old, prepared, "adam", 0, folder, lr=1e-2, epochs=1, analyse=False)
+    write_json(folder / "run_config.json", {"config_hash": config_hash(spec.identity), **spec.identity})
+    write_json(folder / "summary.json", {"config_hash": config_hash(spec.identity), "val_acc_best": 0.7})
+    new = VisionExperimentConfig(optimizers=("adam",), sweep_grids={"adam": (1e-3, 1e-2)}, sweep_epochs=2)
+    _SEEN_TEST.clear()
+    with pytest.raises(RunConflictError, match=f"run folder {folder} holds a finished run .*epochs 1 -> 2"):
+        run_sweep(target, new, tmp_path, progress=False)
+    assert _SEEN_TEST == [] and not (tmp_path / "sweep.json").exists()  # not even the first step ran
+    assert run_sweep(target, new, tmp_path, progress=False, overwrite=True)["lrs"] == {"adam": 1e-2}

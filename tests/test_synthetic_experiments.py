@@ -376,3 +376,85 @@ def test_regpath_divergence_decreases_with_radius(tmp_path: Path):
         assert np.mean(m[len(m) // 2 :]) < np.mean(m[: len(m) // 2]), k
         assert r["unconverged_solves"] == 0, k
     assert time.time() > 0
+
+
+# ---------------------------------------------------------------- issue 12: config checks and wording
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("seeds", 0, "seeds must be a positive integer (>= 1), got 0"),  # the old text said "(T >= 2)"
+    ("T", 1, "T must be an integer >= 2, got 1"),
+    ("n", 2.5, "n must be a positive integer (>= 1), got 2.5"),  # int(2.5) passed before
+    ("grid_points", True, "grid_points must be a positive integer (>= 1), got True"),
+    ("first_seed", -1, "first_seed must be an integer >= 0, got -1"),
+    ("init_scale", float("nan"), "init_scale must be a finite number >= 0, got nan"),
+    ("eta", float("inf"), "eta (step size) must be a finite number > 0, got inf"),
+    ("eps", float("nan"), "eps (added to the dual norm) must be a finite number > 0, got nan"),
+    ("eps", 0.0, "eps (added to the dual norm) must be a finite number > 0, got 0.0"),  # 0 / 0 at a zero gradient
+    ("iterations", (10, 2.5, 30), "iterations (one count per p) must be a positive integer (>= 1), got 2.5"),
+])
+def test_local_config_messages_name_the_field_and_the_right_bound(field, value, message):
+    with pytest.raises(ValueError) as info:
+        LocalConfig(**{field: value})
+    assert str(info.value) == message
+
+
+def test_other_configs_validate_their_fields():
+    from mirrorattn.experiments.synthetic.kq import KQConfig
+
+    with pytest.raises(ValueError, match=r"^init_scale must be a finite number >= 0, got nan"):
+        JointConfig(init_scale=float("nan"))  # NaN passed "init_scale < 0" before: NaN weights
+    with pytest.raises(ValueError, match=r"^seed must be an integer >= 0"):
+        JointConfig(seed=-3)
+    with pytest.raises(ValueError, match=r"^radii must be an integer >= 2, got 1"):
+        RegPathConfig(radii=1)
+    with pytest.raises(ValueError, match=r"^r_max must be a finite number > 0, got inf"):
+        RegPathConfig(r_max=float("inf"))
+    with pytest.raises(ValueError, match=r"^eta0 \(initial relative step size\) must be a finite number > 0"):
+        RegPathConfig(eta0=0.0)
+    with pytest.raises(ValueError, match=r"^iterations must be a positive integer"):
+        KQConfig(iterations=0)
+    # an unknown solver failed every SVM solve, each recorded as 'failed', and the run "succeeded"
+    for cls in (LocalConfig, JointConfig, RegPathConfig, KQConfig):
+        with pytest.raises(ValueError, match=r"^svm_solver: solver 'nosuch' is not installed"):
+            cls(svm_solver="nosuch")
+
+
+@pytest.mark.parametrize("ps", [(1e6,), (2.0, 2049.0), (1.0001,)])
+def test_ps_outside_the_solvers_range_is_refused(ps):
+    for cls in (LocalConfig, JointConfig, RegPathConfig):
+        with pytest.raises(ValueError, match=r"^ps = .* is outside \[1.001, 100\]"):
+            cls(ps=ps)
+    with pytest.raises(ValueError, match=r"^ps must be a list of exponents"):
+        LocalConfig(ps="1.75")
+
+
+def test_cli_ps_out_of_range_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture):
+    from mirrorattn.cli import main
+
+    out = tmp_path / "loc"
+    assert main(["synthetic", "local", "--preset", "quick", "--out", str(out), "--ps", "1e6", "--no-progress",
+                 "--workers", "1"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "outside [1.001, 100]" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_all_config_tables_round_trip_strings_with_quotes(tmp_path) -> None:
+    import tomllib
+
+    from mirrorattn.experiments.synthetic.cli import _section_file
+
+    cfg = tmp_path / "all.toml"
+    cfg.write_text('[local]\nsvm_solver = \'a"b\\\\n\'\nps = [1.5, 2.0]\nnormalized = true\n'
+                   '[kq]\nseeds = 2\n', encoding="utf-8")
+    local = _section_file(cfg, "local", tmp_path)
+    assert tomllib.loads(local.read_text()) == tomllib.loads(cfg.read_text())["local"]
+    assert _section_file(cfg, "joint", tmp_path) is None
+
+
+def test_kq_iterations_may_be_one_count_per_p() -> None:
+    from mirrorattn.config import build_config
+    from mirrorattn.experiments.synthetic.kq import KQConfig
+
+    assert build_config(KQConfig, None, None, {"iterations": (30, 30)}).iterations == 30

@@ -487,3 +487,49 @@ def test_imdb_full_shared_archive(shared_data: Path, cache: Path, monkeypatch: p
     second = time.perf_counter() - t0
     assert again.test.texts == ds.test.texts and again.train.texts == ds.train.texts
     print(f"IMDb first load {first:.2f} s, cached load {second:.2f} s")
+
+
+# ------------------------------------------------------------------------- issue 12: URLs, cut archives, empty splits
+@pytest.mark.parametrize("damage", ["garbage", "not-imdb"])
+def test_imdb_advice_names_the_url_in_use(
+    tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    mirror = "http://mirror.invalid/data/imdb.tar.gz"
+    monkeypatch.setenv("MIRRORATTN_IMDB_URL", mirror)
+    path = tmp_path / "aclImdb_v1.tar.gz"
+    if damage == "garbage":
+        path.write_bytes(b"\x1f\x8b" + bytes(range(256)) * 10)
+    else:
+        with tarfile.open(path, "w:gz") as tf:
+            tf.addfile(tarfile.TarInfo("something/else.txt"), io.BytesIO(b""))
+    with pytest.raises(DataNotFoundError) as err:
+        load_text_dataset("imdb", data_root=tmp_path)
+    assert mirror in str(err.value) and text_sources.IMDB_URL not in str(err.value)
+
+
+def test_imdb_archive_cut_at_a_member_boundary_is_refused(tmp_path: Path, cache: Path) -> None:
+    whole = make_imdb_tar(tmp_path / "whole" / "aclImdb_v1.tar.gz", n=20)
+    import gzip
+
+    raw = gzip.decompress(whole.read_bytes())
+    members = list(tarfile.open(fileobj=io.BytesIO(raw)))
+    cut = next(m.offset for m in members if m.name.startswith("aclImdb/test/pos/"))  # test/pos lost entirely
+    path = tmp_path / "cut" / "aclImdb_v1.tar.gz"
+    path.parent.mkdir()
+    path.write_bytes(gzip.compress(raw[:cut]))
+    with pytest.raises(DataNotFoundError, match="cut short.*Delete it and get it again"):
+        load_text_dataset("imdb", data_root=path.parent)
+
+
+def test_a_fraction_that_rounds_to_an_empty_split_is_an_error(tmp_path: Path, cache: Path) -> None:
+    rows = [{"text": f"t{i}", "label": i % 2} for i in range(4)]
+    path = _write(tmp_path / "d.jsonl", rows, "jsonl")
+    with pytest.raises(ValueError, match=r"val_fraction=0.1 of a pool of 3 examples rounds to an empty val split; "
+                                         r"use a larger val_fraction \(at least 0.333\)"):
+        load_text_dataset(str(path), val_fraction=0.1, test_fraction=0.25)
+    with pytest.raises(ValueError, match=r"test_fraction=0.1 of a pool of 4 examples rounds to an empty test split"):
+        load_text_dataset(str(path), val_fraction=0.0, test_fraction=0.1)
+    with pytest.raises(ValueError, match=r"val_fraction=0.9 of a pool of 1 examples leaves no other examples"):
+        load_text_dataset(str(path), val_fraction=0.9, test_fraction=0.75)
+    ds = load_text_dataset(str(path), val_fraction=0.0, test_fraction=0.25)  # no validation split asked: fine
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (3, 0, 1)

@@ -208,3 +208,35 @@ def test_a_diverged_run_keeps_its_validation_best_epoch(tmp_path, monkeypatch):
     assert s["test_acc"] == ref["test_acc"] and s["val_acc_best"] == ref["val_acc_best"]
     agg = text.aggregate({"adam": [s, ref]})["adam"]
     assert agg["diverged_runs"] == 1 and agg["test_acc_last"]["n"] == 1
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_rerun_with_other_settings_is_refused_before_any_training(tmp_path, monkeypatch, workers):
+    """run_text_experiment checks every run folder first: the new optimizer listed first trains nothing."""
+    import mirrorattn.experiments.classification as classification
+    import mirrorattn.experiments.text as text
+    from mirrorattn.experiments.text import PreparedText, TextExperimentConfig
+    from mirrorattn.train import Split, TrainData
+
+    g = torch.Generator().manual_seed(0)
+
+    def split(n: int) -> Split:
+        ids = torch.randint(4, 20, (n, 8), generator=g)
+        return Split((ids, torch.ones(n, 8, dtype=torch.bool)), (ids[:, 1] > 11).long())
+
+    class Tok:
+        def get_vocab_size(self) -> int:
+            return 20
+
+    prepared = PreparedText(TrainData(split(32), split(16), split(16)), Tok(), 2, ["neg", "pos"], {})
+    monkeypatch.setattr(text, "prepare_text_data", lambda config, **kw: prepared)
+    monkeypatch.setattr(text, "write_report", lambda out, config, results: None)
+    monkeypatch.setattr(text, "analyse_run", lambda model, write, **kw: {"scalars": {}})
+    small = dict(max_length=8, width=16, heads=2, epochs=1, batch_size=16, seeds=1, stop_train_acc=None,
+                 device="cpu")
+    text.run_text_experiment(TextExperimentConfig(optimizers=("sgd",), **small), tmp_path, progress=False)
+    monkeypatch.setattr(classification, "fit", lambda *a, **k: pytest.fail("a run trained before the check"))
+    changed = TextExperimentConfig(optimizers=("adam", "sgd"), lr=0.01, **small)
+    with pytest.raises(classification.RunConflictError, match=r"sgd-seed0 holds a finished run .*lr 0.001 -> 0.01"):
+        text.run_text_experiment(changed, tmp_path, progress=False, workers=workers)
+    assert not (tmp_path / "runs" / "adam-seed0").exists()

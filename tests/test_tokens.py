@@ -105,3 +105,77 @@ def test_selected_tokens_numpy_torch_and_seed_axis(data):
         ).numpy(),
         sel_m,
     )
+
+
+# ------------------------------------------------------------------ issue 12: NaN / complex input
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_token_scores_rejects_nan_and_complex_naming_array_and_index(data, kind):
+    X, z, y, v = data
+    conv = torch.as_tensor if kind == "torch" else np.asarray
+    v_nan = v.copy()
+    v_nan[4] = np.nan
+    with pytest.raises(ValueError, match=r"^v holds NaN or inf \(first at v\[4\]\)"):
+        token_scores(conv(X), conv(y), conv(v_nan))
+    X_inf = X.copy()
+    X_inf[2, 5, 1] = -np.inf
+    with pytest.raises(ValueError, match=r"^X holds NaN or inf \(first at X\[2, 5, 1\]\)"):
+        token_scores(conv(X_inf), conv(y), conv(v))
+    with pytest.raises(ValueError, match=r"^y is complex"):
+        token_scores(conv(X), conv(y + 0j), conv(v))
+    # integer and bool arrays are fine
+    np.testing.assert_allclose(token_scores(X, y.astype(int), v), token_scores(X, y, v))
+
+
+def test_token_scores_rejects_object_arrays(data):
+    X, z, y, v = data
+    with pytest.raises(ValueError, match=r"^v must be a real numeric array .* got dtype object"):
+        token_scores(X, y, v.astype(object))
+
+
+def test_optimal_tokens_reject_nan_scores_on_real_tokens_only(data):
+    X, z, y, v = data
+    gamma = token_scores(X, y, v)
+    g = gamma.copy()
+    g[1, 3] = np.nan
+    with pytest.raises(ValueError, match=r"gamma holds NaN or inf \(first at gamma\[1, 3\]\)"):
+        globally_optimal_tokens(g)
+    with pytest.raises(ValueError, match=r"gamma holds NaN"):  # NaN is not "not globally optimal"
+        is_globally_optimal(np.argmax(gamma, axis=1), g)
+    mask = np.ones(g.shape, dtype=bool)
+    mask[1, 3] = False  # NaN on a padding token is ignored
+    np.testing.assert_array_equal(globally_optimal_tokens(g, mask), globally_optimal_tokens(gamma, mask))
+
+
+def test_locally_optimal_rejects_nan_where_it_decides(data):
+    X, z, y, v = data
+    gamma = token_scores(X, y, v)
+    alpha = np.argmax(gamma, axis=1)
+    res = attention_svm(X, z, alpha, 2.0)
+    g = gamma.copy()
+    g[0, alpha[0]] = np.nan  # the old code compared NaN > gamma: False, silently "not locally optimal"
+    with pytest.raises(ValueError, match=rf"gamma holds NaN or inf \(first at gamma\[0, {alpha[0]}\]\)"):
+        locally_optimal_samples(alpha, res, g)
+    off = np.flatnonzero(~(res.support[0]) & (np.arange(8) != alpha[0]))
+    g = gamma.copy()
+    g[0, off[0]] = np.nan  # neither selected nor a support token: it decides nothing
+    np.testing.assert_array_equal(locally_optimal_samples(alpha, res, g), locally_optimal_samples(alpha, res, gamma))
+
+
+def test_selected_tokens_rejects_nan_outside_padding(data):
+    X, z, y, v = data
+    W = np.eye(10)
+    Xn = X.copy()
+    Xn[3, 2, 0] = np.nan
+    with pytest.raises(ValueError, match=r"^X holds NaN or inf \(first at X\[3, 2, 0\]\)"):
+        selected_tokens(Xn, z, W)
+    with pytest.raises(ValueError, match=r"^X holds NaN"):
+        selected_tokens(torch.as_tensor(Xn), torch.as_tensor(z), torch.as_tensor(W))
+    mask = np.ones((6, 8), dtype=bool)
+    mask[3, 2] = False
+    np.testing.assert_array_equal(selected_tokens(Xn, z, W, mask=mask), selected_tokens(X, z, W, mask=mask))
+    with pytest.raises(ValueError, match=r"^W holds NaN"):
+        selected_tokens(X, z, np.full((10, 10), np.nan))
+    with pytest.raises(ValueError, match=r"^mask must have shape \(n, T\) = \(6, 8\)"):
+        selected_tokens(X, z, W, mask=mask[:, :3])

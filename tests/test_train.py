@@ -77,7 +77,7 @@ def test_one_full_batch_sgd_step_matches_closed_form(tmp_path, reduction):
     w0 = np.array([0.3, -0.2, 0.1])
     fit(model, TrainData(split, split), cfg(optimizer="sgd", lr=0.1, epochs=1, batch_size=10, loss_reduction=reduction),
         tmp_path, progress=False)
-    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     w1 = ckpt["model"]["lin.weight"].numpy()[0]
     grad = X.T @ (1 / (1 + np.exp(-X @ w0)) - y)  # d/dw sum_i BCE
     if reduction == "mean":
@@ -104,7 +104,7 @@ def test_learns_and_reports_fractions_with_selection_on_validation(tmp_path, dat
         logits = best(*data.test.inputs)
     assert res["test_acc"] == pytest.approx(((logits > 0).long() == data.test.labels).double().mean().item(), abs=1e-12)
     last = tiny_model()
-    last.load_state_dict(torch.load(tmp_path / "checkpoint.pt", weights_only=False)["model"])
+    last.load_state_dict(torch.load(tmp_path / "checkpoint.pt", weights_only=True)["model"])
     last.eval()
     with torch.no_grad():
         acc_last = ((last(*data.test.inputs) > 0).long() == data.test.labels).double().mean().item()
@@ -118,8 +118,8 @@ def test_resume_gives_exactly_the_uninterrupted_result(tmp_path, data, optimizer
     fit(tiny_model(), data, cfg(**{**c2.__dict__, "epochs": 1}), tmp_path / "part", progress=False)
     resumed_model = tiny_model(seed=99)  # a different init: everything must come from the checkpoint
     resumed = fit(resumed_model, data, c2, tmp_path / "part", resume=True, progress=False)
-    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
-    b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     strip = ("train_seconds", "samples_per_second")
@@ -180,7 +180,7 @@ def test_attention_scope_updates_only_qk_with_the_main_optimizer(tmp_path, data)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     c = cfg(optimizer="sgd", lr=1e-30, md_scope="attention", other_optimizer="adamw", other_lr=1e-2, epochs=1)
     fit(model, data, c, tmp_path, progress=False)
-    last = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["model"]
+    last = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["model"]
     for n, p0 in before.items():
         moved = not torch.allclose(last[n], p0, rtol=0, atol=1e-20)
         assert moved == (n.split(".")[-2] not in ("q_proj", "k_proj")), n
@@ -266,12 +266,66 @@ def test_cosine_schedule_applies_the_steps_and_resumes_exactly(tmp_path, data):
     with pytest.raises(KeyboardInterrupt):
         fit(_Interrupt(tiny_model(), stop=steps + 3 + 3), data, c, tmp_path / "part", progress=False)
     resumed = fit(tiny_model(seed=99), data, c, tmp_path / "part", resume=True, progress=False)
-    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
-    b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert full["test_acc"] == resumed["test_acc"] and full["best_epoch"] == resumed["best_epoch"]
     # the schedule changed the result (the test can fail): a constant step ends elsewhere
     fit(tiny_model(), data, cfg(epochs=3, optimizer="sgd", lr=0.05), tmp_path / "const", progress=False)
-    ck = torch.load(tmp_path / "const" / "checkpoint.pt", weights_only=False)
+    ck = torch.load(tmp_path / "const" / "checkpoint.pt", weights_only=True)
     assert any(not torch.equal(a["model"][k], ck["model"][k]) for k in a["model"])
+
+
+# ------------------------------------------------------------------ checkpoints read with weights_only=True
+
+def _model_of(path) -> dict:
+    return torch.load(path, weights_only=True)["model"]
+
+
+def test_checkpoint_rng_states_round_trip_with_weights_only(tmp_path):
+    import random
+
+    from mirrorattn.train.checkpoint import load_checkpoint, save_checkpoint
+
+    np.random.seed(3), random.seed(4), torch.manual_seed(5)
+    np.random.normal()  # a cached gaussian in NumPy's state
+    save_checkpoint(tmp_path / "c.pt", epoch=1)
+    want = (np.random.random(4), random.random(), torch.rand(3), np.random.normal())
+    np.random.seed(0), random.seed(0), torch.manual_seed(0)
+    from mirrorattn.train.checkpoint import set_rng_state
+
+    set_rng_state(load_checkpoint(tmp_path / "c.pt")["rng"])
+    got = (np.random.random(4), random.random(), torch.rand(3), np.random.normal())
+    assert np.array_equal(want[0], got[0]) and want[1] == got[1] and torch.equal(want[2], got[2]) and want[3] == got[3]
+
+
+@pytest.mark.parametrize("damage", ["truncated checkpoint", "version-1 checkpoint", "truncated best model",
+                                    "missing best model", "checkpoint of another model"])
+def test_an_unreadable_checkpoint_is_one_line_and_the_run_starts_over(tmp_path, data, capsys, damage):
+    c = cfg(epochs=2)
+    fresh = fit(tiny_model(), data, c, tmp_path / "fresh", progress=False)
+    out = tmp_path / "run"
+    fit(tiny_model(), data, cfg(epochs=1), out, progress=False)
+    ckpt, best = out / "checkpoint.pt", out / "best_model.pt"
+    if damage == "truncated checkpoint":
+        ckpt.write_bytes(ckpt.read_bytes()[:200])
+    elif damage == "version-1 checkpoint":  # as written before: NumPy's RNG state pickled as a tuple with an ndarray
+        old = torch.load(ckpt, weights_only=True)
+        old.update(version=1, rng={**old["rng"], "numpy": np.random.get_state()})
+        torch.save(old, ckpt)
+    elif damage == "truncated best model":
+        best.write_bytes(best.read_bytes()[:100])
+    elif damage == "missing best model":
+        best.unlink()
+    else:
+        old = torch.load(ckpt, weights_only=True)
+        old["model"] = {"w": torch.zeros(2)}
+        torch.save(old, ckpt)
+    capsys.readouterr()
+    resumed = fit(tiny_model(), data, c, out, resume=True, progress=False)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "starts over from epoch 1" in err[0] and str(out) in err[0], err
+    assert [r["train_loss"] for r in resumed["history"]] == [r["train_loss"] for r in fresh["history"]]
+    a, b = _model_of(tmp_path / "fresh" / "checkpoint.pt"), _model_of(ckpt)
+    assert all(torch.equal(a[k], b[k]) for k in a) and resumed["test_acc"] == fresh["test_acc"]

@@ -32,16 +32,20 @@ from mirrorattn.data.vision_sources import CIFAR10_CLASSES, parse_idx, read_idx_
 # --------------------------------------------------------------------------- helpers
 
 
-def _make_cifar_pickle_archive(path: Path, per_batch: int = 20, seed: int = 0) -> dict[str, np.ndarray]:
-    """A tiny archive in the official format: rows of 3072 uint8 (R plane, G plane, B plane)."""
+def _make_cifar_pickle_archive(
+    path: Path, per_batch: int = 20, seed: int = 0, protocol: int = 4
+) -> dict[str, np.ndarray]:
+    """A tiny archive in the official format: rows of 3072 uint8 (R plane, G plane, B plane), every class
+    in every batch (``per_batch`` >= 10). Name it other than cifar-10-python.tar.gz, which is checksummed."""
     rng = np.random.default_rng(seed)
     rows, labels = {}, {}
     members = {}
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         rows[name] = rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8)
-        labels[name] = [int(v) for v in rng.integers(0, 10, size=per_batch)]
-        members[name] = pickle.dumps({b"batch_label": name.encode(), b"labels": labels[name], b"data": rows[name]})
-    members["batches.meta"] = pickle.dumps({b"label_names": [c.encode() for c in CIFAR10_CLASSES]})
+        labels[name] = [int(v) for v in rng.permutation(np.arange(per_batch) % 10)]
+        batch = {b"batch_label": name.encode(), b"labels": labels[name], b"data": rows[name]}
+        members[name] = pickle.dumps(batch, protocol=protocol)
+    members["batches.meta"] = pickle.dumps({b"label_names": [c.encode() for c in CIFAR10_CLASSES]}, protocol=protocol)
     with tarfile.open(path, "w:gz") as tf:
         for name, raw in members.items():
             info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
@@ -79,11 +83,12 @@ def _write_fashion(folder: Path, n_train: int = 12, n_test: int = 6, side: int =
 # --------------------------------------------------------------------------- CIFAR-10 pickle archive
 
 
-def test_cifar_pickle_archive_pixels_labels_and_split(tmp_path: Path, cache: Path) -> None:
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar_pickle_archive_pixels_labels_and_split(tmp_path: Path, cache: Path, protocol: int) -> None:
     root = tmp_path / "root"
     (root / "cifar10").mkdir(parents=True)
-    truth = _make_cifar_pickle_archive(root / "cifar10" / "cifar-10-python.tar.gz")
-    splits, classes = vision_sources.read_cifar10_pickle(root / "cifar10" / "cifar-10-python.tar.gz")
+    truth = _make_cifar_pickle_archive(root / "cifar10" / "tiny-cifar.tar.gz", protocol=protocol)
+    splits, classes = vision_sources.read_cifar10_pickle(root / "cifar10" / "tiny-cifar.tar.gz")
     assert classes == CIFAR10_CLASSES
     images, labels = splits["train"]
     assert images.shape == (100, 3, 32, 32) and images.dtype == np.uint8
@@ -103,7 +108,7 @@ def test_cifar_pickle_archive_pixels_labels_and_split(tmp_path: Path, cache: Pat
     x = ds.train.images.astype(np.float64) / 255.0
     np.testing.assert_allclose(ds.mean, x.mean(axis=(0, 2, 3)), rtol=1e-12)
     np.testing.assert_allclose(ds.std, x.std(axis=(0, 2, 3)), rtol=1e-12)
-    assert ds.source.endswith("cifar-10-python.tar.gz")
+    assert ds.source.endswith("tiny-cifar.tar.gz")
     # the split is seeded: same seed, same split; another seed, another split
     again = load_vision_dataset("cifar10", data_root=root, val_fraction=0.2, split_seed=3)
     np.testing.assert_array_equal(again.val.images, ds.val.images)
@@ -112,7 +117,7 @@ def test_cifar_pickle_archive_pixels_labels_and_split(tmp_path: Path, cache: Pat
 
 
 def test_cifar_cache_is_used_on_second_load(tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    archive = tmp_path / "cifar-10-python.tar.gz"
+    archive = tmp_path / "tiny-cifar.tar.gz"
     _make_cifar_pickle_archive(archive)
     first = load_vision_dataset("cifar10", data_root=archive)
     assert list((cache / "cifar10").glob("*.npz"))
@@ -146,7 +151,7 @@ def test_cifar_download_checks_md5(tmp_path: Path, cache: Path, monkeypatch: pyt
         with pytest.raises(DataNotFoundError, match="checksum"):
             load_vision_dataset("cifar10", data_root=root, download=True, url=url)
         monkeypatch.setattr(vision, "CIFAR10_MD5", md5)
-        ds = load_vision_dataset("cifar10", data_root=root, download=True, url=url)
+        ds = load_vision_dataset("cifar10", data_root=root, download=True, url=url, official=False)  # tiny copy
         assert (root / "cifar10" / "cifar-10-python.tar.gz").is_file()
         assert len(ds.train) + len(ds.val) == 100
     finally:
@@ -255,6 +260,10 @@ def test_idx_parser_rejects_bad_files(tmp_path: Path) -> None:
     bad.write_bytes(b"\x1f\x8b" + b"not really gzip")
     with pytest.raises(DataNotFoundError, match="cannot read"):
         read_idx_file(bad)
+    cut = gzip.compress(good + bytes(5000))
+    bad.write_bytes(cut[: len(cut) - 30])  # a gzip stream cut mid-member: an error, not a partial read
+    with pytest.raises(DataNotFoundError, match="cannot read .*ended before the end-of-stream marker"):
+        read_idx_file(bad)
     # a label file whose count differs from the image file
     folder = tmp_path / "fm"
     _write_fashion(folder)
@@ -312,8 +321,11 @@ def test_missing_and_corrupt_data_messages(tmp_path: Path, cache: Path, monkeypa
         load_vision_dataset("fashion-mnist", data_root=empty)
     broken = tmp_path / "broken" / "cifar10"
     broken.mkdir(parents=True)
-    (broken / "cifar-10-python.tar.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
+    (broken / "mine.tar.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
     with pytest.raises(DataNotFoundError, match="cannot read"):
+        load_vision_dataset("cifar10", data_root=broken.parent)
+    (broken / "cifar-10-python.tar.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")  # the official name: checksummed
+    with pytest.raises(DataNotFoundError, match="md5 checksum mismatch.*--download"):
         load_vision_dataset("cifar10", data_root=broken.parent)
     with pytest.raises(ValueError, match="unknown vision data set"):
         load_vision_dataset("mnist")
@@ -378,3 +390,116 @@ def test_default_augmentation() -> None:
     assert default_augmentation("cifar10", 48) == {"padding": 4, "flip": True}
     assert default_augmentation("fashion-mnist", 28) == {"padding": 3, "flip": False}
     assert default_augmentation("digits", 8) == {"padding": 1, "flip": False}
+
+
+# --------------------------------------------------------------------------- issue 12: incomplete copies, empty splits
+
+
+def test_a_class_missing_from_a_split_is_an_error(tmp_path: Path, cache: Path) -> None:
+    root = tmp_path / "root"
+    _png_tree(root / "cifar10" / "mine", per_class=2)
+    for f in (root / "cifar10" / "mine" / "test" / "c_cls").iterdir():
+        f.unlink()
+    with pytest.raises(DataNotFoundError, match=r"the test split is incomplete, images per class: c_cls 0 "
+                                                r"\(expected at least 1 each\)"):
+        load_vision_dataset("cifar10", data_root=root)
+
+
+def _cifar_named_tree(base: Path, per_class: int = 2) -> None:
+    img = Image.fromarray(np.zeros((4, 4, 3), np.uint8))
+    for split in ("train", "test"):
+        for cls in CIFAR10_CLASSES:
+            (base / split / cls).mkdir(parents=True)
+            for k in range(per_class):
+                img.save(base / split / cls / f"{k}.png")
+
+
+def test_cifar_named_folders_must_hold_the_whole_data_set(tmp_path: Path, cache: Path) -> None:
+    root = tmp_path / "root"
+    tree = root / "cifar10" / "copy"
+    _cifar_named_tree(tree)
+    # names say CIFAR-10: 5,000 / 1,000 images per class are expected, a part is refused
+    with pytest.raises(DataNotFoundError, match=r"the train split is incomplete, images per class: airplane 2, "
+                                                r"automobile 2, bird 2, cat 2 and 6 more \(expected 5000 each\)"):
+        load_vision_dataset("cifar10", data_root=root)
+    assert len(load_vision_dataset("cifar10", data_root=root, max_per_class=2).test) == 20  # a slice as asked
+    assert len(load_vision_dataset("cifar10", data_root=root, official=False).test) == 20  # a part on purpose
+    (tree / "train" / "truck" / "1.png").unlink()
+    with pytest.raises(DataNotFoundError, match=r"the train split is incomplete, images per class: truck 1 "
+                                                r"\(expected 2 each\)"):
+        load_vision_dataset("cifar10", data_root=root, max_per_class=2)
+    for f in (tree / "train" / "truck").iterdir():
+        f.unlink()
+    with pytest.raises(DataNotFoundError, match=r"truck 0 \(expected at least 1 each\)"):
+        load_vision_dataset("cifar10", data_root=root, official=False)
+
+
+def test_an_extracted_batches_folder_must_be_complete(tmp_path: Path, cache: Path) -> None:
+    archive = tmp_path / "tiny.tar.gz"
+    _make_cifar_pickle_archive(archive)
+    with tarfile.open(archive) as tf:
+        for m in tf:
+            (tmp_path / "root" / m.name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / "root" / m.name).write_bytes(tf.extractfile(m).read())
+    with pytest.raises(DataNotFoundError, match=r"cifar-10-batches-py: the train split is incomplete.*"
+                                                r"\(expected 5000 each\)"):
+        load_vision_dataset("cifar10", data_root=tmp_path / "root")
+    assert len(load_vision_dataset("cifar10", data_root=tmp_path / "root", official=False).test) == 20
+
+
+def test_real_cifar_tarball_cut_inside_train_frog(shared_data: Path, cache: Path, tmp_path: Path) -> None:
+    """The issue's case: the tarball cut at a member boundary read as 29,999 images with classes 6-9 empty."""
+    tarball = shared_data / "cifar10" / "cifar10_jpeg_q75.tar.gz"
+    if not tarball.is_file():
+        pytest.skip(f"{tarball} not present")
+    raw = gzip.decompress(tarball.read_bytes())
+    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tf:
+        cut = next(m.offset for m in tf if m.name.startswith("cifar10_jpeg/train/frog/"))
+    (tmp_path / "cifar10").mkdir()
+    (tmp_path / "cifar10" / "cifar10_jpeg_q75.tar.gz").write_bytes(gzip.compress(raw[:cut], compresslevel=1))
+    with pytest.raises(DataNotFoundError, match="cut short"):
+        load_vision_dataset("cifar10", data_root=tmp_path, max_per_class=5)
+
+
+def test_fashion_copy_claiming_the_full_size_must_be_balanced(
+    tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(vision, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "nowhere")
+    folder = tmp_path / "root" / "fashion-mnist"
+    _write_fashion(folder, n_train=60000, n_test=10000, side=1)  # labels i % 10: 6,000 / 1,000 per class
+    assert len(load_vision_dataset("fashion-mnist", data_root=tmp_path / "root", val_fraction=0.0).test) == 10000
+    labels = (np.arange(60000) % 10).astype(np.uint8)
+    labels[9] = 0  # one Ankle boot becomes a T-shirt: 6,001 and 5,999
+    (folder / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(_idx_bytes(labels)))
+    with pytest.raises(DataNotFoundError, match=r"train split is incomplete, images per class: T-shirt/top 6001, "
+                                                r"Ankle boot 5999 \(expected 6000 each\)"):
+        load_vision_dataset("fashion-mnist", data_root=tmp_path / "root")
+    small = tmp_path / "small" / "fashion-mnist"
+    _write_fashion(small)
+    with pytest.raises(DataNotFoundError, match=r"expected 6000 each"):
+        load_vision_dataset("fashion-mnist", data_root=small.parent, official=True)
+
+
+def test_val_fraction_that_rounds_to_an_empty_split(cache: Path) -> None:
+    from mirrorattn.data.paths import DataError
+
+    with pytest.raises(DataError, match=r"val_fraction=0.05 of the 5 training images rounds to an empty "
+                                        r"validation split; use a larger val_fraction \(at least 0.2\)"):
+        load_vision_dataset("digits", max_train=5, val_fraction=0.05)
+    with pytest.raises(DataError, match="leaves no training images"):
+        load_vision_dataset("digits", max_train=1, val_fraction=0.6)
+    assert len(load_vision_dataset("digits", max_train=5, val_fraction=0.0).val) == 0
+
+
+def test_missing_data_advice_names_the_url_in_use(tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vision, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "nowhere")
+    monkeypatch.setenv("MIRRORATTN_CIFAR10_URL", "http://mirror.invalid/c.tgz")
+    monkeypatch.setenv("MIRRORATTN_FASHION_MNIST_URL", "http://mirror.invalid/fm/")
+    with pytest.raises(DataNotFoundError) as err:
+        load_vision_dataset("cifar10", data_root=tmp_path)
+    assert "http://mirror.invalid/c.tgz" in str(err.value) and vision_sources.CIFAR10_URL not in str(err.value)
+    with pytest.raises(DataNotFoundError) as err:
+        load_vision_dataset("fashion-mnist", data_root=tmp_path)
+    assert "http://mirror.invalid/fm/" in str(err.value) and vision_sources.FASHION_MNIST_URL not in str(err.value)
+    with pytest.raises(DataNotFoundError, match="fetch http://elsewhere.invalid/x.tgz into"):
+        load_vision_dataset("cifar10", data_root=tmp_path, url="http://elsewhere.invalid/x.tgz")

@@ -15,6 +15,7 @@ import os
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from mirrorattn.data.paths import DataNotFoundError
 
@@ -53,6 +54,68 @@ def verify(path: str | os.PathLike, md5: str | None = None, sha256: str | None =
         )
 
 
+def _unwritable(path: Path, exc: OSError, url: str) -> DownloadError:
+    """The error of a download that cannot be written: the folder, the cause and what to do."""
+    return DownloadError(
+        f"cannot write {path} to download {url} ({exc.strerror or exc}): the folder {path.parent} is not writable "
+        "(or full); choose a writable data root with --data-root or MIRRORATTN_DATA, or fix the folder's "
+        "permissions or free space"
+    )
+
+
+def _copy_body(response: Any, part: Path, start: int, url: str, bar: Any) -> None:
+    """Append (``start`` > 0) or write ``response``'s body to ``part``; local and network errors told apart."""
+    try:
+        fh = open(part, "ab" if start else "wb")
+    except OSError as exc:
+        raise _unwritable(part, exc, url) from None
+    with fh:
+        while True:
+            try:
+                block = response.read(_CHUNK)
+            except (OSError, urllib.error.URLError, http.client.HTTPException) as exc:
+                raise DownloadError(
+                    f"download of {url} was interrupted ({exc}); run again to resume from {part}"
+                ) from None
+            if not block:
+                return
+            try:
+                fh.write(block)
+            except OSError as exc:
+                raise _unwritable(part, exc, url) from None
+            if bar is not None:
+                bar.update(len(block))
+
+
+def _move(src: Path, dst: Path, url: str) -> None:
+    try:
+        os.replace(src, dst)
+    except OSError as exc:
+        raise _unwritable(dst, exc, url) from None
+
+
+def _receive(response: Any, part: Path, start: int, url: str, progress: bool) -> int | None:
+    """Write ``response``'s body into ``part`` (after ``start`` bytes if it is a 206), with a progress bar if
+    ``progress``; return the expected final size (None if the server did not say)."""
+    with response:
+        status = getattr(response, "status", 200)
+        if not (start and status == 206):
+            start = 0  # the server sent the whole file
+        length = response.headers.get("Content-Length")
+        expected = start + int(length) if length else None
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=expected, initial=start, unit="B", unit_scale=True, desc=part.name[:-5], leave=False)
+        try:
+            _copy_body(response, part, start, url, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+    return expected
+
+
 def fetch(
     url: str,
     dest: str | os.PathLike,
@@ -74,13 +137,14 @@ def fetch(
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DownloadError(
-            f"cannot create {dest.parent} to download {url} into ({exc.strerror or exc}); choose a writable data root"
+            f"cannot create {dest.parent} to download {url} into ({exc.strerror or exc}); choose a writable data "
+            "root with --data-root or MIRRORATTN_DATA, or fix the permissions"
         ) from None
     bad = dest.with_name(dest.name + ".corrupt")
     if dest.exists():
         if _mismatch(dest, md5, sha256) is None:
             return dest
-        os.replace(dest, bad)  # a damaged earlier copy: keep it for inspection, download afresh
+        _move(dest, bad, url)  # a damaged earlier copy: keep it for inspection, download afresh
     part = dest.with_name(dest.name + ".part")
     start = part.stat().st_size if (resume and part.exists()) else 0
     request = urllib.request.Request(url, headers={"User-Agent": "mirrorattn"})
@@ -101,46 +165,19 @@ def fetch(
         raise DownloadError(
             f"download of {url} failed ({reason}); check the network, or place the file at {dest} by hand"
         ) from None
-    expected = None
-    if response is not None:
-        with response:
-            status = getattr(response, "status", 200)
-            if not (start and status == 206):
-                start = 0  # the server sent the whole file
-            length = response.headers.get("Content-Length")
-            expected = start + int(length) if length else None
-            bar = None
-            if progress:
-                from tqdm.auto import tqdm
-
-                bar = tqdm(total=expected, initial=start, unit="B", unit_scale=True, desc=dest.name, leave=False)
-            try:
-                with open(part, "ab" if start else "wb") as fh:
-                    for block in iter(lambda: response.read(_CHUNK), b""):
-                        fh.write(block)
-                        if bar is not None:
-                            bar.update(len(block))
-            except PermissionError as exc:
-                raise DownloadError(f"cannot write {part} ({exc.strerror}); choose a writable data root") from None
-            except (OSError, urllib.error.URLError, http.client.HTTPException) as exc:
-                raise DownloadError(
-                    f"download of {url} was interrupted ({exc}); run again to resume from {part}"
-                ) from None
-            finally:
-                if bar is not None:
-                    bar.close()
+    expected = _receive(response, part, start, url, progress) if response is not None else None
     if expected is not None and part.stat().st_size < expected:
         raise DownloadError(
             f"download of {url} stopped at {part.stat().st_size} of {expected} bytes; run again to resume from {part}"
         )
     problem = _mismatch(part, md5, sha256)
     if problem:
-        os.replace(part, bad)
+        _move(part, bad, url)
         raise DownloadError(
             f"{url}: the downloaded file does not match ({problem}); it was moved to {bad}. "
             "Run the download again; if it fails again the server holds a different file."
         )
-    os.replace(part, dest)
+    _move(part, dest, url)
     return dest
 
 

@@ -16,6 +16,13 @@ class DataNotFoundError(FileNotFoundError):
     """A data set is missing or corrupt. The message says where we looked and how to get it."""
 
 
+class DataError(ValueError):
+    """Data that cannot be used as asked: a malformed user file, a bad label, a split that comes out empty.
+
+    The message names the file (or the split) and says what to change.
+    """
+
+
 def data_root(path: str | os.PathLike | None = None) -> Path:
     """The data root: ``path`` if given, else ``$MIRRORATTN_DATA``, else the user data folder."""
     if path is not None:
@@ -41,4 +48,4 @@ def cache_dir(path: str | os.PathLike | None = None, *parts: str) -> Path:
     return out
 
 
-__all__ = ["DataNotFoundError", "cache_dir", "data_root"]
+__all__ = ["DataError", "DataNotFoundError", "cache_dir", "data_root"]

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from mirrorattn.data.paths import DataError
 from mirrorattn.data.paths import data_root as _data_root
 from mirrorattn.data.text_files import BUILTIN_DATASETS, read_text_file, resolve_user_file
 from mirrorattn.data.text_sources import (
@@ -113,9 +114,24 @@ def stratified_take(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
 
 
-def stratified_split(split: TextSplit, fraction: float, rng: np.random.Generator) -> tuple[TextSplit, TextSplit]:
-    """Split into (rest, held out) with ``round(fraction * N)`` held-out rows, stratified by label."""
+def stratified_split(
+    split: TextSplit, fraction: float, rng: np.random.Generator, name: str | None = None
+) -> tuple[TextSplit, TextSplit]:
+    """Split into (rest, held out) with ``round(fraction * N)`` held-out rows, stratified by label.
+
+    With ``name`` (the fraction's name, e.g. ``"val_fraction"``), a fraction > 0 that rounds to an
+    empty held-out split, or leaves nothing else, raises ValueError saying what to change.
+    """
     n_hold = int(round(fraction * len(split)))
+    if name is not None and fraction > 0 and not 0 < n_hold < len(split):
+        held = name.removesuffix("_fraction")
+        problem = f"rounds to an empty {held} split" if n_hold == 0 else "leaves no other examples"
+        raise DataError(
+            f"{name}={fraction:g} of a pool of {len(split)} examples {problem}; use a "
+            f"{'larger' if n_hold == 0 else 'smaller'} {name}"
+            + (f" (at least {1 / len(split):.3g})" if n_hold == 0 and len(split) else "")
+            + " or more data (a larger max_train, or more rows in the file)"
+        )
     hold = stratified_take(split.labels, n_hold, rng)
     rest = np.setdiff1d(np.arange(len(split)), hold)
     return split.subset(rest), split.subset(hold)
@@ -150,11 +166,11 @@ def _finish(
     if max_test is not None and int(max_test) < len(test):
         test = test.subset(stratified_take(test.labels, int(max_test), np.random.default_rng([split_seed, 3])))
     if val is None:
-        train, val = stratified_split(train_pool, val_fraction, np.random.default_rng([split_seed, 1]))
+        train, val = stratified_split(train_pool, val_fraction, np.random.default_rng([split_seed, 1]), "val_fraction")
     else:
         train = train_pool
     if len(train) == 0 or len(test) == 0:
-        raise ValueError(
+        raise DataError(
             f"data set {name!r} has {len(train)} training and {len(test)} test examples after splitting; "
             "it needs at least one of each (use more data, or smaller val_fraction/test_fraction)"
         )
@@ -176,6 +192,7 @@ def load_text_dataset(
     split_column: str = "split",
     max_train: int | None = None,
     max_test: int | None = None,
+    progress: bool = True,
 ) -> TextDataset:
     """Load a text classification data set with seeded, stratified train/val/test splits.
 
@@ -184,7 +201,8 @@ def load_text_dataset(
     ``test_fraction`` applies unless the file's ``split_column`` marks test rows).
     ``val_fraction`` of the training pool becomes the validation split (unless a user file marks
     validation rows). ``max_train`` caps the training pool (train + val) and ``max_test`` the test
-    split, both by seeded stratified subsampling. ``download``: fetch IMDb if it is missing.
+    split, both by seeded stratified subsampling. ``download``: fetch IMDb if it is missing
+    (``progress``: with a progress bar). A fraction > 0 that rounds to an empty split is an error.
     Raises :class:`DataNotFoundError` if data is missing/corrupt, ``ValueError`` for bad arguments.
     """
     val_fraction = _check_fraction("val_fraction", val_fraction, allow_zero=True)
@@ -196,12 +214,14 @@ def load_text_dataset(
     common = dict(val_fraction=val_fraction, split_seed=int(split_seed), max_train=max_train, max_test=max_test)
     key = name.strip().lower()
     if key == "imdb":
-        reviews, path = read_imdb(root, cache_dir=cache_dir, download=download)
+        reviews, path = read_imdb(root, cache_dir=cache_dir, download=download, progress=progress)
         train, test = (TextSplit(*reviews[s]) for s in ("train", "test"))
         return _finish("imdb", train, test, None, IMDB_LABEL_NAMES, str(path), **common)
     if key in ("polarity", "sentence_polarity", "rt-polarity"):
         texts, labels, path = read_polarity(root)
-        rest, test = stratified_split(TextSplit(texts, labels), test_fraction, np.random.default_rng([split_seed, 0]))
+        rest, test = stratified_split(
+            TextSplit(texts, labels), test_fraction, np.random.default_rng([split_seed, 0]), "test_fraction"
+        )
         return _finish("polarity", rest, test, None, POLARITY_LABEL_NAMES, str(path), **common)
     path = resolve_user_file(name, root)
     texts, labels, splits, names = read_text_file(
@@ -214,7 +234,8 @@ def load_text_dataset(
         rest, test = parts.get("train", TextSplit([], [])), parts["test"]
     else:
         rest, test = stratified_split(
-            parts.get("train", TextSplit([], [])), test_fraction, np.random.default_rng([split_seed, 0])
+            parts.get("train", TextSplit([], [])), test_fraction, np.random.default_rng([split_seed, 0]),
+            "test_fraction",
         )
     return _finish(path.stem, rest, test, parts.get("val"), names, str(path), **common)
 

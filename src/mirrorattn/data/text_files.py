@@ -1,5 +1,8 @@
 """User text classification files: JSONL, CSV or TSV with a text column, a label column and an
 optional split column (train / test / val). Used by :func:`mirrorattn.data.text.load_text_dataset`.
+
+A file that cannot be used raises :class:`~mirrorattn.data.paths.DataError` (a ``ValueError``)
+with one line naming the file, the line or row and the problem.
 """
 
 from __future__ import annotations
@@ -7,15 +10,17 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mirrorattn.data.paths import DataNotFoundError
+from mirrorattn.data.paths import DataError, DataNotFoundError
 
 BUILTIN_DATASETS = ("imdb", "polarity")
 USER_FILE_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".tsv")
+_INT_LABEL = re.compile(r"-?[0-9]{1,18}")
 SPLIT_NAMES = {"train": "train", "test": "test", "val": "val", "valid": "val", "validation": "val", "dev": "val"}
 
 
@@ -31,10 +36,10 @@ def _read_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
                         continue
                     try:
                         row = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise ValueError(f"{path}, line {lineno}: not valid JSON ({exc.msg})") from None
+                    except ValueError as exc:  # JSONDecodeError, or an integer of more than 4300 digits
+                        raise DataError(f"{path}, line {lineno}: not valid JSON ({getattr(exc, 'msg', exc)})") from None
                     if not isinstance(row, dict):
-                        raise ValueError(
+                        raise DataError(
                             f"{path}, line {lineno}: expected a JSON object per line, got {type(row).__name__}"
                         )
                     rows.append(row)
@@ -45,11 +50,11 @@ def _read_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
                 rows = list(reader)
                 columns = list(reader.fieldnames or [])
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path} is not UTF-8 text ({exc}); save it as UTF-8") from None
+        raise DataError(f"{path} is not UTF-8 text ({exc}); save it as UTF-8") from None
     except csv.Error as exc:
-        raise ValueError(f"{path}: malformed {suffix[1:].upper()} ({exc})") from None
+        raise DataError(f"{path}: malformed {suffix[1:].upper()} ({exc})") from None
     if not rows:
-        raise ValueError(f"{path} holds no rows")
+        raise DataError(f"{path} holds no rows")
     return rows, columns
 
 
@@ -63,7 +68,7 @@ def _label_ids(values: list[Any], path: Path, column: str) -> tuple[np.ndarray, 
             v = int(v)
         elif isinstance(v, str):
             v = v.strip()
-            if v.lstrip("-").isdigit():
+            if _INT_LABEL.fullmatch(v):  # ASCII digits only: int() would also take "²"-like or 5000-digit text
                 v = int(v)
         norm.append(v)
     if all(isinstance(v, int) for v in norm):
@@ -73,7 +78,7 @@ def _label_ids(values: list[Any], path: Path, column: str) -> tuple[np.ndarray, 
         lookup = {v: i for i, v in enumerate(uniq)}
         return np.asarray([lookup[v] for v in norm], dtype=np.int64), [str(v) for v in uniq]
     if any(isinstance(v, (dict, list)) for v in norm):
-        raise ValueError(f"{path}: label column {column!r} holds lists or objects; labels must be strings or integers")
+        raise DataError(f"{path}: label column {column!r} holds lists or objects; labels must be strings or integers")
     names = sorted({str(v) for v in norm})
     lookup = {v: i for i, v in enumerate(names)}
     return np.asarray([lookup[str(v)] for v in norm], dtype=np.int64), names
@@ -88,13 +93,13 @@ def read_text_file(
     integers (kept if they are exactly 0..C-1, else numbered in sorted order); ``label_names``
     names the classes. ``splits``: per row ``"train"``, ``"test"`` or ``"val"`` (from the values
     train/test/val/valid/validation/dev of ``split_column``), or None if the file has no such column.
-    Raises ValueError naming the file's columns if a column is missing.
+    Raises DataError naming the file's columns if a column is missing.
     """
     path = Path(path)
     rows, columns = _read_rows(path)
     missing = [c for c in (text_column, label_column) if c not in columns]
     if missing:
-        raise ValueError(
+        raise DataError(
             f"{path}: no column named {' or '.join(repr(c) for c in missing)}; the file has the columns "
             f"{', '.join(repr(c) for c in columns)}. Choose them with the text/label column options."
         )
@@ -103,13 +108,13 @@ def read_text_file(
     for i, row in enumerate(rows, 1):
         text, value = row.get(text_column), row.get(label_column)
         if text is None or value is None or (isinstance(value, str) and not value.strip()):
-            raise ValueError(f"{path}, row {i}: missing {text_column!r} or {label_column!r} value")
+            raise DataError(f"{path}, row {i}: missing {text_column!r} or {label_column!r} value")
         texts.append(str(text))
         values.append(value)
         if has_split:
             raw = str(row.get(split_column) or "").strip().lower()
             if raw not in SPLIT_NAMES:
-                raise ValueError(
+                raise DataError(
                     f"{path}, row {i}: split {row.get(split_column)!r} is not one of train, test, val "
                     "(or valid/validation/dev)"
                 )
@@ -127,10 +132,10 @@ def resolve_user_file(name: str, root: Path) -> Path:
     for p in cand:
         if p.is_file():
             if p.suffix.lower() not in USER_FILE_SUFFIXES:
-                raise ValueError(f"{p}: unsupported file type {p.suffix!r}; use one of {', '.join(USER_FILE_SUFFIXES)}")
+                raise DataError(f"{p}: unsupported file type {p.suffix!r}; use one of {', '.join(USER_FILE_SUFFIXES)}")
             return p
     if not name.startswith("file:") and Path(raw).suffix.lower() not in USER_FILE_SUFFIXES:
-        raise ValueError(
+        raise DataError(
             f"unknown data set {name!r}: use one of {', '.join(BUILTIN_DATASETS)}, or a path to a "
             f"{'/'.join(USER_FILE_SUFFIXES)} file (optionally written as file:PATH)"
         )

@@ -9,15 +9,22 @@ with the per-channel mean and std of its training split.
 Where each data set is looked for (``R`` = the data root):
 
 * ``cifar10``: ``R/cifar-10-python.tar.gz``, ``R/cifar10/cifar-10-python.tar.gz`` (the official
-  pickle archive; ``--download`` fetches it there and checks its MD5), an extracted
-  ``cifar-10-batches-py`` folder, or any tarball / folder under ``R/cifar10`` holding
+  pickle archive; ``--download`` fetches it there; a file of that name is read only if its MD5 is
+  the official one, wherever it is found), an extracted ``cifar-10-batches-py`` folder, any pickle
+  archive of that layout, or any tarball / folder under ``R/cifar10`` holding
   ``{train,test}/{class}/*.jpg|png`` (e.g. ``cifar10_jpeg_q75.tar.gz``). ``R`` may also be the
-  archive itself.
+  archive itself. Pickles are read with a restricted unpickler (:mod:`mirrorattn.data.safe_pickle`:
+  plain data and NumPy arrays only, no code runs), archives in memory with caps on the inflated
+  sizes (:mod:`mirrorattn.data.archives`).
 * ``fashion-mnist``: the four IDX files (gzipped or not) in ``R/fashion-mnist``,
   ``R/fashion_mnist``, ``R`` or ``/usr/share/datasets/fashion-mnist`` (Debian's
   ``dataset-fashion-mnist``); ``--download`` fetches the official files into ``R/fashion-mnist``.
 * ``digits``: ``sklearn.datasets.load_digits()``, always available. It has no official test
   split: a stratified 20 % test split is drawn with a fixed seed (0), the same for every run.
+
+Completeness: every class must have train and test images; a copy that claims to be the official
+data set (see ``official`` of :func:`load_vision_dataset`) must hold exactly its images per class,
+so that a truncated archive fails with a message naming the split, class and counts.
 
 Augmentation (:class:`RandomCropFlip`) works on batched ``uint8`` or float tensors with a
 ``torch.Generator`` so that a run is reproducible per (seed, epoch). Defaults per data set
@@ -40,15 +47,15 @@ import torch
 import torch.nn.functional as F
 
 from mirrorattn.data import vision_sources as src
-from mirrorattn.data.download import fetch
-from mirrorattn.data.paths import DataNotFoundError
+from mirrorattn.data.download import fetch, file_digest
+from mirrorattn.data.paths import DataError, DataNotFoundError
 from mirrorattn.data.paths import cache_dir as _cache_dir
 from mirrorattn.data.paths import data_root as _data_root
 from mirrorattn.io import atomic_path
 
 DATASETS: tuple[str, ...] = ("cifar10", "fashion-mnist", "digits")
 #: bump when a reader changes what it returns, so that old caches are not reused
-_CACHE_VERSION = 2
+_CACHE_VERSION = 3
 #: Debian's dataset-fashion-mnist puts the files here
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 #: the fixed seed of the digits test split (every run sees the same test images)
@@ -252,42 +259,72 @@ def _cifar_candidates(root: Path) -> list[Path]:
     return out
 
 
-def _cifar_help(root: Path) -> str:
+def _cifar_help(root: Path, url: str) -> str:
     return (
         f"CIFAR-10 not found under the data root {root} (looked for {src.CIFAR10_ARCHIVE}, cifar-10-batches-py/ "
         "and tarballs or folders of train/<class>/*.jpg in it and in its cifar10/ folder). Pass --download to "
-        f"fetch {src.CIFAR10_URL} into {root / 'cifar10'}, or point --data-root (or MIRRORATTN_DATA) at a folder "
+        f"fetch {url} into {root / 'cifar10'}, or point --data-root (or MIRRORATTN_DATA) at a folder "
         "holding the archive"
     )
 
 
+def _verify_cifar_archive(path: Path, url: str) -> None:
+    """The official archive's MD5 (wherever it was found), so that a crafted or damaged copy is not read."""
+    got = file_digest(path, "md5")
+    if got != CIFAR10_MD5:
+        raise DataNotFoundError(
+            f"{path}: md5 checksum mismatch (expected {CIFAR10_MD5}, got {got}): not the official CIFAR-10 archive, "
+            f"or damaged. Delete it and run again with --download (fetches {url}); an archive of your own must not "
+            f"be named {src.CIFAR10_ARCHIVE}"
+        )
+
+
+def _check_cifar(
+    splits: dict[str, Arrays], classes: tuple[str, ...], source: Path, pickle_form: bool, max_per_class: int | None,
+    official: bool | None,
+) -> None:
+    """Every class must have train and test images. A copy that claims to be the official CIFAR-10 (by name:
+    ``cifar-10-python.tar.gz`` or ``cifar-10-batches-py``; or class folders named only with CIFAR-10 classes)
+    must hold all ten classes with 5,000 train and 1,000 test images each (at most ``max_per_class``);
+    ``official`` True / False forces that check on / off."""
+    if pickle_form:
+        claims = source.name in (src.CIFAR10_ARCHIVE, "cifar-10-batches-py")
+    else:
+        claims = set(classes) <= set(src.CIFAR10_CLASSES)
+    if official is False or (official is None and not claims):
+        src.check_splits(splits, classes, str(source))
+        return
+    per_class = {s: n if max_per_class is None else min(n, max_per_class)
+                 for s, n in src.OFFICIAL_PER_CLASS["cifar10"].items()}
+    src.check_splits(splits, classes, str(source), per_class, src.CIFAR10_CLASSES)
+
+
 def _read_cifar10(
-    root: Path, cache: str | None, download: bool, url: str | None, max_per_class: int | None, workers: int
+    root: Path, cache: str | None, download: bool, url: str | None, max_per_class: int | None, workers: int,
+    progress: bool = True, official: bool | None = None,
 ) -> tuple[dict[str, Arrays], tuple[str, ...], str, np.ndarray]:
     candidates = _cifar_candidates(root)
+    url = url or os.environ.get("MIRRORATTN_CIFAR10_URL") or src.CIFAR10_URL
     if not candidates and download:
         dest = (root if not root.is_file() else root.parent) / "cifar10" / src.CIFAR10_ARCHIVE
-        url = url or os.environ.get("MIRRORATTN_CIFAR10_URL") or src.CIFAR10_URL
-        candidates = [fetch(url, dest, md5=CIFAR10_MD5)]
+        candidates = [fetch(url, dest, md5=CIFAR10_MD5, progress=progress)]
     if not candidates:
-        raise DataNotFoundError(_cifar_help(root))
+        raise DataNotFoundError(_cifar_help(root, url))
     source = candidates[0]
     pickle_form = source.name == "cifar-10-batches-py" or (source.is_file() and src.is_cifar_pickle_archive(source))
-    if pickle_form:
-        if max_per_class is not None:
-            raise ValueError("max_per_class applies to image-folder sources only; use max_train/max_test instead")
+    if pickle_form and max_per_class is not None:
+        raise ValueError("max_per_class applies to image-folder sources only; use max_train/max_test instead")
 
-        def reader() -> tuple[dict[str, Arrays], tuple[str, ...]]:
+    def reader() -> tuple[dict[str, Arrays], tuple[str, ...]]:
+        if source.is_file() and source.name == src.CIFAR10_ARCHIVE:
+            _verify_cifar_archive(source, url)  # the official name: only the official archive is read
+        if pickle_form:
             return src.read_cifar10_pickle(source)
+        return src.read_image_folder(source, max_per_class=max_per_class, workers=workers)
 
-        tag = "pickle"
-    else:
-
-        def reader() -> tuple[dict[str, Arrays], tuple[str, ...]]:
-            return src.read_image_folder(source, max_per_class=max_per_class, workers=workers)
-
-        tag = f"folder:{max_per_class}"
+    tag = "pickle" if pickle_form else f"folder:{max_per_class}"
     splits, classes, hist = _cached_raw("cifar10", source, reader, cache, tag)
+    _check_cifar(splits, classes, source, pickle_form, max_per_class, official)
     return splits, classes, str(source), hist
 
 
@@ -302,17 +339,18 @@ def _fashion_dirs(root: Path) -> list[Path]:
 
 
 def _read_fashion(
-    root: Path, cache: str | None, download: bool, url: str | None
+    root: Path, cache: str | None, download: bool, url: str | None, progress: bool = True,
+    official: bool | None = None,
 ) -> tuple[dict[str, Arrays], tuple[str, ...], str, np.ndarray]:
     def complete(d: Path) -> bool:
         return all(any((d / n).is_file() for n in (f, f[:-3])) for f in src.FASHION_MNIST_FILES)
 
     found = [d for d in _fashion_dirs(root) if d.is_dir() and complete(d)]
+    base = url or os.environ.get("MIRRORATTN_FASHION_MNIST_URL") or src.FASHION_MNIST_URL
     if not found and download:
         dest = root / "fashion-mnist"
-        base = url or os.environ.get("MIRRORATTN_FASHION_MNIST_URL") or src.FASHION_MNIST_URL
         for fname, md5 in src.FASHION_MNIST_FILES.items():
-            fetch(base.rstrip("/") + "/" + fname, dest / fname, md5=md5)
+            fetch(base.rstrip("/") + "/" + fname, dest / fname, md5=md5, progress=progress)
         found = [dest]
     if not found:
         looked = ", ".join(str(d) for d in _fashion_dirs(root))
@@ -320,12 +358,17 @@ def _read_fashion(
             f"Fashion-MNIST not found (looked for the four IDX files {', '.join(src.FASHION_MNIST_FILES)} "
             f"in {looked}). "
             "Install Debian's package (apt-get install dataset-fashion-mnist), pass --download to fetch them from "
-            f"{src.FASHION_MNIST_URL}, or put them in <data root>/fashion-mnist/"
+            f"{base}, or put them in <data root>/fashion-mnist/"
         )
     folder = found[0]
     splits, classes, hist = _cached_raw(
         "fashion-mnist", folder, lambda: (src.read_fashion_mnist(folder), src.FASHION_MNIST_CLASSES), cache, "idx"
     )
+    # Debian's copy, or one whose header claims the full 60,000 training images, must hold all of it
+    per_class = src.OFFICIAL_PER_CLASS["fashion-mnist"]
+    claims = folder == FASHION_MNIST_SYSTEM_DIR or len(splits["train"][1]) == 10 * per_class["train"]
+    if official or (official is None and claims):
+        src.check_splits(splits, classes, str(folder), per_class, src.FASHION_MNIST_CLASSES)
     return splits, classes, str(folder), hist
 
 
@@ -333,6 +376,40 @@ def _read_fashion(
 
 #: the official CIFAR-10 MD5 (module level so that a test can point a download at a tiny archive)
 CIFAR10_MD5 = src.CIFAR10_MD5
+
+
+def _read_source(
+    key: str, root: Path, cache: str | None, download: bool, url: str | None, max_per_class: int | None,
+    workers: int, progress: bool, official: bool | None,
+) -> tuple[dict[str, Arrays], tuple[str, ...], str, np.ndarray | None]:
+    """(train/test splits, class names, source, training-pool histogram or None) of data set ``key``."""
+    if key == "cifar10":
+        return _read_cifar10(root, cache, download, url, max_per_class, workers, progress, official)
+    if key == "fashion-mnist":
+        return _read_fashion(root, cache, download, url, progress, official)
+    images, labels = src.read_digits()
+    n_test = int(round(DIGITS_TEST_FRACTION * len(labels)))
+    test_idx, train_idx = _stratified_pick(labels, n_test, DIGITS_TEST_SEED)
+    splits = {"train": (images[train_idx], labels[train_idx]), "test": (images[test_idx], labels[test_idx])}
+    return splits, tuple(str(i) for i in range(10)), "sklearn.datasets.load_digits", None
+
+
+def _val_count(val_fraction: float, n: int, source: str) -> int:
+    """``round(val_fraction * n)``, the validation split's size; an error if it empties a split it should not."""
+    if n == 0:
+        raise DataNotFoundError(f"{source}: no training images")
+    n_val = int(round(val_fraction * n))
+    if val_fraction > 0 and n_val == 0:
+        raise DataError(
+            f"val_fraction={val_fraction:g} of the {n} training images rounds to an empty validation split; "
+            f"use a larger val_fraction (at least {1 / n:.3g}) or more training images (a larger max_train)"
+        )
+    if n_val >= n:
+        raise DataError(
+            f"val_fraction={val_fraction:g} of the {n} training images leaves no training images; "
+            "use a smaller val_fraction or more training images"
+        )
+    return n_val
 
 
 def load_vision_dataset(
@@ -348,6 +425,8 @@ def load_vision_dataset(
     max_per_class: int | None = None,
     url: str | None = None,
     workers: int = 1,
+    progress: bool = True,
+    official: bool | None = None,
 ) -> VisionDataset:
     """Load, cache and split an image data set.
 
@@ -357,7 +436,7 @@ def load_vision_dataset(
             it may also be the archive file or image folder itself.
         cache_dir: cache folder for decoded arrays (default :func:`mirrorattn.data.paths.cache_dir`).
         val_fraction: share of the training images (after ``max_train``) held out, stratified,
-            as the validation split (0 <= val_fraction < 1).
+            as the validation split (0 <= val_fraction < 1; if > 0 it must give at least one image).
         split_seed: seed of the validation split and of the ``max_train``/``max_test`` subsets.
         download: fetch the official files into the data root if nothing is found.
         max_train, max_test: keep a seeded stratified subset of at most this many training
@@ -367,10 +446,17 @@ def load_vision_dataset(
         url: override the download URL (CIFAR-10: the archive; Fashion-MNIST: the base URL);
             also ``MIRRORATTN_CIFAR10_URL`` / ``MIRRORATTN_FASHION_MNIST_URL``.
         workers: processes for decoding JPEG folders (first load only).
+        progress: show a progress bar while downloading.
+        official: whether the copy must be the complete official data set (5,000 train and 1,000
+            test images per class for CIFAR-10, 6,000 / 1,000 for Fashion-MNIST). ``None``
+            decides from the source: the official CIFAR-10 archive or ``cifar-10-batches-py``
+            folder, class folders named only with CIFAR-10 classes, Debian's Fashion-MNIST or a
+            Fashion-MNIST copy of 60,000 training images. Every class must have train and test
+            images in any case.
 
     Raises:
-        DataNotFoundError: the data set is missing or corrupt (the message says where we looked
-            and how to get it).
+        DataNotFoundError: the data set is missing, corrupt or incomplete (the message says where
+            we looked, what is missing and how to get it).
         ValueError: a bad argument.
     """
     key = name.lower().replace("_", "-")
@@ -382,18 +468,9 @@ def load_vision_dataset(
     for arg, val in (("max_train", max_train), ("max_test", max_test), ("max_per_class", max_per_class)):
         if val is not None and val < 1:
             raise ValueError(f"{arg} must be a positive integer or None, got {val}")
-    root = _data_root(data_root)
-    if key == "cifar10":
-        splits, classes, source, pool_hist = _read_cifar10(root, cache_dir, download, url, max_per_class, workers)
-    elif key == "fashion-mnist":
-        splits, classes, source, pool_hist = _read_fashion(root, cache_dir, download, url)
-    else:
-        images, labels = src.read_digits()
-        n_test = int(round(DIGITS_TEST_FRACTION * len(labels)))
-        test_idx, train_idx = _stratified_pick(labels, n_test, DIGITS_TEST_SEED)
-        splits = {"train": (images[train_idx], labels[train_idx]), "test": (images[test_idx], labels[test_idx])}
-        classes, source = tuple(str(i) for i in range(10)), "sklearn.datasets.load_digits"
-        pool_hist = None
+    splits, classes, source, pool_hist = _read_source(
+        key, _data_root(data_root), cache_dir, download, url, max_per_class, workers, progress, official
+    )
     train_x, train_y = splits["train"]
     test_x, test_y = splits["test"]
     if max_train is not None and max_train < len(train_y):
@@ -403,8 +480,7 @@ def load_vision_dataset(
     if max_test is not None and max_test < len(test_y):
         keep, _ = _stratified_pick(test_y, max_test, split_seed + 1)
         test_x, test_y = test_x[keep], test_y[keep]
-    n_val = int(round(val_fraction * len(train_y)))
-    val_idx, tr_idx = _stratified_pick(train_y, n_val, split_seed)
+    val_idx, tr_idx = _stratified_pick(train_y, _val_count(val_fraction, len(train_y), source), split_seed)
     train = ImageSplit(np.ascontiguousarray(train_x[tr_idx]), train_y[tr_idx])
     val = ImageSplit(np.ascontiguousarray(train_x[val_idx]), train_y[val_idx])
     test = ImageSplit(np.ascontiguousarray(test_x), np.asarray(test_y))

@@ -9,18 +9,17 @@ message saying which file and what was wrong.
 
 from __future__ import annotations
 
-import gzip
 import io
 import os
-import pickle
-import tarfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
+from mirrorattn.data.archives import READ_ERRORS, iter_tar_files, open_tar_stream, read_maybe_gzip
 from mirrorattn.data.paths import DataNotFoundError
+from mirrorattn.data.safe_pickle import load_plain
 
 #: CIFAR-10 class names in the official label order (also the alphabetical order of the folders)
 CIFAR10_CLASSES: tuple[str, ...] = (
@@ -69,10 +68,8 @@ Arrays = tuple[np.ndarray, np.ndarray]
 
 
 def _unpickle(raw: bytes, where: str) -> dict:
-    try:
-        obj = pickle.loads(raw, encoding="bytes")
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt file
-        raise DataNotFoundError(f"{where}: not a readable CIFAR-10 pickle batch ({exc}); download it again") from None
+    """A CIFAR-10 batch's dict (keys decoded to str), read with the restricted unpickler (no code runs)."""
+    obj = load_plain(raw, where)
     if not isinstance(obj, dict):
         raise DataNotFoundError(f"{where}: expected a dict in the CIFAR-10 pickle batch, got {type(obj).__name__}")
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in obj.items()}
@@ -82,8 +79,11 @@ def _cifar_batch(raw: bytes, where: str) -> Arrays:
     d = _unpickle(raw, where)
     if "data" not in d or "labels" not in d:
         raise DataNotFoundError(f"{where}: CIFAR-10 batch lacks 'data' or 'labels' (keys: {sorted(d)})")
-    data = np.asarray(d["data"], dtype=np.uint8)
-    labels = np.asarray(d["labels"], dtype=np.int64)
+    try:
+        data = np.asarray(d["data"], dtype=np.uint8)
+        labels = np.asarray(d["labels"], dtype=np.int64).reshape(-1)
+    except (TypeError, ValueError, OverflowError):
+        raise DataNotFoundError(f"{where}: CIFAR-10 batch data or labels are not numbers; download it again") from None
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or data.shape[0] != labels.shape[0]:
         raise DataNotFoundError(
             f"{where}: CIFAR-10 batch has data of shape {data.shape} and {labels.shape[0]} labels; "
@@ -112,14 +112,11 @@ def read_cifar10_pickle(source: str | os.PathLike) -> tuple[dict[str, Arrays], t
             raws[n] = f.read_bytes()
     else:
         try:
-            with tarfile.open(source, "r|*") as tf:
-                for m in tf:
-                    base = m.name.rsplit("/", 1)[-1]
-                    if m.isfile() and base in names:
-                        fh = tf.extractfile(m)
-                        assert fh is not None
-                        raws[base] = fh.read()
-        except (tarfile.TarError, OSError, EOFError) as exc:
+            for name, raw in iter_tar_files(source, lambda n: n.rsplit("/", 1)[-1] in names):
+                raws[name.rsplit("/", 1)[-1]] = raw
+        except DataNotFoundError:
+            raise
+        except READ_ERRORS as exc:
             raise DataNotFoundError(
                 f"{source}: cannot read the CIFAR-10 archive ({exc}); delete it and download it again"
             ) from None
@@ -127,9 +124,10 @@ def read_cifar10_pickle(source: str | os.PathLike) -> tuple[dict[str, Arrays], t
         if missing:
             raise DataNotFoundError(f"{source}: not the CIFAR-10 Python archive (missing {', '.join(missing)})")
     meta = _unpickle(raws["batches.meta"], f"{source}:batches.meta")
-    classes = tuple(
-        (c.decode() if isinstance(c, bytes) else str(c)) for c in meta.get("label_names", CIFAR10_CLASSES)
-    )
+    names = meta.get("label_names", CIFAR10_CLASSES)
+    if not isinstance(names, (list, tuple)) or len(names) != 10 or not all(isinstance(c, (bytes, str)) for c in names):
+        raise DataNotFoundError(f"{source}:batches.meta: label_names is not a list of 10 class names")
+    classes = tuple(c.decode("latin-1") if isinstance(c, bytes) else c for c in names)
     train = [_cifar_batch(raws[f"data_batch_{i}"], f"{source}:data_batch_{i}") for i in range(1, 6)]
     test = _cifar_batch(raws["test_batch"], f"{source}:test_batch")
     out = {
@@ -137,6 +135,46 @@ def read_cifar10_pickle(source: str | os.PathLike) -> tuple[dict[str, Arrays], t
         "test": test,
     }
     return out, classes
+
+
+# --------------------------------------------------------------------------- completeness
+
+#: images per class in each official split
+OFFICIAL_PER_CLASS: dict[str, dict[str, int]] = {
+    "cifar10": {"train": 5000, "test": 1000},
+    "fashion-mnist": {"train": 6000, "test": 1000},
+}
+
+
+def check_splits(
+    splits: dict[str, Arrays],
+    classes: tuple[str, ...],
+    where: str,
+    per_class: dict[str, int] | None = None,
+    expected_classes: tuple[str, ...] | None = None,
+) -> None:
+    """Raise :class:`DataNotFoundError` unless every class has images in both splits.
+
+    With ``per_class`` ({split: count}) every class must have exactly that many images in that
+    split, and with ``expected_classes`` every one of those classes must be there: the checks of
+    a copy that claims to be the complete official data set (a truncated archive fails them).
+    """
+    if expected_classes is not None:
+        missing = [c for c in expected_classes if c not in classes]
+        if missing:
+            raise DataNotFoundError(f"{where}: classes {', '.join(missing)} are missing (found {len(classes)} of "
+                                    f"{len(expected_classes)}); the copy is incomplete: replace it with a complete one")
+    for split in ("train", "test"):
+        counts = np.bincount(splits[split][1], minlength=len(classes))[: len(classes)]
+        want = (per_class or {}).get(split)
+        bad = [(classes[i], int(n)) for i, n in enumerate(counts) if (n == 0 if want is None else n != want)]
+        if bad:
+            shown = ", ".join(f"{c} {n}" for c, n in bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
+            raise DataNotFoundError(
+                f"{where}: the {split} split is incomplete, images per class: {shown} (expected "
+                f"{'at least 1' if want is None else want} each); the copy is truncated or damaged: replace it "
+                "with a complete copy"
+            )
 
 
 # --------------------------------------------------------------------------- class-named image folders
@@ -175,16 +213,12 @@ def _iter_folder_files(source: Path) -> Iterator[tuple[str, str, str, bytes]]:
                     yield key[0], key[1], path.name, path.read_bytes()
         return
     try:
-        with tarfile.open(source, "r|*") as tf:
-            for m in tf:
-                if not m.isfile():
-                    continue
-                key = _split_member(m.name)
-                if key:
-                    fh = tf.extractfile(m)
-                    assert fh is not None
-                    yield key[0], key[1], m.name.rsplit("/", 1)[-1], fh.read()
-    except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile) as exc:
+        for name, raw in iter_tar_files(source, lambda n: _split_member(n) is not None):
+            split, cls = _split_member(name)  # type: ignore[misc]
+            yield split, cls, name.rsplit("/", 1)[-1], raw
+    except DataNotFoundError:
+        raise
+    except READ_ERRORS as exc:
         raise DataNotFoundError(
             f"{source}: cannot read the image archive ({exc}); replace it with a good copy"
         ) from None
@@ -252,13 +286,13 @@ def read_image_folder(
 def is_cifar_pickle_archive(path: str | os.PathLike) -> bool:
     """True if ``path`` is a tarball holding ``cifar-10-batches-py/data_batch_1`` (checks the first members)."""
     try:
-        with tarfile.open(path, "r:*") as tf:
+        with open_tar_stream(path) as tf:
             for i, m in enumerate(tf):
                 if m.name.rsplit("/", 1)[-1] in ("data_batch_1", "batches.meta", "test_batch"):
                     return True
                 if i > 20:
                     return False
-    except (tarfile.TarError, OSError, EOFError):
+    except READ_ERRORS:
         return False
     return False
 
@@ -296,10 +330,10 @@ def read_idx_file(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file, gzipped (``.gz``) or not."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raw = read_maybe_gzip(path)
+    except DataNotFoundError:
+        raise
+    except READ_ERRORS as exc:
         raise DataNotFoundError(f"{path}: cannot read ({exc}); replace it with a good copy") from None
     return parse_idx(raw, str(path))
 
@@ -353,6 +387,7 @@ def read_digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 __all__ = [
+    "OFFICIAL_PER_CLASS",
     "CIFAR10_ARCHIVE",
     "CIFAR10_CLASSES",
     "CIFAR10_MD5",
@@ -360,6 +395,7 @@ __all__ = [
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_FILES",
     "FASHION_MNIST_URL",
+    "check_splits",
     "is_cifar_pickle_archive",
     "parse_idx",
     "read_cifar10_pickle",

@@ -3,8 +3,9 @@
 Every scalar field of the experiment's config dataclass is an option (``--epochs 1``,
 ``--no-bias``, ``--grad-clip none``, ``--sweep-epochs 1``; :func:`add_config_options`), applied
 after the preset and the ``--config`` TOML file (:func:`config_from_args`). ``--optimizers a,b,c``
-names the compared optimizers; ``--lr 3e-3`` sets every optimizer's step, ``--lr
-adam=1e-3,lp-md:1.1=5e-2`` single ones (:func:`apply_lr_option`). The step-size sweep
+names the compared optimizers (multi-key specs work: ``adam,lp-md:p=1.1,normalized=true``, or
+separate with ';'; :func:`mirrorattn.optim.registry.split_optimizer_list`); ``--lr 3e-3`` sets
+every optimizer's step, ``--lr adam=1e-3,lp-md:1.1=5e-2`` single ones (:func:`apply_lr_option`). The step-size sweep
 (:mod:`mirrorattn.experiments.sweep`): ``EXP-sweep`` writes ``OUT/sweep.json``, ``EXP --lr-from
 OUT/sweep.json`` takes its chosen steps (:func:`steps_from_sweep`), ``--sweep-lrs 1e-3,1e-2`` is
 one grid for every optimizer (:func:`sweep_overrides`), ``--workers N`` trains N runs at once
@@ -101,15 +102,21 @@ def add_command(subparsers: Any, name: str, summary: str, doc: str | None) -> ar
 def add_run_options(p: argparse.ArgumentParser, presets: Iterable[str], *, download: str, optimizers: str,
                     lr: str) -> None:
     """``--preset`` (default quick), ``--config``, ``--out``, ``--data-root``, ``--download``, ``--device``,
-    ``--optimizers`` and ``--lr``; ``download``, ``optimizers`` and ``lr`` complete their help texts."""
+    ``--optimizers``, ``--lr`` and ``--overwrite``; ``download``, ``optimizers`` and ``lr`` complete their help
+    texts."""
     p.add_argument("--preset", choices=sorted(presets), default="quick", help="starting configuration (default quick)")
     p.add_argument("--config", default=None, metavar="FILE.toml", help="TOML file of config fields (after the preset)")
     p.add_argument("--out", required=True, help="output folder (run folders are reused / resumed)")
     p.add_argument("--data-root", default=None, help="data root (default $MIRRORATTN_DATA)")
     p.add_argument("--download", action="store_true", help=f"download {download} if it is missing")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1")
-    p.add_argument("--optimizers", default=None, help=f"comma-separated specs, e.g. {optimizers}")
+    p.add_argument("--optimizers", default=None,
+                   help=f"comma-separated specs, e.g. {optimizers} (multi-key specs: adam,lp-md:p=1.1,normalized=true; "
+                        "or separate the specs with ';')")
     p.add_argument("--lr", default=None, help=f"step for all optimizers, or per optimizer: {lr}")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace finished runs in --out that have other settings (without it they are kept and the "
+                        "command stops before training)")
 
 
 def add_process_options(p: argparse.ArgumentParser, cls: type, special: Iterable[str]) -> None:
@@ -143,7 +150,9 @@ def config_from_args(cls: type[C], preset: Mapping[str, Any], args: argparse.Nam
     if args.device is not None:
         given["device"] = args.device
     if args.optimizers is not None:
-        given["optimizers"] = tuple(split_list(args.optimizers))
+        from mirrorattn.optim.registry import split_optimizer_list
+
+        given["optimizers"] = tuple(split_optimizer_list(args.optimizers))
     given.update(overrides or {})
     config = build_config(cls, preset, args.config, {k: v for k, v in given.items() if v is not NONE})
     for name in [k for k, v in given.items() if v is NONE]:
@@ -153,26 +162,65 @@ def config_from_args(cls: type[C], preset: Mapping[str, Any], args: argparse.Nam
 
 def apply_lr_option(config: Any, text: str | None, lrs: Mapping[str, float]) -> None:
     """Set ``config.lrs`` to ``lrs`` updated by ``--lr`` OPT=STEP pairs, or, for ``--lr STEP``, ``config.lr``
-    to STEP and ``config.lrs`` to {} (every optimizer takes STEP). ``ValueError`` for what cannot be read."""
+    to STEP and ``config.lrs`` to {} (every optimizer takes STEP). ``ValueError`` (one line) for what cannot be
+    read: no optimizer before '=', an optimizer spec that does not parse, a step that is not a positive number.
+
+    The pairs are split like ``--optimizers`` (:func:`~mirrorattn.optim.registry.split_optimizer_list`), the
+    step after the last '=': ``lp-md:p=1.1,normalized=true=5e-2,adam=1e-3``.
+    """
+    from mirrorattn.optim.registry import split_optimizer_list
+
     lrs = dict(lrs)
     if text is not None and "=" in text:
-        for item in split_list(text):
-            name, _, value = item.rpartition("=")
+        for item in split_optimizer_list(text):
             try:
-                lrs[name.strip()] = float(value)
+                pairs = [_lr_pair(item)]
             except ValueError:
-                raise ValueError(f"--lr: cannot read {item!r}; write OPTIMIZER=STEP, e.g. adam=1e-3") from None
+                if ";" in text or "," not in item:
+                    raise
+                pairs = [_lr_pair(piece) for piece in split_list(item)]  # not one spec: each piece's own error
+            lrs.update(pairs)
     elif text is not None:
-        try:
-            config.lr = float(text)
-        except ValueError:
-            raise ValueError(f"--lr: expected a number or OPT=STEP pairs, got {text!r}") from None
+        config.lr = _positive_step(text, f"--lr: expected a number or OPT=STEP pairs, got {text!r}")
         lrs = {}
     config.lrs = lrs
 
 
+def _lr_pair(item: str) -> tuple[str, float]:
+    """``"adam=1e-3"`` -> ``("adam", 1e-3)``; ``ValueError`` (one line) naming what is wrong with ``item``."""
+    from mirrorattn.optim.registry import parse_optimizer_spec
+
+    name, eq, value = (part.strip() for part in item.rpartition("="))
+    unreadable = f"--lr: cannot read {item!r}; write OPTIMIZER=STEP, e.g. adam=1e-3"
+    if not eq:
+        raise ValueError(unreadable)
+    if not name:
+        raise ValueError(f"--lr: {item!r} has no optimizer name before '='; write OPTIMIZER=STEP, e.g. adam=1e-3")
+    try:
+        parse_optimizer_spec(name)
+    except ValueError as exc:
+        raise ValueError(f"--lr {item!r}: {exc}") from None
+    return name, _positive_step(value, unreadable)
+
+
+def _positive_step(text: str, unreadable: str) -> float:
+    """``text`` as a finite step size > 0; ``ValueError(unreadable)`` if it is no number, another one if not > 0."""
+    try:
+        step = float(text)
+    except ValueError:
+        raise ValueError(unreadable) from None
+    if not (math.isfinite(step) and step > 0):
+        raise ValueError(f"--lr: the step must be a positive number, got {text!r}")
+    return step
+
+
 def set_threads(args: argparse.Namespace) -> None:
-    """``--threads N``: torch's CPU threads of this process."""
+    """``--threads N``: torch's CPU threads of this process; first, ``ValueError`` unless ``--threads`` and
+    ``--workers`` (where the command has them) are positive integers."""
+    for option in ("threads", "workers"):
+        value = getattr(args, option, None)
+        if value is not None and value < 1:
+            raise ValueError(f"--{option} must be a positive integer, got {value}")
     if args.threads:
         import torch
 
@@ -249,7 +297,8 @@ def run_sweep_command(args: argparse.Namespace, build_config: Callable[[argparse
     from mirrorattn.train import dist_info
 
     set_threads(args)
-    result = sweep(build_config(args), args.out, progress=not args.no_progress, workers=args.workers)
+    result = sweep(build_config(args), args.out, progress=not args.no_progress, workers=args.workers,
+                   overwrite=args.overwrite)
     if dist_info().is_main:
         print_sweep(result)
     return 0

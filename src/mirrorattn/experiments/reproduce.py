@@ -116,6 +116,37 @@ def data_available(kind: str, data_root: str | None, download: bool) -> tuple[bo
     return False, f"{kind} data not found under the data root {root}; to run it, {_GET[kind]}"
 
 
+def check_only(preset: str, only: list[str] | None) -> None:
+    """``ValueError`` (one line, listing the preset's steps) when ``only`` names a step that ``preset`` lacks."""
+    known = [step.name for step in preset_steps(preset)]
+    unknown = [name for name in only or () if name not in known]
+    if unknown:
+        raise ValueError(f"--only: unknown step(s) {', '.join(map(repr, unknown))} for preset {preset!r}; "
+                         f"its steps are: {', '.join(known)}")
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """The status record ``reproduce.json`` at ``path`` ({} when absent).
+
+    A file that is not a JSON object with a ``steps`` table (cut short, corrupt) is reproduce's own record, so
+    it is started afresh ({}), with one line on stderr saying so: the steps' finished runs are still reused.
+    """
+    import sys
+
+    if not path.is_file():
+        return {}
+    try:
+        record = read_json(path)
+    except ValueError as exc:  # mirrorattn.io.CorruptFileError, json.JSONDecodeError, UnicodeDecodeError
+        why = f"cannot be read ({getattr(exc, 'why', exc)})"
+    else:
+        if isinstance(record, dict) and isinstance(record.get("steps", {}), dict):
+            return record
+        why = "is not a reproduce status record"
+    print(f"note: {path} {why}; starting a new record (finished runs are still reused)", file=sys.stderr)
+    return {}
+
+
 def run_reproduce(
     preset: str,
     out: str | Path,
@@ -131,10 +162,11 @@ def run_reproduce(
     from mirrorattn.cli import main as cli_main
     from mirrorattn.report import build_report
 
+    check_only(preset, only)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     status_path = out / "reproduce.json"
-    record: dict[str, Any] = read_json(status_path) if status_path.is_file() else {}
+    record = read_record(status_path)
     if record.get("preset") not in (None, preset):
         log(f"note: {out} holds a reproduce of preset {record['preset']!r}; its finished runs are reused where "
             f"their settings match")
@@ -188,6 +220,8 @@ def run_reproduce(
 
 
 def _main(args: argparse.Namespace) -> int:
+    if args.workers < 1:
+        raise ValueError(f"--workers must be a positive integer, got {args.workers}")
     record = run_reproduce(args.preset, args.out, data_root=args.data_root, download=args.download,
                            workers=args.workers, progress=not args.no_progress, only=args.only)
     from mirrorattn.report import collect_claims

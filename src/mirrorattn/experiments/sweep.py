@@ -5,7 +5,8 @@ optimizer of the config, one short run (seed 0, ``sweep_epochs`` epochs, trainin
 ``sweep_max_train``) per step of its grid (:meth:`ClassificationConfig.sweep_grid
 <mirrorattn.experiments.classification.ClassificationConfig.sweep_grid>`: its entry in
 ``sweep_grids``, else ``sweep_lrs``), in ``OUT/runs/<optimizer>-seed0-lr<step>/`` (reused when
-finished, as every run). The step with the best validation accuracy is chosen by
+finished, as every run; a finished run of other settings there is refused before the first sweep
+run, unless ``overwrite``). The step with the best validation accuracy is chosen by
 :func:`select_step` (ties, stability margin, warnings: see there); a run whose loss became NaN/inf
 counts as accuracy 0. The test split is dropped from the sweep's data before any training (its
 ``TrainData.test`` is None): no sweep run evaluates on it.
@@ -32,7 +33,7 @@ from typing import Any, Protocol
 
 import torch
 
-from mirrorattn.experiments.classification import ClassificationConfig, run_name
+from mirrorattn.experiments.classification import ClassificationConfig, preflight, run_name
 from mirrorattn.io import config_hash, read_json, save_figure, write_json
 from mirrorattn.train import NonFiniteLossError, TrainData
 from mirrorattn.train.distributed import init_distributed
@@ -51,17 +52,21 @@ class Prepared(Protocol):
 class SweepTarget:
     """One experiment's part in a sweep (module-level functions, so that worker processes can take it).
 
-    ``prepare(config, max_train)``: the experiment's data with the training pool capped at
+    ``prepare(config, max_train, progress=)``: the experiment's data with the training pool capped at
     ``max_train`` (None: the config's cap). ``train_one(config, prepared, optimizer, seed, out_dir,
-    *, lr, epochs, analyse, progress)``: train (or reuse) one run, return its summary, which holds
-    ``val_acc_best``, ``best_epoch`` and ``train_seconds``, or ``diverged: True`` (or raise
+    *, lr, epochs, analyse, progress, overwrite)``: train (or reuse) one run, return its summary, which
+    holds ``val_acc_best``, ``best_epoch`` and ``train_seconds``, or ``diverged: True`` (or raise
     :class:`~mirrorattn.train.NonFiniteLossError`) when its loss became NaN/inf. ``command``: the
-    subcommand that trains with the chosen steps (for messages).
+    subcommand that trains with the chosen steps (for messages). ``make_spec(config, prepared,
+    optimizer, seed, out_dir, *, lr, epochs, analyse)``: the run's
+    :class:`~mirrorattn.experiments.classification.RunSpec`, for the check of every run folder before
+    the first sweep run (:func:`~mirrorattn.experiments.classification.preflight`; None: no check).
     """
 
-    prepare: Callable[[Any, int | None], Prepared]
+    prepare: Callable[..., Prepared]
     train_one: Callable[..., dict[str, Any]]
     command: str
+    make_spec: Callable[..., Any] | None = None
 
 
 def select_step(rows: list[dict[str, Any]], chance: float, n_val: int) -> tuple[dict[str, Any], list[str]]:
@@ -120,15 +125,16 @@ def select_step(rows: list[dict[str, Any]], chance: float, n_val: int) -> tuple[
     return best, warnings
 
 
-def sweep_data(target: SweepTarget, config: ClassificationConfig) -> Prepared:
-    """The sweep's data: training pool capped at ``sweep_max_train``, validation split, and no test split."""
-    prepared = target.prepare(config, config.sweep_max_train)
+def sweep_data(target: SweepTarget, config: ClassificationConfig, progress: bool = False) -> Prepared:
+    """The sweep's data: training pool capped at ``sweep_max_train``, validation split, and no test split
+    (``progress``: download progress bars, when the data must be fetched)."""
+    prepared = target.prepare(config, config.sweep_max_train, progress=progress)
     prepared.data = TrainData(prepared.data.train, prepared.data.val, None)  # the sweep never sees the test split
     return prepared
 
 
 def sweep_point(target: SweepTarget, config: ClassificationConfig, prepared: Prepared, optimizer: str, lr: float,
-                out: Path, progress: bool) -> dict[str, Any]:
+                out: Path, progress: bool, overwrite: bool = False) -> dict[str, Any]:
     """Train (or reuse) the sweep run of (``optimizer``, ``lr``) in ``out/runs`` and return its grid row.
 
     The row: ``lr``, ``val_acc_best`` (fraction; 0 for a diverged run), ``val_loss_best`` (at the
@@ -139,7 +145,7 @@ def sweep_point(target: SweepTarget, config: ClassificationConfig, prepared: Pre
     start = time.time()
     try:
         s = target.train_one(config, prepared, optimizer, 0, run_dir, lr=lr, epochs=config.sweep_epochs,
-                             analyse=False, progress=progress)
+                             analyse=False, progress=progress, overwrite=overwrite)
     except NonFiniteLossError as exc:
         s = {"diverged": True, "error": str(exc)}
     if s.get("diverged"):
@@ -166,17 +172,17 @@ _PREPARED: dict[str, Prepared] = {}
 
 
 def _sweep_worker(target: SweepTarget, config: ClassificationConfig, out: str, optimizer: str, lr: float,
-                  threads: int) -> dict[str, Any]:
+                  threads: int, overwrite: bool = False) -> dict[str, Any]:
     """One sweep point in a worker process (``workers`` > 1); the data is prepared once per process."""
     torch.set_num_threads(threads)
     key = config_hash({"command": target.command, **config.data_identity(), "sweep_max_train": config.sweep_max_train})
     if key not in _PREPARED:
         _PREPARED[key] = sweep_data(target, config)
-    return sweep_point(target, config, _PREPARED[key], optimizer, lr, Path(out), progress=False)
+    return sweep_point(target, config, _PREPARED[key], optimizer, lr, Path(out), progress=False, overwrite=overwrite)
 
 
 def _run_parallel(target: SweepTarget, config: ClassificationConfig, out: Path, points: list[tuple[str, float]],
-                  workers: int) -> dict[tuple[str, float], dict[str, Any]]:
+                  workers: int, overwrite: bool) -> dict[tuple[str, float], dict[str, Any]]:
     """The grid rows of ``points``, ``workers`` sweep points at a time in spawned processes."""
     import multiprocessing as mp
     import os
@@ -185,7 +191,7 @@ def _run_parallel(target: SweepTarget, config: ClassificationConfig, out: Path, 
     found: dict[tuple[str, float], dict[str, Any]] = {}
     threads = max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) // workers))
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(_sweep_worker, target, config, str(out), opt, lr, threads): (opt, lr)
+        futures = {pool.submit(_sweep_worker, target, config, str(out), opt, lr, threads, overwrite): (opt, lr)
                    for opt, lr in points}
         for fut in as_completed(futures):
             found[futures[fut]] = row = fut.result()
@@ -194,34 +200,40 @@ def _run_parallel(target: SweepTarget, config: ClassificationConfig, out: Path, 
 
 
 def run_sweep(target: SweepTarget, config: ClassificationConfig, out: str | Path, *, progress: bool = True,
-              workers: int = 1) -> dict[str, Any]:
+              workers: int = 1, overwrite: bool = False) -> dict[str, Any]:
     """For every optimizer, short runs over its grid; pick the step with the best validation accuracy.
 
     See the module docstring for the runs, the choice and ``sweep.json`` / ``sweep.png`` (written
     to ``out`` on the main process). One line per finished (optimizer, step) is printed on the
     main process even without ``progress`` (which adds the progress bars). ``workers`` > 1 trains
     that many sweep points at once in separate processes (single-process mode only; same results).
-    Returns what ``sweep.json`` holds.
+    Every run folder is checked before the first sweep run (a finished run of other settings is refused
+    unless ``overwrite``: :func:`~mirrorattn.experiments.classification.preflight`). Returns what
+    ``sweep.json`` holds.
     """
     config.validate()
     out = Path(out)
     if workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers}")
     info = init_distributed(config.device)  # under torchrun: join the process group first
-    prepared = sweep_data(target, config)
+    prepared = sweep_data(target, config, progress)
     val_labels = prepared.data.val.labels
     n_val = len(val_labels)
     chance = float(torch.bincount(val_labels).max()) / n_val
     points = [(opt, lr) for opt in config.optimizers for lr in config.sweep_grid(opt)]
+    if target.make_spec is not None:
+        dirs = {(opt, lr): out / "runs" / run_name(opt, 0, lr) for opt, lr in points}
+        preflight([(target.make_spec(config, prepared, opt, 0, dirs[opt, lr], lr=lr, epochs=config.sweep_epochs,
+                                     analyse=False), dirs[opt, lr]) for opt, lr in points], overwrite=overwrite)
     found: dict[tuple[str, float], dict[str, Any]] = {}
     if workers > 1 and info.world_size == 1:
-        found = _run_parallel(target, config, out, points, workers)
+        found = _run_parallel(target, config, out, points, workers, overwrite)
     for opt, lr in points:
         if (opt, lr) in found:
             continue
         if info.is_main and progress:
             print(f"== sweep {opt} lr {lr:g}", flush=True)
-        found[(opt, lr)] = row = sweep_point(target, config, prepared, opt, lr, out, progress)
+        found[(opt, lr)] = row = sweep_point(target, config, prepared, opt, lr, out, progress, overwrite)
         if info.is_main:
             print(_sweep_line(opt, row), flush=True)
     table: dict[str, Any] = {}

@@ -17,7 +17,14 @@ from typing import Any
 
 import torch
 
-from mirrorattn.experiments.classification import ClassificationConfig, run_name, run_one, write_results
+from mirrorattn.experiments.classification import (
+    ClassificationConfig,
+    RunSpec,
+    preflight,
+    run_name,
+    run_one,
+    write_results,
+)
 from mirrorattn.experiments.classification import aggregate as aggregate  # importable here, as before
 from mirrorattn.experiments.sweep import SweepTarget, run_sweep
 from mirrorattn.experiments.sweep import select_step as select_step  # importable here, as before
@@ -31,6 +38,7 @@ __all__ = [
     "SWEEP",
     "PreparedText",
     "TextExperimentConfig",
+    "make_spec",
     "prepare_text_data",
     "run_lr_sweep",
     "run_name",
@@ -76,7 +84,23 @@ class TextExperimentConfig(ClassificationConfig):
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the bad field (``lrs`` may name optimizers not run: a sweep's choices)."""
+        from mirrorattn.data.tokenize import SPECIAL_TOKENS, TOKENIZER_KINDS
+
         self.check_runs("lp-md:1.1,sgd,adam", unrun_steps=True)
+        if self.tokenizer not in TOKENIZER_KINDS:
+            raise ValueError(f"tokenizer must be one of {', '.join(TOKENIZER_KINDS)}, got {self.tokenizer!r}")
+        if self.vocab_size <= len(SPECIAL_TOKENS):
+            raise ValueError(f"vocab_size must be larger than {len(SPECIAL_TOKENS)} (the special tokens), "
+                             f"got {self.vocab_size}")
+        for name in ("min_frequency", "analysis_samples", "topk"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if not 0 < self.test_fraction < 1:
+            raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+        if not self.weight_threshold >= 0:
+            raise ValueError(f"weight_threshold must be >= 0, got {self.weight_threshold}")
+        if not (self.dataset and self.text_column and self.label_column):
+            raise ValueError("dataset, text_column and label_column must be non-empty strings")
         self.model_config(num_classes=2).validate()
 
     def model_config(self, num_classes: int, vocab_size: int | None = None) -> TextTransformerConfig:
@@ -103,12 +127,13 @@ class PreparedText:
     summary: dict[str, Any]
 
 
-def prepare_text_data(config: TextExperimentConfig, max_train: int | None = None) -> PreparedText:
+def prepare_text_data(config: TextExperimentConfig, max_train: int | None = None, *,
+                      progress: bool = True) -> PreparedText:
     """Load the data set, train (or load the cached) tokenizer on the training split, encode all splits."""
     from mirrorattn.data.text import build_tokenizer, encode_texts, load_text_dataset
 
     ds = load_text_dataset(config.dataset, test_fraction=config.test_fraction, text_column=config.text_column,
-                           label_column=config.label_column, **config.load_options(max_train))
+                           label_column=config.label_column, progress=progress, **config.load_options(max_train))
     if len(ds.val) == 0:
         raise ValueError("the validation split is empty: set val_fraction > 0 (model selection needs it)")
     tok = build_tokenizer(
@@ -125,42 +150,52 @@ def prepare_text_data(config: TextExperimentConfig, max_train: int | None = None
     return PreparedText(data, tok, ds.num_classes, list(ds.label_names), summary)
 
 
+def make_spec(config: TextExperimentConfig, prepared: PreparedText, optimizer: str, seed: int, out_dir: Path, *,
+              lr: float | None = None, epochs: int | None = None, analyse: bool = True,
+              keep_diverged: bool = False) -> RunSpec:
+    """The :class:`~mirrorattn.experiments.classification.RunSpec` of one run (see :func:`train_one`)."""
+    model_cfg = config.model_config(prepared.num_classes, prepared.tokenizer.get_vocab_size())
+    return config.run_spec(
+        optimizer, seed, model_cfg, lr=lr, epochs=epochs, build_model=lambda: TextTransformer(model_cfg),
+        data=prepared.data, resume_longer=True, on_diverged="best-epoch" if keep_diverged else "raise",
+        analyse=partial(analyse_run, prepared=prepared, config=config, out_dir=out_dir) if analyse else None,
+    )
+
+
 def train_one(config: TextExperimentConfig, prepared: PreparedText, optimizer: str, seed: int, out_dir: Path, *,
               lr: float | None = None, epochs: int | None = None, analyse: bool = True, progress: bool = True,
-              keep_diverged: bool = False) -> dict[str, Any]:
+              keep_diverged: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Train (or reuse / resume) one run and return its summary (also written to ``summary.json``).
 
     The summary holds ``test_acc`` (validation-best epoch, fraction), ``test_acc_last``,
     ``val_acc_best``, ``best_epoch``, ``epochs_run``, ``train_seconds``, ``samples_per_second``,
     ``diverged`` and, with ``analyse``, the attention / weight sparsity and the probe score
     (:func:`mirrorattn.experiments.classification.run_one`). A run differing only in its stopping
-    rule (more epochs) continues from its checkpoint.
+    rule (more epochs) continues from its checkpoint; a finished run of other settings in ``out_dir``
+    is refused unless ``overwrite``.
 
     A run whose loss becomes NaN/inf raises :class:`~mirrorattn.train.NonFiniteLossError`, unless
     ``keep_diverged``: then it ends there, ``diverged`` is True, ``stop_reason`` holds the error and
     the model is the validation-best of the epochs completed before (``test_acc`` measured on it,
     ``test_acc_last`` None; everything None if no epoch completed).
     """
-    model_cfg = config.model_config(prepared.num_classes, prepared.tokenizer.get_vocab_size())
-    spec = config.run_spec(
-        optimizer, seed, model_cfg, lr=lr, epochs=epochs, build_model=lambda: TextTransformer(model_cfg),
-        data=prepared.data, resume_longer=True, on_diverged="best-epoch" if keep_diverged else "raise",
-        analyse=partial(analyse_run, prepared=prepared, config=config, out_dir=out_dir) if analyse else None,
-    )
-    return run_one(spec, out_dir, progress=progress)
+    spec = make_spec(config, prepared, optimizer, seed, out_dir, lr=lr, epochs=epochs, analyse=analyse,
+                     keep_diverged=keep_diverged)
+    return run_one(spec, out_dir, progress=progress, overwrite=overwrite)
 
 
 _PREPARED: dict[str, PreparedText] = {}
 
 
-def _worker_run(config: TextExperimentConfig, out: str, optimizer: str, seed: int, threads: int) -> str:
+def _worker_run(config: TextExperimentConfig, out: str, optimizer: str, seed: int, threads: int,
+                overwrite: bool = False) -> str:
     """One (optimizer, seed) run in a worker process (``--workers``); the data is prepared once per process."""
     torch.set_num_threads(threads)
     key = config_hash(config.data_identity())
     if key not in _PREPARED:
         _PREPARED[key] = prepare_text_data(config)
     s = train_one(config, _PREPARED[key], optimizer, seed, Path(out) / "runs" / run_name(optimizer, seed),
-                  progress=False, keep_diverged=True)
+                  progress=False, keep_diverged=True, overwrite=overwrite)
     return _run_line(optimizer, seed, s)
 
 
@@ -171,57 +206,61 @@ def _run_line(optimizer: str, seed: int, s: dict[str, Any]) -> str:
             f"{' (diverged)' if s.get('diverged') else ''}, {s.get('wall_seconds') or 0:.0f} s")
 
 
-def _run_parallel(config: TextExperimentConfig, out: Path, workers: int, progress: bool) -> None:
+def _run_parallel(config: TextExperimentConfig, out: Path, workers: int, overwrite: bool) -> None:
+    """Every run, ``workers`` at a time in spawned processes (the tokenizer is trained and cached before)."""
     import multiprocessing as mp
     import os
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    prepare_text_data(config)  # trains and caches the tokenizer once, before the workers start
     threads = max(1, (os.cpu_count() or 1) // workers)
     jobs = [(opt, seed) for seed in range(config.seeds) for opt in config.optimizers]  # seed 0 of all first
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(_worker_run, config, str(out), opt, seed, threads) for opt, seed in jobs]
+        futures = [pool.submit(_worker_run, config, str(out), opt, seed, threads, overwrite) for opt, seed in jobs]
         for fut in as_completed(futures):
             done = fut.result()
             print(f"finished {done}", flush=True)
 
 
 def run_text_experiment(
-    config: TextExperimentConfig, out: str | Path, *, progress: bool = True, workers: int = 1
+    config: TextExperimentConfig, out: str | Path, *, progress: bool = True, workers: int = 1, overwrite: bool = False
 ) -> dict[str, Any]:
     """Run every (optimizer, seed) and write results.json, results.md and the figures in ``out``.
 
     ``workers`` > 1 trains that many runs at once in separate processes (single-process mode
     only), each with cpu_count / workers torch threads; the results are the same as sequential.
+    Every run folder is checked before the first run trains
+    (:func:`~mirrorattn.experiments.classification.preflight`): a finished run of other settings is
+    refused (nothing trained) unless ``overwrite``.
     """
     config.validate()
-    out = Path(out)
-    info = init_distributed(config.device)  # under torchrun: join the process group first
     if workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers}")
+    out = Path(out)
+    info = init_distributed(config.device)  # under torchrun: join the process group first
+    prepared = prepare_text_data(config, progress=progress)  # trains and caches the tokenizer, before any worker
+    jobs = [(opt, seed) for seed in range(config.seeds) for opt in config.optimizers]
+    run_dirs = {job: out / "runs" / run_name(*job) for job in jobs}
+    preflight([(make_spec(config, prepared, opt, seed, run_dirs[opt, seed]), run_dirs[opt, seed])
+               for opt, seed in jobs], overwrite=overwrite)
     if workers > 1 and info.world_size == 1:
-        _run_parallel(config, out, workers, progress)
-    prepared = prepare_text_data(config)
+        _run_parallel(config, out, workers, overwrite)
     summaries: dict[str, list[dict[str, Any]]] = {opt: [] for opt in config.optimizers}
-    for seed in range(config.seeds):  # seed-major: an interrupted comparison has every optimizer's first seeds
-        for optimizer in config.optimizers:
-            if info.is_main and progress:
-                print(f"== {optimizer} (lr {config.lr_for(optimizer):g}), seed {seed}", flush=True)
-            run_dir = out / "runs" / run_name(optimizer, seed)
-            summaries[optimizer].append(
-                train_one(config, prepared, optimizer, seed, run_dir, progress=progress, keep_diverged=True)
-            )
-            if info.is_main and workers == 1:
-                print(f"finished {_run_line(optimizer, seed, summaries[optimizer][-1])}", flush=True)
+    for optimizer, seed in jobs:  # seed-major: an interrupted comparison has every optimizer's first seeds
+        if info.is_main and progress:
+            print(f"== {optimizer} (lr {config.lr_for(optimizer):g}), seed {seed}", flush=True)
+        summaries[optimizer].append(train_one(config, prepared, optimizer, seed, run_dirs[optimizer, seed],
+                                              progress=progress, keep_diverged=True, overwrite=overwrite))
+        if info.is_main and workers == 1:
+            print(f"finished {_run_line(optimizer, seed, summaries[optimizer][-1])}", flush=True)
     return write_results(out, config, prepared.summary, summaries, write_report)
 
 
 #: the text experiment's part in a step-size sweep (:func:`mirrorattn.experiments.sweep.run_sweep`)
-SWEEP = SweepTarget(prepare=prepare_text_data, train_one=train_one, command="text")
+SWEEP = SweepTarget(prepare=prepare_text_data, train_one=train_one, command="text", make_spec=make_spec)
 
 
 def run_lr_sweep(
-    config: TextExperimentConfig, out: str | Path, *, progress: bool = True, workers: int = 1
+    config: TextExperimentConfig, out: str | Path, *, progress: bool = True, workers: int = 1, overwrite: bool = False
 ) -> dict[str, Any]:
     """For every optimizer, short runs over its grid; pick the step with the best validation accuracy.
 
@@ -229,4 +268,4 @@ def run_lr_sweep(
     ``sweep.png``; ``mirrorattn text --lr-from OUT/sweep.json`` uses the chosen steps. Test
     accuracy is never used.
     """
-    return run_sweep(SWEEP, config, out, progress=progress, workers=workers)
+    return run_sweep(SWEEP, config, out, progress=progress, workers=workers, overwrite=overwrite)

@@ -2,7 +2,8 @@
 
 Every field of :class:`~mirrorattn.experiments.text.TextExperimentConfig` is an option
 (``--epochs 1``, ``--width 128``, ``--no-bias``, ``--grad-clip none`` ...), applied after the
-preset and the ``--config`` TOML file. Special forms: ``--optimizers lp-md:1.1,sgd,adam``;
+preset and the ``--config`` TOML file. Special forms: ``--optimizers lp-md:1.1,sgd,adam`` (multi-key
+specs too: ``adam,lp-md:p=1.1,normalized=true``; or separate the specs with ';');
 ``--lr 3e-3`` (every optimizer) or ``--lr lp-md:1.1=3e-3,adam=1e-3`` (per optimizer);
 ``--lr-from OUT/sweep.json`` takes the sweep's chosen steps; ``--sweep-lrs 1e-3,1e-2`` (one grid for
 every optimizer, replacing the preset's per-optimizer ``sweep_grids``, which a ``--config`` TOML
@@ -57,7 +58,8 @@ def _run(args: argparse.Namespace) -> int:
 
     options.set_threads(args)
     config = build_text_config(args)
-    results = run_text_experiment(config, args.out, progress=not args.no_progress, workers=args.workers)
+    results = run_text_experiment(config, args.out, progress=not args.no_progress, workers=args.workers,
+                                  overwrite=args.overwrite)
     _print_table(results)
     return 0
 

@@ -26,7 +26,14 @@ from mirrorattn.data.vision import (
     load_vision_dataset,
     resize_dataset,
 )
-from mirrorattn.experiments.classification import ClassificationConfig, run_name, run_one, write_results
+from mirrorattn.experiments.classification import (
+    ClassificationConfig,
+    RunSpec,
+    preflight,
+    run_name,
+    run_one,
+    write_results,
+)
 from mirrorattn.experiments.sweep import SweepTarget, run_sweep
 from mirrorattn.experiments.vision_analysis import analyse_run, write_report
 from mirrorattn.experiments.vision_presets import PRESETS, QUICK_NOTES, preset_values
@@ -39,6 +46,7 @@ __all__ = [
     "SWEEP",
     "PreparedVision",
     "VisionExperimentConfig",
+    "make_spec",
     "preset_values",
     "prepare_vision_data",
     "run_vision_experiment",
@@ -78,7 +86,13 @@ class VisionExperimentConfig(ClassificationConfig):
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the bad field."""
+        from mirrorattn.data.vision import DATASETS
+
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
         self.check_runs("adam,lp-md:1.1,sgd", unrun_steps=False)
+        if not self.weight_threshold >= 0:
+            raise ValueError(f"weight_threshold must be >= 0, got {self.weight_threshold}")
         if self.image_size is not None and self.image_size < 1:
             raise ValueError(f"image_size must be a positive integer or None, got {self.image_size}")
         if self.crop_padding is not None and self.crop_padding < 0:
@@ -135,12 +149,13 @@ class PreparedVision:
     summary: dict[str, Any]
 
 
-def prepare_vision_data(config: VisionExperimentConfig, max_train: int | None = None) -> PreparedVision:
+def prepare_vision_data(config: VisionExperimentConfig, max_train: int | None = None, *,
+                        progress: bool = True) -> PreparedVision:
     """Load (from the cache after the first time), split and resize the data set of ``config``.
 
     ``max_train``: cap on the training pool (train + validation) instead of ``config.max_train`` (a sweep's).
     """
-    ds = load_vision_dataset(config.dataset, **config.load_options(max_train))
+    ds = load_vision_dataset(config.dataset, progress=progress, **config.load_options(max_train))
     if len(ds.val) == 0:
         raise ValueError("the validation split is empty: set val_fraction > 0 (model selection needs it)")
     if config.image_size is not None:
@@ -152,54 +167,70 @@ def prepare_vision_data(config: VisionExperimentConfig, max_train: int | None = 
 # ----------------------------------------------------------------------------------- runs
 
 
-def train_one(config: VisionExperimentConfig, prepared: PreparedVision, optimizer: str, seed: int, out_dir: Path,
-              *, lr: float | None = None, epochs: int | None = None, analyse: bool = True,
-              progress: bool = True) -> dict[str, Any]:
-    """Train (or reuse / resume) one run and return its summary (also written to ``summary.json``).
-
-    The summary holds ``test_acc`` (validation-best epoch, fraction), ``test_acc_last``,
-    ``val_acc_best``, ``best_epoch``, ``epochs_run``, ``train_seconds``, ``seconds_per_epoch``,
-    ``samples_per_second`` and, with ``analyse``, the attention / weight sparsity. A run whose
-    loss becomes NaN/inf is recorded with ``diverged: True`` and ``test_acc: None`` (and reused as
-    such) instead of stopping the whole comparison.
-    """
+def make_spec(config: VisionExperimentConfig, prepared: PreparedVision, optimizer: str, seed: int, out_dir: Path,
+              *, lr: float | None = None, epochs: int | None = None, analyse: bool = True) -> RunSpec:
+    """The :class:`~mirrorattn.experiments.classification.RunSpec` of one run (see :func:`train_one`)."""
     ds = prepared.dataset
     model_cfg = config.model_config(ds.image_shape, ds.num_classes, ds.mean, ds.std)
     aug = config.augmentation(ds.image_shape[-1])
-    spec = config.run_spec(
+    return config.run_spec(
         optimizer, seed, model_cfg, lr=lr, epochs=epochs, identity_extra={"augmentation": aug},
         build_model=lambda: ViT(model_cfg), data=prepared.data, on_diverged="record",
         analyse=partial(analyse_run, prepared=prepared, config=config, out_dir=out_dir) if analyse else None,
         fit_options={"augment": RandomCropFlip(**aug) if aug is not None else None},
         summary_head={"dataset": config.dataset}, summary_tail={"augmentation": aug}, seconds_per_epoch=True,
     )
-    return run_one(spec, out_dir, progress=progress)
 
 
-def run_vision_experiment(config: VisionExperimentConfig, out: str | Path, *, progress: bool = True) -> dict[str, Any]:
-    """Run every (optimizer, seed) and write results.json, results.md and the figures in ``out``."""
+def train_one(config: VisionExperimentConfig, prepared: PreparedVision, optimizer: str, seed: int, out_dir: Path,
+              *, lr: float | None = None, epochs: int | None = None, analyse: bool = True,
+              progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
+    """Train (or reuse / resume) one run and return its summary (also written to ``summary.json``).
+
+    The summary holds ``test_acc`` (validation-best epoch, fraction), ``test_acc_last``,
+    ``val_acc_best``, ``best_epoch``, ``epochs_run``, ``train_seconds``, ``seconds_per_epoch``,
+    ``samples_per_second`` and, with ``analyse``, the attention / weight sparsity. A run whose
+    loss becomes NaN/inf is recorded with ``diverged: True`` and ``test_acc: None`` (and reused as
+    such) instead of stopping the whole comparison. A finished run of other settings in ``out_dir``
+    is refused unless ``overwrite``.
+    """
+    spec = make_spec(config, prepared, optimizer, seed, out_dir, lr=lr, epochs=epochs, analyse=analyse)
+    return run_one(spec, out_dir, progress=progress, overwrite=overwrite)
+
+
+def run_vision_experiment(config: VisionExperimentConfig, out: str | Path, *, progress: bool = True,
+                          overwrite: bool = False) -> dict[str, Any]:
+    """Run every (optimizer, seed) and write results.json, results.md and the figures in ``out``.
+
+    Every run folder is checked before the first run trains
+    (:func:`~mirrorattn.experiments.classification.preflight`): a finished run of other settings is
+    refused (nothing trained) unless ``overwrite``.
+    """
     config.validate()
     out = Path(out)
     info = dist_info()
-    prepared = prepare_vision_data(config)
+    prepared = prepare_vision_data(config, progress=progress)
+    jobs = [(opt, seed) for opt in config.optimizers for seed in range(config.seeds)]
+    run_dirs = {job: out / "runs" / run_name(*job) for job in jobs}
+    preflight([(make_spec(config, prepared, opt, seed, run_dirs[opt, seed]), run_dirs[opt, seed])
+               for opt, seed in jobs], overwrite=overwrite)
     summaries: dict[str, list[dict[str, Any]]] = {}
-    for optimizer in config.optimizers:
-        for seed in range(config.seeds):
-            if info.is_main and progress:
-                print(f"== {config.dataset}: {optimizer} (lr {config.lr_for(optimizer):g}), seed {seed}", flush=True)
-            run_dir = out / "runs" / run_name(optimizer, seed)
-            summaries.setdefault(optimizer, []).append(
-                train_one(config, prepared, optimizer, seed, run_dir, progress=progress)
-            )
+    for optimizer, seed in jobs:
+        if info.is_main and progress:
+            print(f"== {config.dataset}: {optimizer} (lr {config.lr_for(optimizer):g}), seed {seed}", flush=True)
+        summaries.setdefault(optimizer, []).append(
+            train_one(config, prepared, optimizer, seed, run_dirs[optimizer, seed], progress=progress,
+                      overwrite=overwrite)
+        )
     return write_results(out, config, prepared.summary, summaries, write_report)
 
 
 #: the vision experiment's part in a step-size sweep (:func:`mirrorattn.experiments.sweep.run_sweep`)
-SWEEP = SweepTarget(prepare=prepare_vision_data, train_one=train_one, command="vision")
+SWEEP = SweepTarget(prepare=prepare_vision_data, train_one=train_one, command="vision", make_spec=make_spec)
 
 
 def run_vision_sweep(
-    config: VisionExperimentConfig, out: str | Path, *, progress: bool = True, workers: int = 1
+    config: VisionExperimentConfig, out: str | Path, *, progress: bool = True, workers: int = 1, overwrite: bool = False
 ) -> dict[str, Any]:
     """Short runs over every optimizer's step grid; the step with the best validation accuracy is chosen.
 
@@ -207,4 +238,4 @@ def run_vision_sweep(
     ``sweep.png`` in ``out``; ``mirrorattn vision --lr-from OUT/sweep.json`` uses the chosen steps.
     The test split is never used.
     """
-    return run_sweep(SWEEP, config, out, progress=progress, workers=workers)
+    return run_sweep(SWEEP, config, out, progress=progress, workers=workers, overwrite=overwrite)

@@ -4,7 +4,8 @@ and ``mirrorattn vision-sweep`` (step-size selection on the validation split).
 Every field of :class:`~mirrorattn.experiments.vision.VisionExperimentConfig` is an option
 (``--epochs 1``, ``--width 128``, ``--no-augment``, ``--image-size 48``, ``--max-train none`` ...),
 applied after the preset (chosen per data set) and the ``--config`` TOML file. Special forms:
-``--optimizers adam,lp-md:1.1,sgd``; ``--lr 3e-3`` (every optimizer) or
+``--optimizers adam,lp-md:1.1,sgd`` (multi-key specs too: ``adam,lp-md:p=1.1,normalized=true``, or
+separate the specs with ';'); ``--lr 3e-3`` (every optimizer) or
 ``--lr adam=1e-3,lp-md:1.1=5e-2`` (per optimizer); ``--lr-from OUT/sweep.json`` (the steps chosen
 by ``vision-sweep``; ``--lr`` given too wins).
 
@@ -79,7 +80,7 @@ def _run(args: argparse.Namespace) -> int:
 
     options.set_threads(args)
     config = build_vision_config(args)
-    results = run_vision_experiment(config, args.out, progress=not args.no_progress)
+    results = run_vision_experiment(config, args.out, progress=not args.no_progress, overwrite=args.overwrite)
     if dist_info().is_main:
         for opt, row in results["aggregate"].items():
             t, last = row["test_acc"], row["test_acc_last"]

@@ -61,6 +61,8 @@ class ViTConfig:
             raise ValueError(f"width ({self.width}) must be a multiple of heads ({self.heads})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not self.init_std > 0:
+            raise ValueError(f"ViTConfig.init_std must be positive, got {self.init_std}")
         for name in ("mean", "std"):
             val = getattr(self, name)
             if val and len(val) != self.channels:

@@ -45,19 +45,47 @@ def _dual_norm(g: torch.Tensor, q: float) -> torch.Tensor:
     return torch.linalg.vector_norm(g / m.clamp_min(torch.finfo(g.dtype).tiny), q) * m
 
 
+#: the hyper-parameters every group of an LpMirrorDescent optimizer (and of its state dict) carries
+GROUP_KEYS = ("p", "lr", "normalized", "eps", "weight_decay", "maximize")
+#: what the per-parameter state may hold
+_STATE_KEYS = frozenset({"dual", "p", "step"})
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
 def _check_group(group: dict[str, Any]) -> None:
     check_p(group["p"])
     lr = group["lr"]
-    if isinstance(lr, torch.Tensor):
+    if isinstance(lr, torch.Tensor) and lr.numel() == 1 and not lr.is_complex():
         lr = float(lr)
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0.0):
+    if not (_number(lr) and lr >= 0.0):
         raise ValueError(f"lr must be a finite number >= 0, got {group['lr']!r}")
     eps = group["eps"]
-    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0.0):
+    if not (_number(eps) and eps > 0.0):
         raise ValueError(f"eps must be a finite number > 0 (e.g. 1e-12), got {eps!r}")
     wd = group["weight_decay"]
-    if not (isinstance(wd, (int, float)) and math.isfinite(wd) and wd >= 0.0):
+    if not (_number(wd) and wd >= 0.0):
         raise ValueError(f"weight_decay must be a finite number >= 0, got {wd!r}")
+    for flag in ("normalized", "maximize"):
+        if not (isinstance(group[flag], bool) or (type(group[flag]) is int and group[flag] in (0, 1))):
+            raise ValueError(f"{flag} must be True or False, got {group[flag]!r}")
+
+
+def _check_eps(group: dict[str, Any], params: Iterable[torch.Tensor]) -> None:
+    """In normalized mode a zero gradient is scaled by lr / (0 + eps) (1 / eps for p = 2): that factor must be
+    finite in the dtype of the update (float32 for all but float64 weights), else inf * 0 = NaN weights."""
+    dtypes = {dual_dtype(t.dtype) for t in params if isinstance(t, torch.Tensor) and t.is_floating_point()}
+    if not group["normalized"] or not dtypes:
+        return
+    lr = float(group["lr"])
+    dtype = min(dtypes, key=lambda dt: torch.finfo(dt).max)
+    limit = torch.finfo(dtype).max / 4
+    if max(lr, 1.0) / group["eps"] > limit:
+        raise ValueError(f"eps = {group['eps']!r} is too small for normalized=True with lr = {group['lr']!r}: "
+                         f"max(lr, 1) / eps overflows {dtype} and a zero gradient would turn the weights NaN; use "
+                         f"eps >= {max(lr, 1.0) / limit:.1e} (the default is 1e-12)")
 
 
 class LpMirrorDescent(torch.optim.Optimizer):
@@ -112,6 +140,13 @@ class LpMirrorDescent(torch.optim.Optimizer):
     ``last_step_paths`` counts the tensors each path ("compiled", "foreach", "loop", "direct"
     for p = 2 SGD form) handled at the last step.
 
+    **Checks.** Hyper-parameters are checked on construction, in :meth:`add_param_group` and in
+    :meth:`load_state_dict` (which refuses the state of another optimizer, or of other parameters);
+    with ``normalized=True``, ``max(lr, 1) / eps`` must be finite in the dtype of the update (a zero
+    gradient is scaled by it). When a dual variable is (re)built from a weight, it must be finite:
+    sign(w)|w|^(p-1) overflows for large p and |w| (float32 duals: p = 200 above |w| = 1.56), which is
+    a ``ValueError`` naming the largest |w| it can hold. Zero-size parameters are skipped.
+
     **Non-finite gradients.** Every step first checks the gradients (one fused norm per device);
     a NaN/inf raises :class:`NonFiniteGradientError` naming the parameter (its name if the
     optimizer was given ``named_parameters()``), or with ``nonfinite="skip"`` the whole step is
@@ -151,9 +186,9 @@ class LpMirrorDescent(torch.optim.Optimizer):
             raise ValueError(f"nonfinite must be one of {_NONFINITE_CHOICES}, got {nonfinite!r}")
         if not (isinstance(compile_min_numel, int) and compile_min_numel >= 1):
             raise ValueError(f"compile_min_numel must be an int >= 1, got {compile_min_numel!r}")
-        defaults = dict(lr=lr, p=p, normalized=bool(normalized), eps=eps, weight_decay=weight_decay,
-                        maximize=bool(maximize))
+        defaults = dict(lr=lr, p=p, normalized=normalized, eps=eps, weight_decay=weight_decay, maximize=maximize)
         _check_group(defaults)
+        defaults.update(normalized=bool(normalized), maximize=bool(maximize))
         self.foreach = True if foreach is None else bool(foreach)
         self.nonfinite = nonfinite
         self.compile = compile
@@ -184,19 +219,64 @@ class LpMirrorDescent(torch.optim.Optimizer):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
-        _check_group(self.param_groups[-1])
+        try:
+            _check_group(self.param_groups[-1])
+            _check_eps(self.param_groups[-1], self.param_groups[-1]["params"])
+        except ValueError:
+            self.param_groups.pop()  # a refused group is not kept
+            raise
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a state dict; the dual variables keep their own dtype (float32/float64) and are copied."""
-        saved = chain.from_iterable(g["params"] for g in state_dict["param_groups"])
-        ours = chain.from_iterable(g["params"] for g in self.param_groups)
-        id_map = dict(zip(saved, ours))
-        duals = {id_map[k]: v["dual"] for k, v in state_dict["state"].items()
-                 if k in id_map and isinstance(v, dict) and "dual" in v}
+        """Load a state dict; the dual variables keep their own dtype (float32/float64) and are copied.
+
+        ``ValueError`` (nothing loaded) unless it is an LpMirrorDescent state for these parameters: every
+        group carries this optimizer's hyper-parameters (:data:`GROUP_KEYS`, valid values), the groups hold
+        as many parameters as ours, and each parameter's state holds only ``dual`` (of the parameter's
+        shape), ``p`` and ``step``.
+        """
+        id_map = self._check_state_dict(state_dict)
+        duals = {id_map[k]: v["dual"] for k, v in state_dict["state"].items() if k in id_map and "dual" in v}
         super().load_state_dict(state_dict)
         for param, d in duals.items():
             self.state[param]["dual"] = d.detach().to(device=param.device, dtype=dual_dtype(param.dtype), copy=True)
         self._stamps = {}
+
+    def _check_state_dict(self, state_dict: Any) -> dict[Any, torch.Tensor]:
+        """Validate ``state_dict`` (see :meth:`load_state_dict`); returns saved parameter id -> our parameter."""
+        what, fix = "this state dict is not an LpMirrorDescent state", (
+            "load a state saved by LpMirrorDescent.state_dict() for the same parameters")
+        groups = state_dict.get("param_groups") if isinstance(state_dict, dict) else None
+        state = state_dict.get("state") if isinstance(state_dict, dict) else None
+        if not isinstance(groups, list) or not isinstance(state, dict) or \
+                not all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups):
+            raise ValueError(f"{what} (it needs 'state' and 'param_groups' with 'params'); {fix}")
+        for gi, g in enumerate(groups):
+            missing = [k for k in GROUP_KEYS if k not in g]
+            if missing:
+                raise ValueError(f"{what} (it lacks {missing[0]!r}); {fix}")
+            try:
+                _check_group(g)
+                if gi < len(self.param_groups):
+                    _check_eps(g, self.param_groups[gi]["params"])
+            except ValueError as exc:
+                raise ValueError(f"state dict param_groups[{gi}]: {exc}") from None
+        if [len(g["params"]) for g in groups] != [len(g["params"]) for g in self.param_groups]:
+            raise ValueError(f"the state dict's groups hold {[len(g['params']) for g in groups]} parameters, this "
+                             f"optimizer's {[len(g['params']) for g in self.param_groups]}; {fix}")
+        id_map = dict(zip(chain.from_iterable(g["params"] for g in groups),
+                          chain.from_iterable(g["params"] for g in self.param_groups)))
+        for k, v in state.items():
+            extra = sorted(set(v) - _STATE_KEYS) if isinstance(v, dict) else ["(not a dict)"]
+            if extra:
+                raise ValueError(f"{what} (the state of parameter {k!r} holds {extra[0]!r}, which LpMirrorDescent "
+                                 f"does not keep); {fix}")
+            d, param = v.get("dual"), id_map.get(k)
+            if d is not None and param is not None and not (
+                    isinstance(d, torch.Tensor) and d.is_floating_point() and d.shape == param.shape):
+                got = f"shape {tuple(d.shape)} ({d.dtype})" if isinstance(d, torch.Tensor) else type(d).__name__
+                raise ValueError(f"the state dict's dual variable of parameter {k!r} is {got}, but the parameter has "
+                                 f"shape {tuple(param.shape)}; {fix}")
+        return id_map
 
     @property
     def use_compile(self) -> bool:
@@ -220,8 +300,21 @@ class LpMirrorDescent(torch.optim.Optimizer):
 
     @staticmethod
     def _init_dual(param: torch.Tensor, p: float) -> torch.Tensor:
+        """u = sign(w)|w|^(p-1) in the dual dtype; ``ValueError`` if it is not finite (runs once per weight,
+        not every step: at the first step, after a change of p, or when the weight was written)."""
         w = param.detach().to(dual_dtype(param.dtype))
-        return mirror_map(w, p).contiguous()
+        u = mirror_map(w, p).contiguous()
+        if u.numel() and not bool(torch.isfinite(u).all()):
+            if not bool(torch.isfinite(w).all()):
+                why = "the weight holds NaN or inf"
+            else:
+                top = float(w.abs().max())
+                limit = math.exp(math.log(torch.finfo(u.dtype).max) / (p - 1.0))
+                why = (f"|w| reaches {top:.4g}, but |w|^(p-1) overflows {u.dtype} above |w| = {limit:.4g}; "
+                       "use a smaller p or smaller weights")
+            raise ValueError(f"LpMirrorDescent: the dual variable sign(w)|w|^(p-1) of a parameter of shape "
+                             f"{tuple(param.shape)} ({param.dtype}) is not finite for p = {p:g}: {why}")
+        return u
 
     def _stamp(self, param: torch.Tensor) -> None:
         self._stamps[param] = (param._version, param.data_ptr())
@@ -271,7 +364,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
             _check_group(group)
             for pi, param in enumerate(group["params"]):
                 g = param.grad
-                if g is None:
+                if g is None or param.numel() == 0:  # nothing to update (and no norm of an empty gradient)
                     continue
                 if g.is_sparse:
                     raise RuntimeError(

@@ -4,6 +4,12 @@ Spec strings: ``NAME`` or ``NAME:ARGS`` where ARGS is either one bare value for 
 primary argument (``"lp-md:1.1"`` means p = 1.1, ``"sgd:0.9"`` momentum 0.9) or comma-separated
 ``key=value`` pairs (``"lp-md:p=3,normalized=true"``). Values are parsed as int, float, bool
 (true/false) or left as strings. Names are case-insensitive.
+
+Lists of specs (``--optimizers``, :func:`split_optimizer_list`) are comma-separated; a piece
+``key=value`` whose key is not a registered optimizer continues the spec before it, so
+``"adam,lp-md:p=1.1,normalized=true,sgd"`` is adam, ``lp-md:p=1.1,normalized=true`` and sgd.
+Semicolons may separate the specs instead (``"adam;lp-md:p=1.1,normalized=true"``); then commas
+stay inside the specs.
 """
 
 from __future__ import annotations
@@ -91,6 +97,37 @@ def parse_optimizer_spec(spec: str) -> tuple[str, dict[str, Any]]:
             raise ValueError(f"bad item {part!r} in optimizer spec {spec!r}; expected key=value")
         kwargs[key] = _value(val)
     return name, kwargs
+
+
+def _starts_spec(piece: str) -> bool:
+    """Whether a comma-separated ``piece`` begins a new spec: it is not a ``key=value`` argument of the previous
+    one (its name, the text before the first ':' or '=', is a registered optimizer, or it has no '=')."""
+    if "=" not in piece:
+        return True
+    head = piece.split("=", 1)[0]
+    return ":" in head or _normalise(head) in _REGISTRY
+
+
+def split_optimizer_list(text: str) -> list[str]:
+    """Split a list of optimizer specs: ``"adam,lp-md:p=1.1,normalized=true,sgd"`` ->
+    ``["adam", "lp-md:p=1.1,normalized=true", "sgd"]``.
+
+    With a ';' in ``text`` the specs are separated by ';' only. Otherwise by commas, where a
+    ``key=value`` piece whose key is not a registered optimizer name joins the spec before it when that
+    spec has arguments (``NAME:...``). Blank pieces are dropped; the specs are not validated (see
+    :func:`parse_optimizer_spec`). Also splits ``--lr`` lists (``"lp-md:p=1.1,normalized=true=5e-2,adam=1e-3"``).
+    """
+    if ";" in text:
+        return [t.strip() for t in text.split(";") if t.strip()]
+    specs: list[str] = []
+    for piece in (t.strip() for t in text.split(",")):
+        if not piece:
+            continue
+        if specs and ":" in specs[-1] and not _starts_spec(piece):
+            specs[-1] = f"{specs[-1]},{piece}"
+        else:
+            specs.append(piece)
+    return specs
 
 
 def build_optimizer(spec: str, params: Iterable[Any], lr: float, **kwargs: Any) -> torch.optim.Optimizer:

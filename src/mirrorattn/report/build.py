@@ -38,7 +38,7 @@ def _skips(root: Path) -> dict[str, str]:
     path = root / "reproduce.json"
     if not path.is_file():
         return {}
-    steps = read_json(path).get("steps", {}).items()
+    steps = read_json(path, expect=dict).get("steps", {}).items()
     return {k: f"{v['status']}: {v.get('reason', '')}" for k, v in steps if v.get("status") in ("skipped", "failed")}
 
 
@@ -98,7 +98,7 @@ def build_report(root: str | Path) -> Path:
     claims = collect_claims(root)
     meta: dict[str, Any] = {"generated": _dt.datetime.now().isoformat(timespec="seconds")}
     if (root / "reproduce.json").is_file():
-        meta["preset"] = read_json(root / "reproduce.json").get("preset")
+        meta["preset"] = read_json(root / "reproduce.json", expect=dict).get("preset")
     text = render_markdown(claims, root, meta)
     path = root / "report.md"
     with atomic_path(path) as tmp:

@@ -93,7 +93,7 @@ def load_claim(text: ClaimText, path: Path) -> tuple[Claim, dict[str, Any] | Non
     if not path.is_file():
         c.note = text.missing
         return c, None
-    return c, read_json(path)
+    return c, read_json(path, expect=dict)
 
 
 def verdict(ok: bool) -> str:

@@ -10,6 +10,8 @@ from typing import Any
 def _main(args: argparse.Namespace) -> int:
     from mirrorattn.report.build import build_report, collect_claims
 
+    if not Path(args.dir).is_dir():
+        raise ValueError(f"DIR {args.dir} is not a folder; give the results folder written by mirrorattn reproduce")
     path = build_report(args.dir)
     for c in collect_claims(args.dir):
         print(f"  {c.verdict:>15}  {c.title}")

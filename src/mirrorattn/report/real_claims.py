@@ -27,7 +27,7 @@ PAPER_QKV_COUNTS = {"lp-md:1.1": (18206, 13964, 7643), "lp-md:2": (27224, 14654,
 def _results(root: Path, kind: str, dataset: str) -> tuple[dict[str, Any] | None, Path]:
     folder = root / kind / dataset
     path = folder / "results.json"
-    return (read_json(path) if path.is_file() else None), folder
+    return (read_json(path, expect=dict) if path.is_file() else None), folder
 
 
 def _claim_on(root: Path, name: str, kind: str, dataset: str, stand_in: bool) -> tuple[Claim, Any, Path]:

@@ -4,7 +4,9 @@ form, and the nuclear-norm AttSVM of the K/Q parametrisation (paper.md section 3
     from mirrorattn.svm import attention_svm
     res = attention_svm(X, z, alpha, p=1.75)      # res.W, res.objective, res.support, res.duals
 
-Every solver validates its input first, builds the constraints as one stacked matrix
+p must lie in [P_MIN, P_MAX] = [1.001, 100] (:data:`mirrorattn.mirror.P_MIN`, measured there). Every
+array must hold real numbers (bool and int are cast to float64; complex, object and string arrays are
+refused). Every solver validates its input first, builds the constraints as one stacked matrix
 expression, checks the solver status, and switches to constraint generation (active set) above
 5,000 constraints. Errors are :class:`SVMError` (a ``ValueError``) subclasses with messages that
 name the offending samples.

@@ -15,20 +15,24 @@ from typing import Any, Callable, Unpack
 
 import cvxpy as cp
 
-from mirrorattn.mirror import check_p, lp_norm
-from mirrorattn.svm.constraints import AttentionConstraints
+from mirrorattn.mirror import lp_norm
+from mirrorattn.svm.constraints import AttentionConstraints, solver_p
 from mirrorattn.svm.core import CoreSolution
 from mirrorattn.svm.options import SolveSettings, SVMOptions
 from mirrorattn.svm.result import AttentionSVMResult
+
+#: cvxpy's default ``max_denom`` of ``pnorm``: the tower is exact when 1/p is a fraction with this denominator or less
+_TOWER_MAX_DENOM = 1024
 
 
 def lp_objective(p: float) -> list[Callable[[cp.Variable], cp.Expression]]:
     """cvxpy formulations of ||w||_p, in the order to try them (all exact where used first).
 
-    p = 2: one second-order cone. p rational with denominator <= 1024 (1.75 = 7/4, 3, 1.1 ...):
+    p = 2: one second-order cone. 1/p a fraction with denominator <= 1024 (1.75 = 7/4, 3, 1.1, 1000 ...):
     cvxpy's second-order-cone tower for ``pnorm`` is then exact, and Clarabel solves it more
     reliably than power cones on large problems; exact 3-D power cones (``approx=False``) are the
-    fallback. Other p: power cones first, the (rationally approximated) tower as the fallback;
+    fallback. Other p: power cones first, the (rationally approximated) tower as the fallback
+    (none where the rounded p is not > 1, see :func:`soc_tower_exponent`);
     the Newton polish on the support set uses the exact p either way. The same p gives the same
     function objects, so that the solver core can reuse its canonicalised problems.
     """
@@ -46,8 +50,19 @@ def _lp_forms(p: float) -> tuple[Callable[[cp.Variable], cp.Expression], ...]:
     def powcone(w: cp.Variable) -> cp.Expression:
         return cp.pnorm(w, p, approx=False)
 
-    exact_rational = float(Fraction(p).limit_denominator(1024)) == p
-    return (soc, powcone) if exact_rational else (powcone, soc)
+    tower = soc_tower_exponent(p)
+    if tower == p:
+        return (soc, powcone)
+    # cvxpy's tower rounds 1/p to a denominator <= 1024; a rounded p of 1 (p < ~1.0005) is not even convex
+    return (powcone, soc) if tower > 1.0 else (powcone,)
+
+
+def soc_tower_exponent(p: float) -> float:
+    """The p that cvxpy's second-order-cone tower for ``pnorm(w, p)`` really uses: 1 / (1/p rounded to a
+    fraction with denominator <= 1024), as ``cvxpy.utilities.power_tools.pow_high`` rounds it; 0 when
+    1/p rounds to 0 (p > 2048)."""
+    inv = Fraction(1 / Fraction(p)).limit_denominator(_TOWER_MAX_DENOM)
+    return float(1 / inv) if inv else 0.0
 
 
 def finish_attention(cs: AttentionConstraints, sol: CoreSolution, p: Any, objective: float,
@@ -64,7 +79,7 @@ def attention_svm(X: Any, z: Any, alpha: Any, p: float, **options: Unpack[SVMOpt
         X: (n, T, d) tokens (NumPy or torch; converted to float64).
         z: (n, d) query ("cross") tokens.
         alpha: (n,) int selected token of each sample (must be a real token).
-        p: exponent > 1 of the entrywise norm ||W||_p.
+        p: exponent of the entrywise norm ||W||_p, in [P_MIN, P_MAX] = [1.001, 100] (``mirrorattn.mirror``).
         **options: ``mask`` (n, T) bool, True = real token (default: all real), ``solver`` ("clarabel"),
             ``active_set`` ("auto": constraint generation above 5,000 constraints), ``tol`` (1e-8) and
             ``support_tol`` (1e-6): see :class:`~mirrorattn.svm.options.SVMOptions`.
@@ -73,13 +88,14 @@ def attention_svm(X: Any, z: Any, alpha: Any, p: float, **options: Unpack[SVMOpt
         :class:`AttentionSVMResult` (W (d, d), objective = ||W||_p exactly, duals (n, T), ...).
 
     Raises:
-        SVMInputError: malformed input (shapes, NaN/inf, alpha out of range or on padding).
+        SVMInputError: malformed input (shapes, complex/non-numeric arrays, NaN/inf, alpha out of range or on
+            padding, p outside the supported range).
         InfeasibleSVMError: a sample cannot be separated (names the samples).
         SVMError: the solver failed (says what to try).
         TypeError: an unknown keyword option.
     """
     settings = SolveSettings.of("attention_svm", options)
-    p = check_p(p)
+    p = solver_p(p)
     cs = AttentionConstraints(X, z, alpha, settings.mask)
     sol = settings.solve(cs, lp_objective(p), "l_p-AttSVM", polish_p=p)
     return finish_attention(cs, sol, p, float(lp_norm(sol.w.reshape(cs.d, cs.d), p)), settings)

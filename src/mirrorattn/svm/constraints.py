@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from mirrorattn.mirror import check_p_range
 from mirrorattn.svm.errors import InfeasibleSVMError, InvalidSamplesError, SVMInputError, name_samples
+from mirrorattn.tokens import check_real, real_array
 
 #: samples per chunk when evaluating margins (keeps temporaries to a few MB)
 _CHUNK = 4096
@@ -35,19 +37,36 @@ def _from_torch(a: Any) -> Any:
     return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else a
 
 
-def _as_float_array(a: Any, name: str) -> np.ndarray:
+def solver_p(p: Any, name: str = "p") -> float:
+    """``p`` as a float in the range the solvers support (:data:`mirrorattn.mirror.P_MIN` .. ``P_MAX``), or
+    :class:`SVMInputError` saying so."""
     try:
-        arr = np.asarray(_from_torch(a), dtype=np.float64)
+        return check_p_range(p, name)
+    except ValueError as exc:
+        raise SVMInputError(str(exc)) from None
+
+
+def _array(a: Any, name: str) -> np.ndarray:
+    """``a`` (NumPy, torch or nested lists) as a NumPy array; ragged lists raise :class:`SVMInputError`."""
+    try:
+        return np.asarray(_from_torch(a))
     except (TypeError, ValueError) as exc:
-        raise SVMInputError(f"{name} must be a numeric array: {exc}") from None
-    return arr
+        raise SVMInputError(f"{name} must be an array: {' '.join(str(exc).split())}") from None
+
+
+def _as_float_array(a: Any, name: str) -> np.ndarray:
+    """``a`` as float64 (bool and int are cast); complex, object and string data raise :class:`SVMInputError`.
+    NaN/inf are checked later, per sample (padding may hold anything)."""
+    return real_array(a, name, finite=False, error=SVMInputError)
 
 
 def _nonfinite_samples(arr: np.ndarray, name: str) -> None:
     bad = ~np.isfinite(arr.reshape(arr.shape[0], -1)).all(axis=1)
     if bad.any():
+        first = np.unravel_index(int(np.argmax(~np.isfinite(arr))), arr.shape)
         raise InvalidSamplesError(
-            f"{name} has NaN or inf values in samples {name_samples(np.flatnonzero(bad))}; "
+            f"{name} has NaN or inf values in samples {name_samples(np.flatnonzero(bad))} "
+            f"(first at index {tuple(int(i) for i in first)}); "
             "fix or drop those samples (a diverged training run produces them)",
             samples=np.flatnonzero(bad),
         )
@@ -57,7 +76,8 @@ def check_mask(mask: Any, n: int, T: int) -> np.ndarray:
     """The padding mask as a (n, T) bool array (True = real token); all True when ``None``."""
     if mask is None:
         return np.ones((n, T), dtype=bool)
-    m = np.asarray(_from_torch(mask))
+    m = _array(mask, "mask")
+    check_real(m, "mask", finite=False, error=SVMInputError)
     if m.shape != (n, T):
         raise SVMInputError(f"mask must have shape (n, T) = {(n, T)}, got {m.shape}")
     if m.dtype != bool:
@@ -69,7 +89,7 @@ def check_mask(mask: Any, n: int, T: int) -> np.ndarray:
 
 def check_alpha(alpha: Any, n: int, T: int, mask: np.ndarray) -> np.ndarray:
     """``alpha`` as (n,) int64, checked to lie in [0, T) and on a real token."""
-    a = np.asarray(_from_torch(alpha))
+    a = _array(alpha, "alpha")
     if a.shape != (n,):
         raise SVMInputError(f"alpha must have shape (n,) = ({n},), one selected token per sample, got {a.shape}")
     if a.dtype.kind == "f":
@@ -118,6 +138,9 @@ class AttentionConstraints:
             X = np.where(self.mask[..., None], X, 0.0)
         _nonfinite_samples(X, "X")
         _nonfinite_samples(z, "z")
+        if not np.isfinite(2.0 * float(np.abs(X).max()) * float(np.abs(z).max())):
+            raise SVMInputError("X and z are too large: the constraint rows (x_ia - x_it) z_i^T overflow float64; "
+                                "rescale them (unit-norm tokens and queries work best)")
         self.alpha = check_alpha(alpha, n, T, self.mask)
         self.X = np.ascontiguousarray(X)
         self.z = np.ascontiguousarray(z)
@@ -264,4 +287,4 @@ class DecoderConstraints:
         return np.asarray(flat, dtype=np.int64)
 
 
-__all__ = ["AttentionConstraints", "DecoderConstraints", "check_alpha", "check_mask"]
+__all__ = ["AttentionConstraints", "DecoderConstraints", "check_alpha", "check_mask", "solver_p"]

@@ -187,8 +187,8 @@ def _solve_rows(A: np.ndarray, objective: Objective, solver: str, tol: float) ->
                     # the SOC tower is used only where it is exact (error 0); cvxpy warns anyway
                     warnings.filterwarnings("ignore", message="pnorm with p=.* is being approximated")
                     prob.solve(solver=solver, **opts)
-            except cp.error.SolverError as exc:
-                problems.append(f"failed ({exc})")
+            except (cp.error.SolverError, cp.error.DCPError) as exc:
+                problems.append(f"failed ({' '.join(str(exc).split())[:200]})")  # one line
                 continue
             status = str(prob.status)
             if status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):

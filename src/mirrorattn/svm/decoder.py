@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Unpack
 
-from mirrorattn.mirror import check_p, lp_norm
+from mirrorattn.mirror import lp_norm
 from mirrorattn.svm.attention import attention_svm, lp_objective
-from mirrorattn.svm.constraints import DecoderConstraints
+from mirrorattn.svm.constraints import AttentionConstraints, DecoderConstraints, solver_p
 from mirrorattn.svm.options import SolveSettings, SVMOptions
 from mirrorattn.svm.result import DecoderSVMResult, JointSVMResult
 
@@ -22,14 +22,14 @@ def decoder_svm(X: Any, y: Any, alpha: Any, p: float, **options: Unpack[SVMOptio
         X: (n, T, d) tokens; only x_{i,alpha_i} enters the problem.
         y: (n,) labels in {-1, +1}.
         alpha: (n,) int selected tokens.
-        p: exponent > 1.
+        p: exponent in [P_MIN, P_MAX] = [1.001, 100] (``mirrorattn.mirror``).
         **options: ``mask``, ``solver``, ``active_set``, ``tol``, ``support_tol``: as for :func:`attention_svm`.
 
     Returns:
         :class:`DecoderSVMResult` with ``v`` (d,), ``objective`` = ||v||_p, ``duals`` (n,) ...
     """
     settings = SolveSettings.of("decoder_svm", options)
-    p = check_p(p)
+    p = solver_p(p)
     cs = DecoderConstraints(X, y, alpha, settings.mask)
     sol = settings.solve(cs, lp_objective(p), "decoder l_p-SVM", polish_p=p)
     fields = settings.result_fields(cs, sol, p, float(lp_norm(sol.w, p)))
@@ -45,8 +45,13 @@ def joint_svm(
 
     ``p_decoder`` defaults to ``p``; ``options`` (``mask``, ``solver``, ``active_set``, ``tol``,
     ``support_tol``) go to both solvers. Returns :class:`JointSVMResult` (``attention``, ``decoder``).
+    Both problems' input is checked before either is solved.
     """
-    SolveSettings.of("joint_svm", options)  # an unknown keyword fails before any solve
+    settings = SolveSettings.of("joint_svm", options)  # an unknown keyword fails before any solve
+    solver_p(p)
+    solver_p(p if p_decoder is None else p_decoder, "p_decoder")
+    AttentionConstraints(X, z, alpha, settings.mask)
+    DecoderConstraints(X, y, alpha, settings.mask)
     att = attention_svm(X, z, alpha, p, **options)
     dec = decoder_svm(X, y, alpha, p if p_decoder is None else p_decoder, **options)
     return JointSVMResult(attention=att, decoder=dec)

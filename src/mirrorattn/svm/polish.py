@@ -77,6 +77,14 @@ def _independent(A_S: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return keep
 
 
+def _norm_power(w: np.ndarray, p: float) -> float | None:
+    """||w||_p^(p-1), the factor between the duals of ||w||_p and of ||w||_p^p / p; ``None`` when it
+    overflows or underflows (large p: the polish is then skipped, the solver's answer stays)."""
+    with np.errstate(over="ignore", under="ignore"):
+        s = np.float64(lp_norm(w, p)) ** (p - 1.0)
+    return float(s) if np.isfinite(s) and s > 0 else None
+
+
 def polish_lp(
     w: np.ndarray,
     lam: np.ndarray,
@@ -100,7 +108,10 @@ def polish_lp(
         return None
     marg_w = margins_all(w).reshape(-1)[flat]
     on = (lam > 1e-6 * lam.max()) & (marg_w <= 1.0 + 1e-4)
-    mu_full = lam * float(lp_norm(w, p)) ** (p - 1.0)
+    scale = _norm_power(w, p)
+    if scale is None:
+        return None
+    mu_full = lam * scale
     for _ in range(_MAX_ROUNDS):
         idx = np.flatnonzero(on)
         keep = _independent(rows(flat[idx]), np.maximum(mu_full[idx], 1e-300))
@@ -118,8 +129,8 @@ def polish_lp(
         w_new = inverse_mirror_map(A_S.T @ mu, p)
         marg_grid = margins_all(w_new).reshape(-1)
         if marg_grid[valid.reshape(-1)].min() >= 1.0 - tol:
-            duals = mu_full / float(lp_norm(w_new, p)) ** (p - 1.0)
-            return w_new, duals
+            scale = _norm_power(w_new, p)
+            return None if scale is None else (w_new, mu_full / scale)
         bad = marg_grid[flat] < 1.0 - tol
         if not bad.any():
             return None  # violated constraints outside the working set: not a solution yet

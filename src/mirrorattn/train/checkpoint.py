@@ -1,8 +1,15 @@
-"""Per-epoch checkpoints (written atomically) and the seeds derived from a run's seed."""
+"""Per-epoch checkpoints (written atomically) and the seeds derived from a run's seed.
+
+A checkpoint holds only tensors and plain containers (dict, list, tuple, str, int, float, bool,
+None) and is read with ``torch.load(weights_only=True)``: a crafted ``checkpoint.pt`` in a copied
+run folder cannot run code. The NumPy RNG state (a tuple with an ndarray) is stored as a dict of
+a str, an int64 tensor and numbers (:func:`rng_state`).
+"""
 
 from __future__ import annotations
 
 import random
+import warnings
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,10 +20,15 @@ import torch
 
 from mirrorattn.io import torch_save
 
-__all__ = ["CHECKPOINT_VERSION", "derive_seed", "load_checkpoint", "rng_state", "save_checkpoint", "seeded_init",
-           "set_rng_state"]
+__all__ = ["CHECKPOINT_VERSION", "CheckpointError", "derive_seed", "load_checkpoint", "load_weights", "rng_state",
+           "save_checkpoint", "seeded_init", "set_rng_state"]
 
-CHECKPOINT_VERSION = 1
+#: 2: read with weights_only=True (version 1 pickled NumPy's RNG state and cannot be read so)
+CHECKPOINT_VERSION = 2
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or weights file that cannot be read safely, or is not ours (the message names it)."""
 
 
 def derive_seed(*parts: int | str) -> int:
@@ -30,10 +42,14 @@ def derive_seed(*parts: int | str) -> int:
 
 def rng_state() -> dict[str, Any]:
     """The global RNG states of torch (CPU and CUDA), NumPy and Python."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+    version, internal, gauss = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
+        "numpy": numpy_state,
+        "python": [int(version), [int(v) for v in internal], gauss],
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -43,8 +59,11 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what :func:`rng_state` returned."""
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -55,19 +74,47 @@ def save_checkpoint(path: str | Path, **payload: Any) -> Path:
     return torch_save(path, payload)
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (tensors on the CPU).
+def _safe_load(path: Path, what: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; :class:`CheckpointError` (one line) if that fails."""
+    try:
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the failure, if any, says enough
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - truncated, not a torch file, or types weights_only refuses
+        why = " ".join(str(exc).split())
+        if "weights_only" in why or "Unsupported global" in why or "Weights only" in why:
+            why = "it holds objects other than tensors and plain containers, which are not loaded (code could run)"
+        why = why.split(". ")[0][:160]  # torch's first sentence
+        raise CheckpointError(f"{what} {path} cannot be read safely ({why})") from None
 
-    Raises ``ValueError`` with a clear message if the file is unreadable or of another version.
+
+def load_checkpoint(path: str | Path, required: tuple[str, ...] = ("rng",)) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (tensors on the CPU), with ``weights_only=True``.
+
+    Raises :class:`CheckpointError` (a ``ValueError``, one line) if the file is unreadable, holds
+    anything but tensors and plain containers (e.g. a crafted pickle, or a version-1 checkpoint), is
+    of another version or lacks one of the ``required`` keys.
     """
     path = Path(path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt file
-        raise ValueError(f"checkpoint {path} cannot be read ({exc}); delete it to start the run over") from None
+    ckpt = _safe_load(path, "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"checkpoint {path} is not a version-{CHECKPOINT_VERSION} mirrorattn checkpoint; delete it")
+        raise CheckpointError(f"checkpoint {path} is not a version-{CHECKPOINT_VERSION} mirrorattn checkpoint")
+    missing = [k for k in required if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}")
     return ckpt
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """A model's ``state_dict`` saved by the training loop (``best_model.pt``), read with ``weights_only=True``.
+
+    Raises :class:`CheckpointError` (one line) unless the file holds a dict of tensors.
+    """
+    path = Path(path)
+    state = _safe_load(path, "weights file")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"weights file {path} does not hold a model's state_dict (names -> tensors)")
+    return state
 
 
 @contextmanager

@@ -7,10 +7,61 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["LR_SCHEDULES", "RESUME_NEUTRAL_FIELDS", "TrainConfig"]
+__all__ = ["DEVICE_TYPES", "LR_SCHEDULES", "RESUME_NEUTRAL_FIELDS", "TrainConfig", "check_device", "check_optimizer"]
 
 #: accepted values of ``TrainConfig.lr_schedule``
 LR_SCHEDULES = ("constant", "cosine")
+#: device types ``TrainConfig.device`` may name (besides "auto"), with an optional index: "cuda:1"
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def check_device(device: str) -> None:
+    """``ValueError`` (one line) unless ``device`` is "auto", "cpu", "cuda", "cuda:N" or "mps" and is present here.
+
+    Parsed with :class:`torch.device`; "cuda" (or "cuda:N") needs CUDA with more than N devices, "mps" Apple's
+    Metal backend.
+    """
+    import torch
+
+    hint = "use auto, cpu, cuda, cuda:N or mps"
+    if not isinstance(device, str):
+        raise ValueError(f"device must be a string ({hint}), got {device!r}")
+    if device == "auto":
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        dev = None
+    if dev is None or dev.type not in DEVICE_TYPES or device.strip() != device:
+        raise ValueError(f"device {device!r} is not a device name; {hint}")
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {device!r} asked for, but CUDA is not available on this machine; "
+                             "use --device cpu or auto")
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"device {device!r} asked for, but this machine has {count} CUDA device(s) "
+                             f"(cuda:0 to cuda:{count - 1})")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} asked for, but Apple's MPS backend is not available here; "
+                         "use --device cpu or auto")
+
+
+def check_optimizer(spec: str, lr: float) -> None:
+    """``ValueError`` (one line) unless ``spec`` names a registered optimizer with arguments it accepts.
+
+    Builds the optimizer on a one-element dummy parameter (cheap), so that bad arguments (``lp-md:p=0.5``,
+    ``adam:foo=1``) are found before any training.
+    """
+    import torch
+
+    from mirrorattn.optim.registry import build_optimizer
+
+    try:
+        build_optimizer(spec, [torch.zeros(1, requires_grad=True)], lr=float(lr))
+    except (ValueError, TypeError, KeyError) as exc:  # TypeError, KeyError: a factory's own complaint
+        message = str(exc).strip("'\"")
+        raise ValueError(message if repr(spec) in message else f"optimizer {spec!r}: {message}") from None
 
 
 @dataclass
@@ -82,6 +133,8 @@ class TrainConfig:
             raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if not (math.isfinite(self.warmup_epochs) and 0 <= self.warmup_epochs <= self.epochs):
             raise ValueError(f"warmup_epochs must be in [0, epochs = {self.epochs}], got {self.warmup_epochs}")
+        check_device(self.device)
+        check_optimizer(self.optimizer, self.lr)
 
     def lr_factor(self, step: int, steps_per_epoch: int) -> float:
         """Multiplier of the step size at global step ``step`` (0-based) of the run."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from mirrorattn.io import torch_save, write_json
-from mirrorattn.train.checkpoint import derive_seed, load_checkpoint, save_checkpoint, set_rng_state
+from mirrorattn.train.checkpoint import (
+    CheckpointError,
+    derive_seed,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+    set_rng_state,
+)
 from mirrorattn.train.config import TrainConfig
 from mirrorattn.train.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, resolve_device
 from mirrorattn.train.param_groups import MultiOptimizer, build_optimizers
@@ -42,6 +50,8 @@ Augment = Callable[[tuple[torch.Tensor, ...], torch.Generator], tuple[torch.Tens
 CHECKPOINT = "checkpoint.pt"
 BEST_MODEL = "best_model.pt"
 HISTORY = "history.json"
+#: what fit's checkpoint holds besides the version (its save_checkpoint payload and the RNG states)
+_CHECKPOINT_KEYS = ("identity", "epoch", "model", "optimizer", "history", "best", "rng")
 
 
 class NonFiniteLossError(ValueError):
@@ -154,6 +164,54 @@ def _progress_bar(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="batch", leave=True, dynamic_ncols=True)
 
 
+def _read_resume_state(out_dir: Path, identity: dict[str, Any], main: bool
+                       ) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
+    """The checkpoint and validation-best weights of ``out_dir``, both read with ``weights_only=True``.
+
+    None (and one line on stderr from the main process: the run starts over) when either cannot be read
+    safely - a checkpoint is not a finished result. ``ValueError`` when the checkpoint is of other settings.
+    """
+    ckpt_path = out_dir / CHECKPOINT
+    try:
+        ckpt = load_checkpoint(ckpt_path, required=_CHECKPOINT_KEYS)
+        if ckpt.get("identity") != identity:
+            raise ValueError(
+                f"cannot resume {ckpt_path}: it was trained with different settings "
+                f"({ckpt.get('identity')} vs {identity}); use a new output folder or start over"
+            )
+        best_path = out_dir / BEST_MODEL
+        if not best_path.is_file():
+            raise CheckpointError(f"weights file {best_path} is missing beside {ckpt_path}")
+        best_state = load_weights(best_path)
+    except CheckpointError as exc:
+        if main:
+            print(f"{exc}; training this run starts over from epoch 1", file=sys.stderr, flush=True)
+        return None
+    return ckpt, best_state
+
+
+def _load_resume_state(model: nn.Module, optimizer: MultiOptimizer, ckpt: dict[str, Any],
+                       best_state: dict[str, torch.Tensor], main: bool, path: Path) -> tuple | None:
+    """Load ``ckpt`` into ``model``, ``optimizer`` and the RNGs; ``(history, best, stop_reason, epoch, best_state)``.
+
+    None (one line on stderr from the main process) when its contents do not fit the model or optimizer
+    (a checkpoint of plain types, but not of this run): the caller restores the fresh model.
+    """
+    try:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        history, best = list(ckpt["history"]), dict(ckpt["best"])
+        resumed = (history, best, ckpt.get("stop_reason"), int(ckpt["epoch"]), best_state)
+        set_rng_state(ckpt["rng"])
+    except (RuntimeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        if main:
+            why = " ".join(str(exc).split())[:160]
+            print(f"checkpoint {path} does not fit this run ({why}); training this run starts over from epoch 1",
+                  file=sys.stderr, flush=True)
+        return None
+    return resumed
+
+
 def fit(
     model: nn.Module,
     data: TrainData,
@@ -172,7 +230,9 @@ def fit(
     samples/s, lr). With ``resume=True`` an existing checkpoint is continued (its training
     settings must match ``config`` except the fields in
     :data:`~mirrorattn.train.config.RESUME_NEUTRAL_FIELDS`, so ``epochs`` can be raised);
-    otherwise training starts over.
+    otherwise training starts over. Both files are read with ``weights_only=True``; one that cannot
+    be read so (damaged, crafted, or of checkpoint version 1) is not loaded: one line on stderr says
+    so and training starts over.
 
     Returns: ``test_acc`` (test accuracy of the validation-best epoch, a fraction; None without a
     test split), ``test_acc_last``, ``test_loss``, ``val_acc_best``, ``best_epoch`` (1-based),
@@ -199,19 +259,14 @@ def fit(
     stop_reason: str | None = None
     start_epoch = 0
     ckpt_path = out_dir / CHECKPOINT
-    if resume and ckpt_path.is_file():
-        ckpt = load_checkpoint(ckpt_path)
-        if ckpt.get("identity") != identity:
-            raise ValueError(
-                f"cannot resume {ckpt_path}: it was trained with different settings "
-                f"({ckpt.get('identity')} vs {identity}); use a new output folder or start over"
-            )
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        history, best, stop_reason = ckpt["history"], ckpt["best"], ckpt.get("stop_reason")
-        start_epoch = int(ckpt["epoch"])
-        best_state = torch.load(out_dir / BEST_MODEL, map_location="cpu", weights_only=True)
-        set_rng_state(ckpt["rng"])
+    restored = _read_resume_state(out_dir, identity, main) if resume and ckpt_path.is_file() else None
+    if restored is not None:
+        resumed = _load_resume_state(model, optimizer, *restored, main, ckpt_path)
+        if resumed is None:  # the checkpoint did not fit the model: back to the fresh model
+            model.load_state_dict(best_state)
+            optimizer = build_optimizers(model, config)
+        else:
+            history, best, stop_reason, start_epoch, best_state = resumed
 
     train_model: nn.Module = model
     if info.world_size > 1:

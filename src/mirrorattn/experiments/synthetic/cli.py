@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import math
 import os
 import sys
 import time
@@ -24,6 +26,7 @@ from typing import Any, Callable
 
 from mirrorattn.config import ConfigError, build_config
 from mirrorattn.experiments.synthetic.presets import PRESETS, preset
+from mirrorattn.mirror import P_MAX, P_MIN
 
 __all__ = ["EXPERIMENTS", "default_workers", "register", "run_all", "run_experiment"]
 
@@ -68,7 +71,8 @@ def _add_options(p: argparse.ArgumentParser, name: str) -> None:
                    help="starting settings: the paper's (default) or a quick reduced run")
     p.add_argument("--out", type=Path, default=None, help=f"run folder (default runs/synthetic/{name})")
     p.add_argument("--config", type=Path, default=None, metavar="FILE.toml", help="TOML file of config fields")
-    p.add_argument("--ps", "-p", type=float, nargs="+", default=None, metavar="P", help="exponents p > 1")
+    p.add_argument("--ps", "-p", type=float, nargs="+", default=None, metavar="P",
+                   help=f"exponents p, each from {P_MIN:g} to {P_MAX:g}")
     p.add_argument("--iterations", type=int, nargs="+", default=None, metavar="K",
                    help="iterations (one value, or one per p)")
     p.add_argument("--n", type=int, default=None, help="samples per data set")
@@ -138,6 +142,21 @@ def run_experiment(
               position=position, figures=figures)
 
 
+def _toml_value(v: object) -> str:
+    """``v`` (a value read by tomllib) written back as TOML: strings JSON-escaped (valid TOML basic strings)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml_value(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, float) and not math.isfinite(v):
+        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    return str(v) if isinstance(v, (int, float)) else json.dumps(str(v))
+
+
 def _section_file(path: Path, name: str, tmpdir: Path) -> Path | None:
     """For ``all``: write table ``[name]`` of the TOML file as its own file (None if absent)."""
     try:
@@ -151,16 +170,7 @@ def _section_file(path: Path, name: str, tmpdir: Path) -> Path | None:
         raise ConfigError(f"config file {path} for 'all' must hold tables {list(EXPERIMENTS)}, got {sorted(unknown)}")
     if name not in data:
         return None
-    lines = []
-    for k, v in data[name].items():
-        if isinstance(v, bool):
-            lines.append(f"{k} = {'true' if v else 'false'}")
-        elif isinstance(v, (list, tuple)):
-            lines.append(f"{k} = [{', '.join(repr(x) for x in v)}]")
-        elif isinstance(v, str):
-            lines.append(f'{k} = "{v}"')
-        else:
-            lines.append(f"{k} = {v!r}")
+    lines = [f"{json.dumps(k)} = {_toml_value(v)}" for k, v in data[name].items()]
     f = tmpdir / f"{name}.toml"
     f.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return f

@@ -16,13 +16,16 @@ import numpy as np
 
 from mirrorattn.experiments.synthetic.runner import Piece, PieceResult, run_per_p, run_pieces
 from mirrorattn.io import config_hash, write_json, write_npz
-from mirrorattn.mirror import bregman_divergence, check_p, lp_norm
+from mirrorattn.mirror import P_MAX, P_MIN, bregman_divergence, check_p_range, lp_norm
 
 __all__ = [
     "RunFolder",
     "SolveBatch",
+    "check_finite",
+    "check_int",
     "check_positive",
     "check_ps",
+    "check_solver",
     "cosine_or_nan",
     "directional_divergence",
     "experiment_runner",
@@ -41,12 +44,15 @@ __all__ = [
 
 
 def check_ps(ps: Any, name: str = "ps") -> tuple[float, ...]:
-    """A non-empty tuple of valid exponents p > 1, or a clear ``ValueError``."""
-    if isinstance(ps, (int, float)):
+    """A non-empty tuple of exponents in [P_MIN, P_MAX] (:func:`mirrorattn.mirror.check_p_range`), or a clear
+    ``ValueError``."""
+    if isinstance(ps, (int, float, np.number)):
         ps = (ps,)
-    ps = tuple(check_p(p, name) for p in ps)
+    if isinstance(ps, str) or not isinstance(ps, (list, tuple, np.ndarray)):
+        raise ValueError(f"{name} must be a list of exponents p (e.g. [1.75, 2, 3]), got {ps!r}")
+    ps = tuple(check_p_range(p, name) for p in ps)
     if not ps:
-        raise ValueError(f"{name} must list at least one p > 1")
+        raise ValueError(f"{name} must list at least one p (from {P_MIN:g} to {P_MAX:g})")
     if len(set(ps)) != len(ps):
         raise ValueError(f"{name} has repeated values: {ps}")
     return ps
@@ -54,23 +60,58 @@ def check_ps(ps: Any, name: str = "ps") -> tuple[float, ...]:
 
 def per_p_counts(counts: Any, ps: tuple[float, ...], name: str = "iterations") -> tuple[int, ...]:
     """One positive count per p: a single value is repeated for every p; a clear ``ValueError`` otherwise."""
-    its = (counts,) if isinstance(counts, (int, np.integer)) else tuple(counts)
+    its = (counts,) if isinstance(counts, (int, np.integer)) or not isinstance(counts, (list, tuple)) else counts
+    its = tuple(its)
     if len(its) == 1 and len(ps) > 1:
         its = its * len(ps)
-    if len(its) != len(ps) or any(int(i) < 1 for i in its):
-        raise ValueError(f"{name} must give one positive count per p (ps = {ps}), got {counts}")
-    return tuple(int(i) for i in its)
+    if len(its) != len(ps):
+        raise ValueError(f"{name} must give one positive count per p (ps = {ps}), got {counts!r}")
+    return tuple(check_int(i, f"{name} (one count per p)", 1) for i in its)
 
 
 def check_positive(cfg: Any, names: Sequence[str], at_least_two: Sequence[str] = ("T",)) -> None:
-    """Every field in ``names`` is an integer >= 1 (>= 2 for those in ``at_least_two``); ``eta`` > 0 if present."""
+    """Every field in ``names`` is an integer >= 1 (>= 2 for those in ``at_least_two``); ``eta`` is a finite
+    number > 0 and so is ``eps`` (when present); a ``ValueError`` naming the field otherwise."""
     for name in names:
-        low = 2 if name in at_least_two else 1
-        if int(getattr(cfg, name)) < low:
-            two = ", ".join(at_least_two)
-            raise ValueError(f"{name} must be a positive integer ({two} >= 2), got {getattr(cfg, name)}")
-    if hasattr(cfg, "eta") and not cfg.eta > 0:
-        raise ValueError(f"eta (step size) must be > 0, got {cfg.eta}")
+        check_int(getattr(cfg, name), name, 2 if name in at_least_two else 1)
+    if hasattr(cfg, "eta"):
+        check_finite(cfg.eta, "eta (step size)", low=0.0, strict=True)
+    if hasattr(cfg, "eps"):
+        check_finite(cfg.eps, "eps (added to the dual norm)", low=0.0, strict=True)  # 0: a zero gradient gives NaN
+
+
+def check_int(value: Any, name: str, low: int) -> int:
+    """``value`` as an int, or a ``ValueError`` unless it is an integer >= ``low`` (bools are not integers here)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        need = {0: "an integer >= 0", 1: "a positive integer (>= 1)"}.get(low, f"an integer >= {low}")
+        raise ValueError(f"{name} must be {need}, got {value!r}")
+    return int(value)
+
+
+def check_finite(value: Any, name: str, low: float | None = None, strict: bool = False) -> float:
+    """``value`` as a float, or a ``ValueError`` unless it is a finite number (and > ``low`` when ``strict``,
+    else >= ``low``, when ``low`` is given)."""
+    ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if strict else value >= low
+    if not ok:
+        bound = "" if low is None else f" {'>' if strict else '>='} {low:g}"
+        raise ValueError(f"{name} must be a finite number{bound}, got {value!r}")
+    return float(value)
+
+
+def check_solver(name: Any, field: str = "svm_solver") -> str:
+    """``name`` if it is an installed cvxpy conic solver, else a ``ValueError`` listing the installed ones (an
+    unknown solver would otherwise fail every SVM solve, each recorded as 'failed')."""
+    from mirrorattn.svm.core import resolve_solver
+
+    if not isinstance(name, str):
+        raise ValueError(f"{field} must be a solver name (e.g. 'clarabel'), got {name!r}")
+    try:
+        resolve_solver(name)
+    except ValueError as exc:  # SVMInputError naming the installed solvers
+        raise ValueError(f"{field}: {exc}") from None
+    return name
 
 
 def seed_list(first_seed: int, seeds: int) -> list[int]:

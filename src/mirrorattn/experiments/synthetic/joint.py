@@ -20,8 +20,11 @@ import numpy as np
 from mirrorattn.data.synthetic import joint_dataset
 from mirrorattn.experiments.synthetic.common import (
     RunFolder,
+    check_finite,
+    check_int,
     check_positive,
     check_ps,
+    check_solver,
     directional_divergence,
     experiment_runner,
     nanmean,
@@ -53,8 +56,9 @@ class JointConfig:
         self.ps = check_ps(self.ps)
         self.iterations = per_p_counts(self.iterations, self.ps)
         check_positive(self, ("grid_points",))
-        if self.init_scale < 0:
-            raise ValueError(f"init_scale must be >= 0, got {self.init_scale}")
+        check_finite(self.init_scale, "init_scale", low=0.0)
+        check_int(self.seed, "seed", 0)
+        check_solver(self.svm_solver)
 
 
 def joint_piece(cfg: JointConfig, p: float, iterations: int, position: int = 0, progress: bool = True):

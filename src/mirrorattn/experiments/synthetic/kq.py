@@ -22,8 +22,11 @@ import numpy as np
 from mirrorattn.data.synthetic import make_synthetic_batch
 from mirrorattn.experiments.synthetic.common import (
     RunFolder,
+    check_finite,
+    check_int,
     check_positive,
     check_ps,
+    check_solver,
     cosine_or_nan,
     directional_divergence,
     experiment_runner,
@@ -46,7 +49,7 @@ class KQConfig:
     """Settings of the K/Q experiment."""
 
     ps: tuple[float, ...] = (2.0, 1.75, 3.0)  #: p = 2 is plain (normalised) gradient descent
-    iterations: int = 3000
+    iterations: int | tuple[int, ...] = 3000  #: one count (or equal counts, one per p)
     n: int = 6
     T: int = 8
     d: int = 10
@@ -66,6 +69,9 @@ class KQConfig:
                 raise ValueError("the kq experiment uses one iteration count for every p")
             self.iterations = int(self.iterations[0])
         check_positive(self, ("n", "T", "d", "seeds", "iterations", "grid_points"))
+        check_int(self.first_seed, "first_seed", 0)
+        check_finite(self.init_scale, "init_scale", low=0.0)
+        check_solver(self.svm_solver)
 
 
 def _data(cfg: KQConfig) -> Any:

@@ -20,8 +20,11 @@ import numpy as np
 from mirrorattn.data.synthetic import make_synthetic_batch
 from mirrorattn.experiments.synthetic.common import (
     RunFolder,
+    check_finite,
+    check_int,
     check_positive,
     check_ps,
+    check_solver,
     directional_divergence,
     experiment_runner,
     init_weights,
@@ -62,6 +65,9 @@ class LocalConfig:
         self.ps = check_ps(self.ps)
         self.iterations = per_p_counts(self.iterations, self.ps)
         check_positive(self, ("n", "T", "d", "seeds", "grid_points"))
+        check_int(self.first_seed, "first_seed", 0)
+        check_finite(self.init_scale, "init_scale", low=0.0)
+        check_solver(self.svm_solver)
 
     def seed_list(self) -> list[int]:
         return seed_list(self.first_seed, self.seeds)

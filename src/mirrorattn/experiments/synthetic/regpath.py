@@ -24,8 +24,11 @@ import numpy as np
 from mirrorattn.data.synthetic import make_synthetic_batch
 from mirrorattn.experiments.synthetic.common import (
     RunFolder,
+    check_finite,
+    check_int,
     check_positive,
     check_ps,
+    check_solver,
     directional_divergence,
     experiment_runner,
     progress_bar,
@@ -61,11 +64,16 @@ class RegPathConfig:
 
     def __post_init__(self) -> None:
         self.ps = check_ps(self.ps)
-        if not 0 < self.r_min < self.r_max:
+        check_finite(self.r_min, "r_min", low=0.0, strict=True)
+        check_finite(self.r_max, "r_max", low=0.0, strict=True)
+        if not self.r_min < self.r_max:
             raise ValueError(f"need 0 < r_min < r_max, got r_min={self.r_min}, r_max={self.r_max}")
         check_positive(self, ("n", "T", "d", "seeds", "radii", "max_steps"), at_least_two=("T", "radii"))
         if not 0 < self.fw_tol < 1:
             raise ValueError(f"fw_tol must be in (0, 1), got {self.fw_tol}")
+        check_int(self.first_seed, "first_seed", 0)
+        check_finite(self.eta0, "eta0 (initial relative step size)", low=0.0, strict=True)
+        check_solver(self.svm_solver)
 
     def radius_grid(self) -> np.ndarray:
         return np.logspace(np.log10(self.r_min), np.log10(self.r_max), self.radii)
