@@ -254,116 +254,123 @@ def solve(
         raise SVMInputError(f"active_set must be 'auto', 'on' or 'off', got {active_set!r}")
     if mode == "auto":
         mode = cs.n_constraints > ACTIVE_SET_THRESHOLD
-    all_flat = np.flatnonzero(cs.valid.reshape(-1))
-    history: list[dict[str, Any]] = []
     polished = False
     if not mode:
-        flat = all_flat
+        flat = np.flatnonzero(cs.valid.reshape(-1))
         A = cs.rows(flat)
         try:
             w, lam, status = _solve_rows(A, objective, name, tol)
         except _Infeasible as inf:
             _raise_infeasible(cs, flat, A, inf.status, what)
-        iterations, method = 1, "one-shot"
+        iterations, method, history = 1, "one-shot", []
     else:
         # measured at 30,000 constraints, d = 16 (benchmarks/svm_scale.py): starting from 2 n_vars
         # rows and adding up to 4 n_vars per round cut p = 3 from 12 to 8 solves (14 -> 10 CPU s)
         # and left p = 1.75 / 2 within noise
         k0 = initial_size or max(2 * cs.n_vars, 200)
         add_cap = max_add or max(4 * cs.n_vars, 200)
-        flat = cs.initial(k0)
-        in_work = np.zeros(cs.valid.size, dtype=bool)
-        in_work[flat] = True
+        w, lam, status, flat, iterations, history, polished = _active_set(
+            cs, objective, name, tol, what, k0, add_cap, polish_p, t0)
         method = "active-set"
-        iterations = 0
-        # working sets are solved to a loose tolerance first; the final one to ``tol``
-        cur_tol = max(tol, _LOOSE_TOL)
-        while True:
-            A = cs.rows(flat)
-            try:
-                w, lam, status = _solve_rows(A, objective, name, cur_tol)
-            except _Infeasible as inf:
-                _raise_infeasible(cs, flat, A, inf.status, what)
-            iterations += 1
-            marg = cs.margins(w).reshape(-1)
-            viol = (marg < 1.0 - cur_tol) & ~in_work
-            history.append(
-                {
-                    "working": int(len(flat)),
-                    "violated": int(viol.sum()),
-                    "min_margin": float(marg.min()),
-                    "tol": cur_tol,
-                    "seconds": time.perf_counter() - t0,
-                }
-            )
-            if not viol.any():
-                if cur_tol <= tol:
-                    break
-                if polish_p is not None:  # an exact polish of the loose answer saves the tight re-solve
-                    out = polish_lp(w, lam, cs.rows, flat, cs.margins, cs.valid, polish_p, tol)
-                    if out is not None:
-                        (w, lam), polished = out, True
-                        break
-                cur_tol = tol
-                continue
-            if iterations >= MAX_ACTIVE_SET_ITERATIONS:
-                raise SVMError(
-                    f"{what}: constraint generation did not converge in {iterations} solves "
-                    f"({int(viol.sum())} constraints still violated); use active_set='off' or a looser tol"
-                )
-            # drop clearly slack constraints (margin well above 1, negligible dual): the working-set
-            # optimum stays the same, so the objective still rises strictly with every addition
-            slack = flat[(marg[flat] > 1.0 + _DROP_SLACK) & (lam <= _DROP_DUAL * max(float(lam.max()), 1e-300))]
-            in_work[slack] = False
-            cand = np.flatnonzero(viol)
-            groups = cs.group_of(cand)
-            # most violated per group: sort by margin, keep the first occurrence of each group
-            order = np.argsort(marg[cand], kind="stable")
-            cand, groups = cand[order], groups[order]
-            _, first = np.unique(groups, return_index=True)
-            new = cand[np.sort(first)][:add_cap]
-            in_work[new] = True
-            flat = np.flatnonzero(in_work)
     if polish_p is not None and not polished:
-        out = polish_lp(w, lam, cs.rows, flat, cs.margins, cs.valid, polish_p, tol)
-        if out is None and method == "active-set" and isinstance(objective, (list, tuple)) and len(objective) > 1:
-            # the polish needs accurate duals; the other formulation may give them (one more small solve)
-            try:
-                w2, lam2, _ = _solve_rows(cs.rows(flat), list(objective)[::-1], name, tol)
-                iterations += 1
-                out = polish_lp(w2, lam2, cs.rows, flat, cs.margins, cs.valid, polish_p, tol)
-            except (SVMError, _Infeasible):
-                out = None
+        out, extra = _final_polish(cs, objective, name, tol, w, lam, flat, polish_p, method == "active-set")
+        iterations += extra
         if out is not None:
-            w, lam = out
-            polished = True
-    marg_grid = cs.margins(w)
-    min_margin = float(marg_grid[cs.valid].min())
-    rescale = 1.0
-    if min_margin < 1.0:
-        if min_margin <= 1.0 - 1e-4:
-            raise SVMError(
-                f"{what}: the solver's answer violates a constraint (min margin {min_margin:.6g} < 1); "
-                "try a tighter tol or another solver"
-            )
-        rescale = 1.0 / min_margin
-        w = w * rescale
-        marg_grid = marg_grid * rescale
+            (w, lam), polished = out, True
+    w, marg_grid, rescale = _exactly_feasible(cs, w, what)
     duals = np.zeros(cs.valid.size)
     duals[flat] = lam
-    return CoreSolution(
-        w=w,
-        duals=duals.reshape(cs.shape),
-        margins=marg_grid,
-        status=status,
-        iterations=iterations,
-        method=method,
-        n_working=int(len(flat)),
-        rescale=rescale,
-        seconds=time.perf_counter() - t0,
-        history=history,
-        polished=polished,
-    )
+    return CoreSolution(w=w, duals=duals.reshape(cs.shape), margins=marg_grid, status=status, iterations=iterations,
+                        method=method, n_working=int(len(flat)), rescale=rescale, seconds=time.perf_counter() - t0,
+                        history=history, polished=polished)
 
+
+def _active_set(cs: ConstraintSet, objective: Objective, name: str, tol: float, what: str, k0: int, add_cap: int,
+                polish_p: float | None, t0: float) -> tuple:
+    """Constraint generation from ``k0`` rows, adding at most ``add_cap`` per round.
+
+    Returns (w, duals of the working rows, status, working rows, solves, history, polished)."""
+    flat = cs.initial(k0)
+    in_work = np.zeros(cs.valid.size, dtype=bool)
+    in_work[flat] = True
+    iterations, history, polished = 0, [], False
+    cur_tol = max(tol, _LOOSE_TOL)  # working sets are solved to a loose tolerance first; the final one to ``tol``
+    while True:
+        A = cs.rows(flat)
+        try:
+            w, lam, status = _solve_rows(A, objective, name, cur_tol)
+        except _Infeasible as inf:
+            _raise_infeasible(cs, flat, A, inf.status, what)
+        iterations += 1
+        marg = cs.margins(w).reshape(-1)
+        viol = (marg < 1.0 - cur_tol) & ~in_work
+        history.append({"working": int(len(flat)), "violated": int(viol.sum()), "min_margin": float(marg.min()),
+                        "tol": cur_tol, "seconds": time.perf_counter() - t0})
+        if not viol.any():
+            if cur_tol <= tol:
+                break
+            if polish_p is not None:  # an exact polish of the loose answer saves the tight re-solve
+                out = polish_lp(w, lam, cs.rows, flat, cs.margins, cs.valid, polish_p, tol)
+                if out is not None:
+                    (w, lam), polished = out, True
+                    break
+            cur_tol = tol
+            continue
+        if iterations >= MAX_ACTIVE_SET_ITERATIONS:
+            raise SVMError(
+                f"{what}: constraint generation did not converge in {iterations} solves "
+                f"({int(viol.sum())} constraints still violated); use active_set='off' or a looser tol"
+            )
+        flat = _next_working_set(cs, flat, marg, lam, viol, in_work, add_cap)
+    return w, lam, status, flat, iterations, history, polished
+
+
+def _next_working_set(cs: ConstraintSet, flat: np.ndarray, marg: np.ndarray, lam: np.ndarray, viol: np.ndarray,
+                      in_work: np.ndarray, add_cap: int) -> np.ndarray:
+    """Drop clearly slack rows, add the most violated row of each group (at most ``add_cap``); updates ``in_work``."""
+    # drop clearly slack constraints (margin well above 1, negligible dual): the working-set
+    # optimum stays the same, so the objective still rises strictly with every addition
+    slack = flat[(marg[flat] > 1.0 + _DROP_SLACK) & (lam <= _DROP_DUAL * max(float(lam.max()), 1e-300))]
+    in_work[slack] = False
+    cand = np.flatnonzero(viol)
+    groups = cs.group_of(cand)
+    # most violated per group: sort by margin, keep the first occurrence of each group
+    order = np.argsort(marg[cand], kind="stable")
+    cand, groups = cand[order], groups[order]
+    _, first = np.unique(groups, return_index=True)
+    in_work[cand[np.sort(first)][:add_cap]] = True
+    return np.flatnonzero(in_work)
+
+
+def _final_polish(cs: ConstraintSet, objective: Objective, name: str, tol: float, w: np.ndarray, lam: np.ndarray,
+                  flat: np.ndarray, polish_p: float, active: bool) -> tuple[tuple | None, int]:
+    """The Newton polish of the answer ((w, duals) or None) and the number of extra solves it took (0 or 1)."""
+    out = polish_lp(w, lam, cs.rows, flat, cs.margins, cs.valid, polish_p, tol)
+    if out is None and active and isinstance(objective, (list, tuple)) and len(objective) > 1:
+        # the polish needs accurate duals; the other formulation may give them (one more small solve)
+        try:
+            w2, lam2, _ = _solve_rows(cs.rows(flat), list(objective)[::-1], name, tol)
+        except (SVMError, _Infeasible):
+            return None, 0
+        try:
+            return polish_lp(w2, lam2, cs.rows, flat, cs.margins, cs.valid, polish_p, tol), 1
+        except (SVMError, _Infeasible):
+            return None, 1
+    return out, 0
+
+
+def _exactly_feasible(cs: ConstraintSet, w: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """(w, margins, factor): ``w`` times 1 / min margin when the solver fell short of 1 within 1e-4, else as is."""
+    marg_grid = cs.margins(w)
+    min_margin = float(marg_grid[cs.valid].min())
+    if min_margin >= 1.0:
+        return w, marg_grid, 1.0
+    if min_margin <= 1.0 - 1e-4:
+        raise SVMError(
+            f"{what}: the solver's answer violates a constraint (min margin {min_margin:.6g} < 1); "
+            "try a tighter tol or another solver"
+        )
+    rescale = 1.0 / min_margin
+    return w * rescale, marg_grid * rescale, rescale
 
 __all__ = ["ACTIVE_SET_THRESHOLD", "CoreSolution", "infeasibility_certificate", "resolve_solver", "solve"]

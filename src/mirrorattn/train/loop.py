@@ -212,6 +212,21 @@ def _load_resume_state(model: nn.Module, optimizer: MultiOptimizer, ckpt: dict[s
     return resumed
 
 
+def _start_state(model: nn.Module, optimizer: MultiOptimizer, config: TrainConfig, out_dir: Path,
+                 identity: dict[str, Any], *, resume: bool, main: bool) -> tuple[MultiOptimizer, tuple]:
+    """The optimizer and (history, best, stop_reason, start epoch, best weights) to train from: a fresh start,
+    or the checkpoint's state when ``resume`` and it can be read and fits the model (else a fresh start)."""
+    fresh = ([], {"val_acc": -math.inf, "epoch": 0}, None, 0, _state_dict_cpu(model))
+    restored = _read_resume_state(out_dir, identity, main) if resume else None
+    if restored is None:
+        return optimizer, fresh
+    resumed = _load_resume_state(model, optimizer, *restored, main, out_dir / CHECKPOINT)
+    if resumed is None:  # the checkpoint did not fit the model: back to the fresh model
+        model.load_state_dict(fresh[4])
+        return build_optimizers(model, config), fresh
+    return optimizer, resumed
+
+
 def fit(
     model: nn.Module,
     data: TrainData,
@@ -253,137 +268,33 @@ def fit(
     scheduled = config.lr_schedule != "constant" or config.warmup_epochs > 0
     identity = config.identity()
 
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"val_acc": -math.inf, "epoch": 0}
-    best_state = _state_dict_cpu(model)
-    stop_reason: str | None = None
-    start_epoch = 0
     ckpt_path = out_dir / CHECKPOINT
-    restored = _read_resume_state(out_dir, identity, main) if resume and ckpt_path.is_file() else None
-    if restored is not None:
-        resumed = _load_resume_state(model, optimizer, *restored, main, ckpt_path)
-        if resumed is None:  # the checkpoint did not fit the model: back to the fresh model
-            model.load_state_dict(best_state)
-            optimizer = build_optimizers(model, config)
-        else:
-            history, best, stop_reason, start_epoch, best_state = resumed
-
+    optimizer, (history, best, stop_reason, start_epoch, best_state) = _start_state(
+        model, optimizer, config, out_dir, identity, resume=resume and ckpt_path.is_file(), main=main)
     train_model: nn.Module = model
     if info.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         train_model = DDP(model, device_ids=[device] if device.type == "cuda" else None)
-
-    n_train = len(data.train)
-    steps = math.ceil(n_train / config.batch_size)
+    run = _Run(model, train_model, optimizer, config, data, device, info, augment, show, base_lrs, scheduled)
+    steps = math.ceil(len(data.train) / config.batch_size)
     for epoch in range(start_epoch, config.epochs):
         if stop_reason is not None:
             break
-        torch.manual_seed(derive_seed(config.seed, epoch, info.rank, "dropout"))
-        order_gen = torch.Generator().manual_seed(derive_seed(config.seed, epoch, "order"))
-        order = torch.randperm(n_train, generator=order_gen)
-        model.train()
-        totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count (global)
-        bar = _progress_bar(steps, f"epoch {epoch + 1}/{config.epochs}", show)
-        t0 = time.perf_counter()
-        for step in range(steps):
-            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
-            if len(idx) < info.world_size:
-                continue  # a last batch too small to give every process a sample
-            inputs = tuple(t[idx] for t in data.train.inputs)
-            if augment is not None:
-                gen = torch.Generator().manual_seed(derive_seed(config.seed, epoch, step, "augment"))
-                inputs = tuple(augment(inputs, gen))
-            sl = _shard(len(idx), info)
-            inputs = tuple(t[sl].to(device, non_blocking=True) for t in inputs)
-            labels = data.train.labels[idx][sl].to(device, non_blocking=True)
-            with _autocast(device, config.amp):
-                out = train_model(*inputs)
-            per_sample, correct = loss_and_correct(out, labels)
-            local_sum = per_sample.sum()
-            scale = info.world_size / (len(idx) if config.loss_reduction == "mean" else 1)
-            stats = torch.stack([local_sum.detach().double(), correct.double().sum(), torch.tensor(
-                float(len(labels)), dtype=torch.float64, device=device)])
-            stats = all_reduce_sum(stats).cpu()  # reduced on the device (nccl needs CUDA tensors)
-            if not math.isfinite(float(stats[0])):
-                if bar is not None:
-                    bar.close()
-                raise NonFiniteLossError(
-                    f"training loss became {float(stats[0])} at epoch {epoch + 1}, batch {step + 1} "
-                    f"(optimizer {config.optimizer}, lr {config.lr:g}): lower the learning rate, set a gradient "
-                    "clip (--grad-clip), or switch off mixed precision"
-                )
-            if scheduled:
-                factor = config.lr_factor(epoch * steps + step, steps)
-                for group, base in zip(optimizer.param_groups, base_lrs):
-                    group["lr"] = base * factor
-            optimizer.zero_grad(set_to_none=True)
-            (local_sum * scale).backward()
-            if config.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            try:
-                optimizer.step()
-            except FloatingPointError as exc:  # e.g. mirrorattn.optim.NonFiniteGradientError
-                if bar is not None:
-                    bar.close()
-                raise NonFiniteLossError(
-                    f"non-finite gradient or update at epoch {epoch + 1}, batch {step + 1} (optimizer "
-                    f"{config.optimizer}, lr {config.lr:g}): {exc}; lower the learning rate or set --grad-clip"
-                ) from None
-            totals += stats
-            if bar is not None:
-                bar.update(1)
-                if (step + 1) % config.log_every == 0 or step + 1 == steps:
-                    seconds = time.perf_counter() - t0
-                    bar.set_postfix(
-                        loss=f"{float(totals[0] / totals[2]):.4f}",
-                        acc=f"{float(totals[1] / totals[2]):.4f}",
-                        sps=f"{float(totals[2]) / max(seconds, 1e-9):.0f}",
-                        refresh=False,
-                    )
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - t0
-        if bar is not None:
-            bar.close()
-        count = max(1.0, float(totals[2]))
-        row: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "train_loss": float(totals[0]) / count,
-            "train_acc": float(totals[1]) / count,
-            "train_seconds": seconds,
-            "samples_per_second": count / max(seconds, 1e-9),
-            "lr": config.lr,
-            "lr_last": float(optimizer.param_groups[0]["lr"]),  # after any schedule
-        }
-        val = evaluate(model, data.val, config, device, info)
-        row.update(val_loss=val["loss"], val_acc=val["acc"])
-        if config.eval_test_every_epoch and data.test is not None:
-            test = evaluate(model, data.test, config, device, info)
-            row.update(test_loss=test["loss"], test_acc=test["acc"])
+        row = _train_epoch(run, epoch, steps)
+        val = _evaluate_epoch(run, row)
         history.append(row)
         improved = val["acc"] > best["val_acc"]
         if improved:
             best = {"val_acc": val["acc"], "epoch": epoch + 1}
             best_state = _state_dict_cpu(model)
-        if config.stop_train_acc is not None and row["train_acc"] >= config.stop_train_acc:
-            stop_reason = f"train_acc {row['train_acc']:.4f} >= {config.stop_train_acc}"
-        elif config.patience is not None and epoch + 1 - best["epoch"] >= config.patience:
-            stop_reason = f"no better validation accuracy for {config.patience} epochs"
+        stop_reason = _stop_reason(config, row, epoch, best)
         if main:
             if improved:
                 torch_save(out_dir / BEST_MODEL, best_state)
             write_json(out_dir / HISTORY, history)
-            save_checkpoint(
-                ckpt_path,
-                identity=identity,
-                epoch=epoch + 1,
-                model=_state_dict_cpu(model),
-                optimizer=optimizer.state_dict(),
-                history=history,
-                best=best,
-                stop_reason=stop_reason,
-            )
+            save_checkpoint(ckpt_path, identity=identity, epoch=epoch + 1, model=_state_dict_cpu(model),
+                            optimizer=optimizer.state_dict(), history=history, best=best, stop_reason=stop_reason)
         if show:
             print(
                 f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | "
@@ -391,31 +302,147 @@ def fit(
                 flush=True,
             )
         barrier()
+    result = _final_result(run, history, best, best_state, stop_reason)
+    if main:
+        write_json(out_dir / "fit_result.json", result)
+    return result
 
+
+@dataclass
+class _Run:
+    """What every epoch of one :func:`fit` needs (built once, after the resume)."""
+
+    model: nn.Module
+    train_model: nn.Module  #: ``model`` or its DDP wrapper
+    optimizer: MultiOptimizer
+    config: TrainConfig
+    data: TrainData
+    device: torch.device
+    info: DistInfo
+    augment: Augment | None
+    show: bool  #: progress bars and epoch lines (main process, progress on)
+    base_lrs: list[float]  #: each group's step before any schedule
+    scheduled: bool  #: a warm-up or a non-constant schedule
+
+
+def _non_finite(run: _Run, epoch: int, step: int, what: str, advice: str, bar: Any) -> NonFiniteLossError:
+    """The error "``what`` at epoch E, batch B (optimizer, lr): ``advice``" (0-based ``epoch``, ``step``)."""
+    if bar is not None:
+        bar.close()
+    c = run.config
+    return NonFiniteLossError(f"{what} at epoch {epoch + 1}, batch {step + 1} (optimizer {c.optimizer}, lr {c.lr:g}): "
+                              f"{advice}")
+
+
+def _train_step(run: _Run, epoch: int, step: int, steps: int, idx: torch.Tensor, bar: Any) -> torch.Tensor:
+    """One optimizer step on the global batch ``idx``; returns its (loss sum, correct, count), summed over processes."""
+    c, info, device = run.config, run.info, run.device
+    inputs = tuple(t[idx] for t in run.data.train.inputs)
+    if run.augment is not None:
+        gen = torch.Generator().manual_seed(derive_seed(c.seed, epoch, step, "augment"))
+        inputs = tuple(run.augment(inputs, gen))
+    sl = _shard(len(idx), info)
+    inputs = tuple(t[sl].to(device, non_blocking=True) for t in inputs)
+    labels = run.data.train.labels[idx][sl].to(device, non_blocking=True)
+    with _autocast(device, c.amp):
+        out = run.train_model(*inputs)
+    per_sample, correct = loss_and_correct(out, labels)
+    local_sum = per_sample.sum()
+    scale = info.world_size / (len(idx) if c.loss_reduction == "mean" else 1)
+    stats = torch.stack([local_sum.detach().double(), correct.double().sum(), torch.tensor(
+        float(len(labels)), dtype=torch.float64, device=device)])
+    stats = all_reduce_sum(stats).cpu()  # reduced on the device (nccl needs CUDA tensors)
+    if not math.isfinite(float(stats[0])):
+        raise _non_finite(run, epoch, step, f"training loss became {float(stats[0])}", "lower the learning rate, set a "
+                          "gradient clip (--grad-clip), or switch off mixed precision", bar)
+    if run.scheduled:
+        factor = c.lr_factor(epoch * steps + step, steps)
+        for group, base in zip(run.optimizer.param_groups, run.base_lrs):
+            group["lr"] = base * factor
+    run.optimizer.zero_grad(set_to_none=True)
+    (local_sum * scale).backward()
+    if c.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), c.grad_clip)
+    try:
+        run.optimizer.step()
+    except FloatingPointError as exc:  # e.g. mirrorattn.optim.NonFiniteGradientError
+        raise _non_finite(run, epoch, step, "non-finite gradient or update",
+                          f"{exc}; lower the learning rate or set --grad-clip", bar) from None
+    return stats
+
+
+def _train_epoch(run: _Run, epoch: int, steps: int) -> dict[str, Any]:
+    """Train one epoch (seeded order and dropout) and return its history row without the validation entries."""
+    c, info = run.config, run.info
+    torch.manual_seed(derive_seed(c.seed, epoch, info.rank, "dropout"))
+    order = torch.randperm(len(run.data.train), generator=torch.Generator().manual_seed(
+        derive_seed(c.seed, epoch, "order")))
+    run.model.train()
+    totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count (global)
+    bar = _progress_bar(steps, f"epoch {epoch + 1}/{c.epochs}", run.show)
+    t0 = time.perf_counter()
+    for step in range(steps):
+        idx = order[step * c.batch_size : (step + 1) * c.batch_size]
+        if len(idx) < info.world_size:
+            continue  # a last batch too small to give every process a sample
+        totals += _train_step(run, epoch, step, steps, idx, bar)
+        if bar is not None:
+            bar.update(1)
+            if (step + 1) % c.log_every == 0 or step + 1 == steps:
+                seconds = time.perf_counter() - t0
+                bar.set_postfix(loss=f"{float(totals[0] / totals[2]):.4f}", acc=f"{float(totals[1] / totals[2]):.4f}",
+                                sps=f"{float(totals[2]) / max(seconds, 1e-9):.0f}", refresh=False)
+    if run.device.type == "cuda":
+        torch.cuda.synchronize(run.device)
+    seconds = time.perf_counter() - t0
+    if bar is not None:
+        bar.close()
+    count = max(1.0, float(totals[2]))
+    return {"epoch": epoch + 1, "train_loss": float(totals[0]) / count, "train_acc": float(totals[1]) / count,
+            "train_seconds": seconds, "samples_per_second": count / max(seconds, 1e-9), "lr": c.lr,
+            "lr_last": float(run.optimizer.param_groups[0]["lr"])}  # lr_last: after any schedule
+
+
+def _evaluate_epoch(run: _Run, row: dict[str, Any]) -> dict[str, float]:
+    """Add the validation (and, if asked, test) loss and accuracy to ``row``; return the validation ones."""
+    val = evaluate(run.model, run.data.val, run.config, run.device, run.info)
+    row.update(val_loss=val["loss"], val_acc=val["acc"])
+    if run.config.eval_test_every_epoch and run.data.test is not None:
+        test = evaluate(run.model, run.data.test, run.config, run.device, run.info)
+        row.update(test_loss=test["loss"], test_acc=test["acc"])
+    return val
+
+
+def _stop_reason(config: TrainConfig, row: dict[str, Any], epoch: int, best: dict[str, Any]) -> str | None:
+    """Why training stops after ``epoch`` (0-based): the training-accuracy rule or the patience; None: go on."""
+    if config.stop_train_acc is not None and row["train_acc"] >= config.stop_train_acc:
+        return f"train_acc {row['train_acc']:.4f} >= {config.stop_train_acc}"
+    if config.patience is not None and epoch + 1 - best["epoch"] >= config.patience:
+        return f"no better validation accuracy for {config.patience} epochs"
+    return None
+
+
+def _final_result(run: _Run, history: list[dict[str, Any]], best: dict[str, Any], best_state: dict[str, Any],
+                  stop_reason: str | None) -> dict[str, Any]:
+    """:func:`fit`'s result; loads the validation-best weights into the model and measures the test split."""
+    seconds = sum(r["train_seconds"] for r in history)
     result: dict[str, Any] = {
-        "test_acc": None,
-        "test_acc_last": None,
-        "test_loss": None,
+        "test_acc": None, "test_acc_last": None, "test_loss": None,
         "val_acc_best": best["val_acc"] if history else None,
         "val_acc_last": history[-1]["val_acc"] if history else None,
-        "best_epoch": best["epoch"],
-        "epochs_run": len(history),
+        "best_epoch": best["epoch"], "epochs_run": len(history),
         "stop_reason": stop_reason or ("max_epochs" if history else None),
-        "train_seconds": sum(r["train_seconds"] for r in history),
-        "samples_per_second": (
-            sum(r["train_seconds"] * r["samples_per_second"] for r in history)
-            / max(1e-9, sum(r["train_seconds"] for r in history))
-        ),
+        "train_seconds": seconds,
+        "samples_per_second": sum(r["train_seconds"] * r["samples_per_second"] for r in history) / max(1e-9, seconds),
         "history": copy.deepcopy(history),
     }
     last_is_best = bool(history) and best["epoch"] == len(history)
-    if data.test is not None:
-        test_last = evaluate(model, data.test, config, device, info)
+    test = run.data.test
+    if test is not None:
+        test_last = evaluate(run.model, test, run.config, run.device, run.info)
         result["test_acc_last"] = test_last["acc"]
-    model.load_state_dict(best_state)
-    if data.test is not None:
-        test = test_last if last_is_best else evaluate(model, data.test, config, device, info)
-        result.update(test_acc=test["acc"], test_loss=test["loss"])
-    if main:
-        write_json(out_dir / "fit_result.json", result)
+    run.model.load_state_dict(best_state)
+    if test is not None:
+        at_best = test_last if last_is_best else evaluate(run.model, test, run.config, run.device, run.info)
+        result.update(test_acc=at_best["acc"], test_loss=at_best["loss"])
     return result
