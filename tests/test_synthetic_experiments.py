@@ -440,17 +440,20 @@ def test_cli_ps_out_of_range_is_one_line(tmp_path: Path, capsys: pytest.CaptureF
     assert not out.exists()
 
 
-def test_all_config_tables_round_trip_strings_with_quotes(tmp_path) -> None:
-    import tomllib
-
-    from mirrorattn.experiments.synthetic.cli import _section_file
+def test_all_config_tables_are_read_from_the_file_itself(tmp_path) -> None:
+    # synthetic all reads each experiment's table of the user's file (no rewritten copy): quoted strings kept
+    from mirrorattn.config import ConfigError, build_config
+    from mirrorattn.experiments.synthetic.cli import _check_all_tables
 
     cfg = tmp_path / "all.toml"
-    cfg.write_text('[local]\nsvm_solver = \'a"b\\\\n\'\nps = [1.5, 2.0]\nnormalized = true\n'
+    cfg.write_text('[local]\nsvm_solver = \'a"b\\\\n\'\nps = [1.75, 2.0, 3.0]\nnormalized = true\n'
                    '[kq]\nseeds = 2\n', encoding="utf-8")
-    local = _section_file(cfg, "local", tmp_path)
-    assert tomllib.loads(local.read_text()) == tomllib.loads(cfg.read_text())["local"]
-    assert _section_file(cfg, "joint", tmp_path) is None
+    _check_all_tables(cfg)
+    with pytest.raises(ValueError, match="svm_solver"):  # the odd solver name arrives as written, then is refused
+        build_config(LocalConfig, None, cfg, None, section="local")
+    (tmp_path / "bad.toml").write_text("[nonsense]\nx = 1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="must hold tables"):
+        _check_all_tables(tmp_path / "bad.toml")
 
 
 def test_kq_iterations_may_be_one_count_per_p() -> None:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import math
 import os
 import sys
 import time
@@ -130,35 +128,22 @@ def run_experiment(
     log: Callable[[str], None] | None = None,
     position: int = 0,
     figures: bool = True,
+    section: str | None = None,
 ) -> dict[str, Any]:
     """Build the config of experiment ``name`` and run it into ``out``; returns its summary.
 
     ``position`` offsets the rows of its progress bars (experiments running side by side);
-    ``figures=False`` skips the PNGs (they can be drawn later from ``arrays.npz``).
+    ``figures=False`` skips the PNGs (they can be drawn later from ``arrays.npz``); ``section``:
+    read the fields from that table of ``config_file`` (``synthetic all``: one table per experiment).
     """
     cls, fn = _experiments()[name]
-    cfg = build_config(cls, preset(preset_name, name), config_file, overrides)
+    cfg = build_config(cls, preset(preset_name, name), config_file, overrides, section=section)
     return fn(cfg, out or Path("runs/synthetic") / name, workers=workers, progress=progress, log=log,
               position=position, figures=figures)
 
 
-def _toml_value(v: object) -> str:
-    """``v`` (a value read by tomllib) written back as TOML: strings JSON-escaped (valid TOML basic strings)."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml_value(x)}" for k, x in v.items()) + "}"
-    if isinstance(v, float) and not math.isfinite(v):
-        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
-    return str(v) if isinstance(v, (int, float)) else json.dumps(str(v))
-
-
-def _section_file(path: Path, name: str, tmpdir: Path) -> Path | None:
-    """For ``all``: write table ``[name]`` of the TOML file as its own file (None if absent)."""
+def _check_all_tables(path: Path) -> None:
+    """``synthetic all --config FILE``: the file holds only tables named after the experiments."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -168,12 +153,6 @@ def _section_file(path: Path, name: str, tmpdir: Path) -> Path | None:
     unknown = set(data) - set(EXPERIMENTS)
     if unknown:
         raise ConfigError(f"config file {path} for 'all' must hold tables {list(EXPERIMENTS)}, got {sorted(unknown)}")
-    if name not in data:
-        return None
-    lines = [f"{json.dumps(k)} = {_toml_value(v)}" for k, v in data[name].items()]
-    f = tmpdir / f"{name}.toml"
-    f.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return f
 
 
 def _log(msg: str) -> None:
@@ -203,8 +182,11 @@ def run_all(
     progress: bool,
     done: Callable[[str, Path, dict[str, Any], float], None] | None = None,
     figures: bool = True,
+    sections: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Run several experiments, given as (name, out, config file, overrides); returns name -> summary.
+
+    ``sections``: each experiment reads the table named after it in its config file.
 
     With ``workers`` > 1 the experiments run side by side in that many processes (each experiment
     single-process inside, the longest first); ``done(name, out, summary, seconds)`` runs as each finishes.
@@ -213,7 +195,8 @@ def run_all(
     if workers <= 1 or len(jobs) <= 1:
         for name, out, cfile, over in jobs:
             summary, secs = _timed_experiment(name, preset_name, out, cfile, over, workers=workers,
-                                              progress=progress, log=_log, figures=figures)
+                                              progress=progress, log=_log, figures=figures,
+                                              section=name if sections else None)
             summaries[name] = summary
             if done:
                 done(name, out, summary, secs)
@@ -228,8 +211,9 @@ def run_all(
         futures = {}
         order = sorted(jobs, key=lambda job: _LONGEST_FIRST.index(job[0]) if job[0] in _LONGEST_FIRST else -1)
         for k, (name, out, cfile, over) in enumerate(order):
-            futures[pool.submit(_timed_experiment, name, preset_name, out, cfile, over, workers=1,
-                                progress=progress, log=_log, position=3 * k, figures=figures)] = (name, out)
+            futures[pool.submit(_timed_experiment, name, preset_name, out, cfile, over, workers=1, progress=progress,
+                                log=_log, position=3 * k, figures=figures,
+                                section=name if sections else None)] = (name, out)
         for fut in as_completed(futures):
             name, out = futures[fut]
             summary, secs = fut.result()
@@ -247,18 +231,15 @@ def _main(args: argparse.Namespace) -> int:
     if base is None:
         base = Path("runs/synthetic") if args.experiment == "all" else Path("runs/synthetic") / args.experiment
     t0 = time.perf_counter()
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        jobs = []
-        for name in names:
-            cls, _ = _experiments()[name]
-            cfile = args.config
-            if args.experiment == "all" and cfile is not None:
-                cfile = _section_file(Path(cfile), name, Path(tmp))
-            out = Path(base) / name if args.experiment == "all" else Path(base)
-            jobs.append((name, out, cfile, _overrides(args, cls, args.experiment != "all")))
-        run_all(jobs, args.preset, args.workers, args.progress, done=_report)
+    every = args.experiment == "all"
+    if every and args.config is not None:
+        _check_all_tables(Path(args.config))
+    jobs = []
+    for name in names:
+        cls, _ = _experiments()[name]
+        out = Path(base) / name if every else Path(base)
+        jobs.append((name, out, args.config, _overrides(args, cls, not every)))
+    run_all(jobs, args.preset, args.workers, args.progress, done=_report, sections=every)
     if len(names) > 1:
         print(f"synthetic all: {time.perf_counter() - t0:.1f} s in total")
     return 0
