@@ -49,7 +49,8 @@ def test_local_verdict_follows_the_rule(tmp_path: Path) -> None:
 
 
 def _text(root: Path, dataset: str, acc: dict[str, tuple[float, float]], entropy: dict[str, float] | None = None,
-          probe: dict[str, float] | None = None, counts: dict[str, tuple[int, int, int]] | None = None) -> None:
+          probe: dict[str, float] | None = None, counts: dict[str, tuple[int, int, int]] | None = None,
+          stops: list[str] | None = None, stop_train_acc: float | None = None) -> None:
     agg = {}
     for opt, (m, s) in acc.items():
         row = {"lr": 1e-2, "test_acc": {"mean": m, "std": s, "n": 3}, "test_acc_last": {"mean": m, "std": s, "n": 3}}
@@ -63,10 +64,13 @@ def _text(root: Path, dataset: str, acc: dict[str, tuple[float, float]], entropy
             for k, c in zip("qkv", counts[opt]):
                 row[f"{k}_count_above"] = {"mean": c, "std": 0.0, "n": 3}
                 row[f"{k}_hoyer"] = {"mean": 0.1, "std": 0.0, "n": 3}
+        row["epochs_run"] = {"mean": 40.0, "std": 0.0, "n": 3}
         agg[opt] = row
+    runs = {opt: [{"stop_reason": r} for r in (stops or [])] for opt in acc}
     write_json(root / "text" / dataset / "results.json",
-               {"config": {"blocks": 3, "width": 64, "pooling": "mean", "max_length": 256}, "data": {},
-                "aggregate": agg})
+               {"config": {"blocks": 3, "width": 64, "pooling": "mean", "max_length": 256, "epochs": 300,
+                           "stop_train_acc": stop_train_acc, "init": "torch"},
+                "data": {"n_train": 1800, "n_val": 200, "n_test": 2133}, "aggregate": agg, "runs": runs})
 
 
 def test_accuracy_claim_needs_a_margin_over_the_spread(tmp_path: Path) -> None:
@@ -135,3 +139,54 @@ def test_a_damaged_results_file_is_named_in_one_line(tmp_path: Path, capsys, whe
     assert main(["report", str(tmp_path)]) == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and str(path) in lines[0] and why in lines[0]
+
+
+def test_each_real_data_claim_states_its_regime(tmp_path: Path) -> None:
+    """Issue 14, item 6: a claim says whether its runs reached the authors' stopping rule or trained briefly."""
+    rule, cap = "train_acc 0.9960 >= 0.995", "max_epochs"
+    _text(tmp_path, "polarity", {"lp-md:1.1": (0.7, 0.0), "lp-md:2": (0.6, 0.0)},
+          entropy={"lp-md:1.1": 1.0, "lp-md:2": 2.0}, probe={"lp-md:1.1": 0.5, "lp-md:2": 0.4},
+          stops=[rule, rule, cap], stop_train_acc=0.995)
+    claims = _claims(tmp_path)
+    for key in ("accuracy-polarity", "token-selection"):
+        body = "\n".join(claims[key].body)
+        # 2 optimizers x (2 of 3 runs at the rule)
+        assert "trained to 99.5 % training accuracy (the authors' stopping rule, at most 300 epochs), init torch: " \
+               "4 of 6 runs reached it - the others stopped at the epoch cap" in body, body
+        assert "1800 train / 200 validation / 2133 test" in body or key == "token-selection"
+    _text(tmp_path, "polarity", {"lp-md:1.1": (0.7, 0.0), "lp-md:2": (0.6, 0.0)}, stops=[cap], stop_train_acc=None)
+    body = "\n".join(_claims(tmp_path)["accuracy-polarity"].body)
+    assert "Regime: short training - 300 epochs, no stopping rule" in body and "not the paper's regime" in body
+
+
+def test_short_training_results_are_a_separate_section_without_verdicts(tmp_path: Path) -> None:
+    _text(tmp_path, "imdb-quick", {"lp-md:1.1": (0.78, 0.01), "lp-md:2": (0.81, 0.01)}, stops=["max_epochs"],
+          stop_train_acc=0.995)
+    claims = _claims(tmp_path)
+    assert claims["accuracy-imdb"].verdict == NOT_RUN  # a short-training folder is no verdict on the paper
+    md = build_report(tmp_path).read_text()
+    section = md[md.index("## Short-training comparisons"):]
+    assert "### text/imdb-quick" in section and "78.0 ± 1.0 %" in section
+    assert "0 of 2 runs reached it" in section
+    assert "Verdict" not in section
+
+
+def test_vision_setup_line_reads_the_vision_sizes(tmp_path: Path) -> None:
+    """Issue 14, item 5: the report said "data None train / None validation / None test" for vision."""
+    agg = {o: {"lr": 1e-3, "test_acc": {"mean": 0.9, "std": 0.0, "n": 2}} for o in ("lp-md:1.1", "adam")}
+    write_json(tmp_path / "vision" / "digits" / "results.json",
+               {"config": {"depth": 2, "width": 64, "patch": 2, "epochs": 10, "stop_train_acc": None},
+                "data": {"sizes": {"train": 1293, "val": 144, "test": 360}}, "aggregate": agg, "runs": {}})
+    body = "\n".join(_claims(tmp_path)["vision-digits"].body)
+    assert "data 1293 train / 144 validation / 360 test" in body and "None" not in body
+
+
+def test_token_selection_prefers_the_comparison_trained_to_the_rule(tmp_path: Path) -> None:
+    rule = "train_acc 0.9960 >= 0.995"
+    _text(tmp_path, "imdb", {"lp-md:1.1": (0.8, 0.0), "lp-md:2": (0.8, 0.0)},
+          entropy={"lp-md:1.1": 1.0, "lp-md:2": 2.0}, probe={"lp-md:1.1": 0.5, "lp-md:2": 0.4}, stops=["max_epochs"], stop_train_acc=0.995)
+    _text(tmp_path, "polarity", {"lp-md:1.1": (0.7, 0.0), "lp-md:2": (0.6, 0.0)},
+          entropy={"lp-md:1.1": 3.0, "lp-md:2": 2.0}, probe={"lp-md:1.1": 0.5, "lp-md:2": 0.4}, stops=[rule],
+          stop_train_acc=0.995)
+    c = _claims(tmp_path)["token-selection"]
+    assert c.numbers["dataset"] == "polarity" and c.verdict == NOT_REPRODUCED

@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 from mirrorattn.cli import main
-from mirrorattn.experiments.reproduce import data_available, preset_steps, run_reproduce
+from mirrorattn.data.text_sources import EMBEDDED_POLARITY
+from mirrorattn.experiments import reproduce
+from mirrorattn.experiments.reproduce import Step, data_available, preset_steps, run_reproduce
 
 
 def _env(shared_data: Path, cache: Path) -> dict[str, str]:
@@ -26,6 +28,8 @@ def _env(shared_data: Path, cache: Path) -> dict[str, str]:
 def test_presets_and_data_detection(tmp_path: Path, shared_data: Path) -> None:
     assert [s.name for s in preset_steps("quick")][0] == "synthetic"
     assert data_available("polarity", str(shared_data), False)[0]
+    assert data_available("polarity", str(tmp_path), False)[0]  # the embedded copy
+    assert all(step.needs is None for step in preset_steps("quick"))  # make demo needs no data root
     ok, reason = data_available("imdb", str(tmp_path), False)
     assert not ok and "--download" in reason and str(tmp_path) in reason
 
@@ -61,14 +65,18 @@ def test_reproduce_tiny_end_to_end(tmp_path: Path, shared_data: Path, cache: Pat
     (out / "report.md").unlink()
     assert main(["report", str(out)]) == 0
     assert (out / "report.md").read_text().split("\n")[4:] == md.split("\n")[4:]  # same but the timestamp line
-    # a data root without the data: the step is skipped with the reason
+    # a data root without sentence polarity: the text step runs on the package's embedded copy (same data,
+    # so its finished runs are reused), and the report states the regime of each real-data claim
     rc = main(["reproduce", "--preset", "tiny", "--out", str(out), "--data-root", str(empty), "--only",
                "text/polarity", "--no-progress"])
     assert rc == 0
     status = json.loads((out / "reproduce.json").read_text())
-    assert status["steps"]["text/polarity"]["status"] == "skipped"
-    assert "MIRRORATTN_DATA" in status["steps"]["text/polarity"]["reason"]
-    assert "text/polarity" in (out / "report.md").read_text()
+    assert status["steps"]["text/polarity"]["status"] == "done"
+    results = json.loads((out / "text" / "polarity" / "results.json").read_text())
+    assert results["data"]["source"] == str(EMBEDDED_POLARITY)
+    assert results["config"]["init"] == "torch" and results["config"]["pooling"] == "cls"
+    md = (out / "report.md").read_text()
+    assert "Regime: trained to 99.5 % training accuracy (the authors' stopping rule, at most 2 epochs)" in md
 
 
 def _mtimes(folder: Path) -> dict[str, float]:
@@ -116,9 +124,12 @@ def test_only_rejects_unknown_steps(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 @pytest.mark.parametrize("content", [b"", b'{"preset": "tiny", "steps": {', b"\xff\xfe", b"[1, 2]",
                                      b'{"steps": "none"}'])
-def test_corrupt_status_record_is_started_afresh(content: bytes, tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_corrupt_status_record_is_started_afresh(content: bytes, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 12, item 10: a corrupt reproduce.json gave "Expecting value: line 1 column 1 (char 0)"."""
+    # a step whose data is missing (skipped with the reason): nothing trains
+    monkeypatch.setattr(reproduce, "preset_steps", lambda preset: [
+        Step("text/polarity", ["text", "--dataset", "imdb"], needs="imdb")])
     out, empty = tmp_path / "rep", tmp_path / "no-data"
     out.mkdir()
     empty.mkdir()

@@ -237,7 +237,25 @@ def test_imdb_corrupt_archive_message(tmp_path: Path, cache: Path, damage: str) 
     assert ("damaged" in msg) if damage != "not-imdb" else ("not the IMDb archive" in msg)
 
 
-def test_polarity_missing_and_corrupt(tmp_path: Path, cache: Path) -> None:
+def test_polarity_falls_back_to_the_embedded_copy(tmp_path: Path, shared_data: Path, cache: Path) -> None:
+    """With no copy under the data root the package's own copy is read: the same texts as the shared archive."""
+    import hashlib
+
+    embedded = text_sources.EMBEDDED_POLARITY
+    assert hashlib.sha256(embedded.read_bytes()).hexdigest() == text_sources.EMBEDDED_POLARITY_SHA256
+    licences = (embedded.parent / "DATA_LICENSES.md").read_text()
+    assert "Pang" in licences and "CC BY 4.0" in licences
+    texts, labels, path = text_sources.read_polarity(tmp_path)
+    assert path == embedded and len(texts) == 10662 and sum(labels) == 5331
+    shared = load_text_dataset("polarity", data_root=shared_data, split_seed=5)
+    mine = load_text_dataset("polarity", data_root=tmp_path, split_seed=5)
+    assert list(mine.train.texts) == list(shared.train.texts)
+    assert np.array_equal(mine.test.labels, shared.test.labels)
+    assert mine.source == str(embedded)
+
+
+def test_polarity_missing_and_corrupt(tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(text_sources, "EMBEDDED_POLARITY", tmp_path / "no-embedded-copy.zip")
     with pytest.raises(DataNotFoundError) as err:
         load_text_dataset("polarity", data_root=tmp_path)
     msg = str(err.value)

@@ -240,3 +240,48 @@ def test_a_rerun_with_other_settings_is_refused_before_any_training(tmp_path, mo
     with pytest.raises(classification.RunConflictError, match=r"sgd-seed0 holds a finished run .*lr 0.001 -> 0.01"):
         text.run_text_experiment(changed, tmp_path, progress=False, workers=workers)
     assert not (tmp_path / "runs" / "adam-seed0").exists()
+
+
+def test_converge_preset_end_to_end_on_a_tiny_slice(tmp_path, cache, monkeypatch):
+    """Issue 14: the converge preset (authors' init and mask, [CLS], summed BCE, stopping rule) runs from the
+    embedded polarity copy (no data root); the reported query/key move is recomputed from the saved weights."""
+    from mirrorattn.cli import main
+    from mirrorattn.data.text_sources import EMBEDDED_POLARITY
+    from mirrorattn.experiments.text import TextExperimentConfig, run_name
+    from mirrorattn.experiments.text_presets import PRESETS
+    from mirrorattn.metrics import relative_change
+    from mirrorattn.models.transformer import TextTransformer
+    from mirrorattn.train import seeded_init
+    from mirrorattn.train.checkpoint import load_weights
+
+    monkeypatch.setenv("MIRRORATTN_DATA", str(tmp_path / "no-data"))
+    out = tmp_path / "out"
+    argv = ["text", "--preset", "converge", "--max-train", "300", "--max-test", "100", "--width", "16",
+            "--vocab-size", "800", "--max-length", "24", "--epochs", "3", "--warmup-epochs", "1", "--seeds", "1",
+            "--optimizers", "lp-md:1.1,adam", "--stop-train-acc", "0.6", "--analysis-samples", "50", "--no-progress",
+            "--out", str(out)]
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    cfg = results["config"]
+    for key in ("init", "attention_mask", "pooling", "loss_reduction", "batch_size", "dropout", "blocks"):
+        assert cfg[key] == PRESETS["converge"][key], key
+    assert results["data"]["source"] == str(EMBEDDED_POLARITY) and results["data"]["n_train"] == 270
+    md = (out / "results.md").read_text()
+    assert "Stopping rule: 60.0 % training accuracy, at most 3 epochs" in md and "Q/K move" in md
+    for opt in ("lp-md:1.1", "adam"):
+        run = out / "runs" / run_name(opt, 0)
+        summary = json.loads((run / "summary.json").read_text())
+        stopped = summary["stop_reason"].startswith("train_acc")
+        assert stopped or summary["epochs_run"] == 3
+        assert results["aggregate"][opt]["stop_rule_runs"] == int(stopped)
+        fields = TextExperimentConfig.__dataclass_fields__
+        config = TextExperimentConfig(**{k: v for k, v in cfg.items() if k in fields and k not in ("lrs",)})
+        model_cfg = config.model_config(2, results["data"]["vocab_size"])
+        with seeded_init(0):
+            initial = TextTransformer(model_cfg)
+        state = load_weights(run / "best_model.pt")
+        for kind in ("q", "k"):
+            name = f"blocks.0.attn.{kind}_proj.weight"
+            expect = relative_change(state[name], initial.state_dict()[name])
+            assert summary["analysis"]["scalars"][f"{kind}_move"] == pytest.approx(expect, rel=1e-9), kind
+            assert expect > 0

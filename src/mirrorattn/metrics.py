@@ -128,6 +128,21 @@ def hoyer_sparsity(w: Array) -> float:
     return float((math.sqrt(n) - np.abs(a).sum() / l2) / (math.sqrt(n) - 1.0))
 
 
+def relative_change(after: Any, before: Any) -> float:
+    """||after - before||_F / ||before||_F over arrays (or lists of arrays, concatenated) of equal shapes.
+
+    How far training moved a weight from its initial value (issue 14: the query/key weights must move).
+    """
+    a = np.concatenate([_f64(x).ravel() for x in (after if isinstance(after, (list, tuple)) else [after])])
+    b = np.concatenate([_f64(x).ravel() for x in (before if isinstance(before, (list, tuple)) else [before])])
+    if a.shape != b.shape:
+        raise ValueError(f"relative_change needs arrays of equal size, got {a.size} and {b.size}")
+    norm = np.linalg.norm(b)
+    if norm == 0:
+        raise ValueError("relative_change from an all-zero initial value is undefined")
+    return float(np.linalg.norm(a - b) / norm)
+
+
 __all__ = [
     "attention_entropy",
     "cosine_correlation",
@@ -135,6 +150,7 @@ __all__ = [
     "hoyer_sparsity",
     "lp_distance",
     "max_probability",
+    "relative_change",
     "selected_mass",
     "topk_mass",
     "weight_sparsity",

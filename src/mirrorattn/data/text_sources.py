@@ -249,15 +249,28 @@ def _lines(data: bytes) -> list[str]:
     return [s for s in (decode_text(line).strip() for line in data.split(b"\n")) if s]
 
 
-def read_polarity(data_root: str | os.PathLike) -> tuple[list[str], list[int], Path]:
-    """Pang & Lee sentence polarity: (texts, labels, path). 5,331 negatives (0), then 5,331 positives (1)."""
+#: the copy shipped inside the package (Pang & Lee 2005, CC BY 4.0; resources/DATA_LICENSES.md)
+EMBEDDED_POLARITY = Path(__file__).resolve().parent.parent / "resources" / "sentence_polarity.zip"
+#: SHA-256 of the embedded copy (the same archive as the shared data folder's sentence_polarity.zip)
+EMBEDDED_POLARITY_SHA256 = "6e1ed4405b65c7eabf1d199a7f7c437091ac21da0ea7467b410a74062574566b"
+
+
+def read_polarity(data_root: str | os.PathLike, *, embedded: bool = True) -> tuple[list[str], list[int], Path]:
+    """Pang & Lee sentence polarity: (texts, labels, path). 5,331 negatives (0), then 5,331 positives (1).
+
+    The data root's copy is read when it holds one; otherwise (``embedded``) the package's own copy
+    :data:`EMBEDDED_POLARITY`, so that the text experiments run on a fresh machine without a data root.
+    """
     root = Path(data_root)
     looked = polarity_candidates(root)
     path = next((p for p in looked if p.is_file()), None)
+    if path is None and embedded and EMBEDDED_POLARITY.is_file():
+        path = EMBEDDED_POLARITY
     if path is None:
         raise DataNotFoundError(
             f"sentence polarity data set not found under the data root {root} (looked at: "
-            f"{', '.join(map(str, looked))}). Download {POLARITY_URL} (or sentence_polarity.zip) and put it "
+            f"{', '.join(map(str, looked))}) and this installation lacks the embedded copy {EMBEDDED_POLARITY}. "
+            f"Download {POLARITY_URL} (or sentence_polarity.zip) and put it "
             "in the data root, or point --data-root / MIRRORATTN_DATA at a folder that holds it."
         )
     try:
@@ -292,6 +305,8 @@ def _polarity_archive(path: Path) -> dict[str, bytes]:
 
 
 __all__ = [
+    "EMBEDDED_POLARITY",
+    "EMBEDDED_POLARITY_SHA256",
     "IMDB_FILENAME",
     "IMDB_LABEL_NAMES",
     "IMDB_MD5",

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from mirrorattn.experiments.run_folders import (
@@ -46,6 +47,7 @@ from mirrorattn.io import (
     read_json,
     write_json,
 )
+from mirrorattn.metrics import relative_change
 from mirrorattn.train import NonFiniteLossError, TrainConfig, TrainData, dist_info, fit, seeded_init
 from mirrorattn.train.checkpoint import load_weights
 from mirrorattn.train.distributed import barrier
@@ -310,6 +312,7 @@ def _train_run(spec: RunSpec, out_dir: Path, *, resume: bool, progress: bool) ->
     summary_path = out_dir / SUMMARY
     with seeded_init(spec.seed):
         model = spec.build_model()
+    initial = _attention_weights(model)
     head = {"config_hash": config_hash(spec.identity), **spec.summary_head, "optimizer": spec.optimizer,
             "lr": spec.lr, "seed": spec.seed}
     start = time.time()
@@ -335,9 +338,26 @@ def _train_run(spec: RunSpec, out_dir: Path, *, resume: bool, progress: bool) ->
                    **spec.summary_tail, analysis=None)
     if analyse is not None:
         summary["analysis"] = analyse(model, write=info.is_main)
+        summary["analysis"]["scalars"].update(weight_moves(model, initial))
     if info.is_main:
         write_json(summary_path, summary)
     return summary
+
+
+def _attention_weights(model: nn.Module) -> dict[str, list[torch.Tensor]]:
+    """Copies of the query, key and value projection weights of every attention layer, per kind."""
+    from mirrorattn.models.layers import attention_layers
+
+    layers = attention_layers(model)
+    return {kind: [getattr(layer, f"{kind}_proj").weight.detach().clone() for layer in layers]
+            for kind in ("q", "k", "v")}
+
+
+def weight_moves(model: nn.Module, initial: dict[str, list[torch.Tensor]]) -> dict[str, float]:
+    """``{"q_move", "k_move", "v_move"}``: ||W - W0||_F / ||W0||_F of each kind over all attention layers, from
+    the weights ``initial`` (:func:`_attention_weights` before training) to the model's (the validation-best)."""
+    now = _attention_weights(model)
+    return {f"{kind}_move": relative_change(now[kind], initial[kind]) for kind in ("q", "k", "v") if initial[kind]}
 
 
 def diverged_result(
@@ -383,7 +403,8 @@ def aggregate(summaries: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """Mean and standard deviation (over seeds, ddof 1) of every reported number, per optimizer.
 
     Runs without a value (e.g. ``test_acc_last`` of a diverged run) are left out of that number's
-    statistics; ``diverged_runs`` counts the runs whose loss became NaN/inf.
+    statistics; ``diverged_runs`` counts the runs whose loss became NaN/inf and ``stop_rule_runs`` those that
+    stopped by reaching the training-accuracy rule (``stop_reason`` "train_acc ...").
     """
     keys = ("test_acc", "test_acc_last", "val_acc_best", "best_epoch", "epochs_run", "train_seconds",
             "samples_per_second")
@@ -397,6 +418,7 @@ def aggregate(summaries: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         row.update({k: _mean_std(v) for k, v in flat.items()})
         row["lr"] = runs[0]["lr"] if runs else None
         row["diverged_runs"] = sum(bool(r.get("diverged")) for r in runs)
+        row["stop_rule_runs"] = sum(str(r.get("stop_reason") or "").startswith("train_acc") for r in runs)
         out[opt] = row
     return out
 

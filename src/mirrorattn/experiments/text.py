@@ -75,7 +75,9 @@ class TextExperimentConfig(ClassificationConfig):
     dropout: float = 0.1
     bias: bool = False
     pooling: str = "mean"
-    init_std: float = 0.02  #: std of the normal init of embeddings and linear weights
+    init: str = "normal"  #: "normal" (N(0, init_std) everywhere) or "torch" (PyTorch's defaults, the authors')
+    init_std: float = 0.02  #: std of the normal init of embeddings and linear weights (init = "normal")
+    attention_mask: str = "keys"  #: "keys" (padded keys masked) or "paper" (the authors' mask, paper.md section 7)
     # this experiment's defaults of ClassificationConfig fields
     optimizers: tuple[str, ...] = ("lp-md:1.1", "lp-md:2", "lp-md:3", "sgd", "adam")
     epochs: int = 4
@@ -106,7 +108,7 @@ class TextExperimentConfig(ClassificationConfig):
     def model_config(self, num_classes: int, vocab_size: int | None = None) -> TextTransformerConfig:
         """The transformer's config (``vocab_size``: the trained tokenizer's actual size)."""
         shape = self.field_values(("max_length", "width", "blocks", "heads", "mlp_ratio", "dropout", "bias", "pooling",
-                                   "init_std"))
+                                   "init", "init_std", "attention_mask"))
         return TextTransformerConfig(vocab_size=int(vocab_size or self.vocab_size), num_classes=num_classes, **shape)
 
     def data_identity(self) -> dict[str, Any]:

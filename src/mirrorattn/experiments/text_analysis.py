@@ -248,8 +248,8 @@ def write_report(out: Path, config: Any, results: dict[str, Any]) -> None:
         + (f" ({paper_blocks} blocks) " if paper else " ") +
         "| val acc | epochs | samples/s "
         f"| [CLS] entropy, last layer (/ uniform's) | [CLS] max prob | top-{config.topk} mass | probe score (chance) "
-        "| Q/K/V count > thr |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| Q/K/V count > thr | Q/K/V Hoyer | Q/K move | runs at the rule |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for opt, row in agg.items():
         counts = "/".join(
@@ -262,18 +262,39 @@ def write_report(out: Path, config: Any, results: dict[str, Any]) -> None:
             f"| {paper.get(opt, '-')} | {_fmt(row['val_acc_best'], 100)} | {_fmt(row['epochs_run'], 1, 1)} "
             f"| {_fmt(row['samples_per_second'], 1, 0)} | {_fmt(row.get('cls_entropy_last'))} "
             f"({_fmt(row.get('cls_entropy_norm_last'), 1, 4)}) "
-            f"| {_fmt(row.get('cls_max_prob_last'))} | {_fmt(row.get(topk))} | {probe} | {counts} |"
+            f"| {_fmt(row.get('cls_max_prob_last'))} | {_fmt(row.get(topk))} | {probe} | {counts} "
+            f"| {'/'.join(_fmt(row.get(f'{k}_hoyer'), 1, 3) for k in 'qkv')} "
+            f"| {'/'.join(_fmt(row.get(f'{k}_move'), 1, 2) for k in 'qk')} "
+            f"| {row.get('stop_rule_runs', 0)}/{len(results['runs'][opt])} |"
         )
     diverged = {opt: row.get("diverged_runs", 0) for opt, row in agg.items() if row.get("diverged_runs")}
     if diverged:
         lines += ["", "Diverged runs (loss NaN/inf; their validation-best completed epoch is reported, no last-epoch "
                   "figure): " + ", ".join(f"{opt} {n}/{len(results['runs'][opt])}" for opt, n in diverged.items())]
+    if config.stop_train_acc is not None:
+        lines += ["", _regime_lines(config, results)]
     lines += ["", "Figures: `curves.png`, `qkv_hist.png`, `attention_maps.png`.", ""]
     write_text(out / "results.md", "\n".join(lines))
     runs = {opt: [out / "runs" / run_name(opt, r["seed"]) for r in rs] for opt, rs in results["runs"].items()}
     plot_curves(runs, out / "curves.png")
     plot_histograms(runs, out / "qkv_hist.png")
     plot_attention_maps(runs, out / "attention_maps.png")
+
+
+def _regime_lines(config: Any, results: dict[str, Any]) -> str:
+    """How many runs reached the stopping rule (the others: their stop reason), beside the paper's epochs."""
+    from mirrorattn.experiments.text_presets import PAPER_EPOCHS
+
+    short = [f"{opt} seed {r['seed']} ({r.get('stop_reason')}, {r.get('epochs_run')} epochs)"
+             for opt, rs in results["runs"].items() for r in rs
+             if not str(r.get("stop_reason") or "").startswith("train_acc")]
+    n = sum(len(rs) for rs in results["runs"].values())
+    paper = ", ".join(f"{opt} {e}" for opt, e in PAPER_EPOCHS[3].items())
+    return (f"Stopping rule: {100 * config.stop_train_acc:.1f} % training accuracy, at most {config.epochs} epochs; "
+            f"{n - len(short)} of {n} runs reached it" + (f"; not: {'; '.join(short)}" if short else "") +
+            f". The paper's IMDb runs (3 blocks, width 384) took on average {paper} epochs. `Q/K move` is "
+            "||W - W0||_F / ||W0||_F of the query / key weights from their initial values to the validation-best "
+            "model.")
 
 
 def _legend(ax: Any) -> None:

@@ -79,6 +79,7 @@ class VisionExperimentConfig(ClassificationConfig):
     mlp_hidden: int = 128
     dropout: float = 0.1
     bias: bool = True
+    init: str = "normal"  #: "normal" (N(0, 0.02)) or "torch" (PyTorch's defaults, [CLS] and positions N(0, 1))
     # evaluation and analysis
     eval_batch_size: int = 500
     analysis_samples: int = 1000  #: test images for the attention-sparsity statistics
@@ -113,7 +114,7 @@ class VisionExperimentConfig(ClassificationConfig):
             raise ValueError(f"the ViT needs square images, got {h} x {w}; set image_size to resize them")
         if h % self.patch:
             raise ValueError(f"image side {h} is not a multiple of patch {self.patch}; change patch or image_size")
-        shape = self.field_values(("patch", "width", "depth", "heads", "mlp_hidden", "dropout", "bias"))
+        shape = self.field_values(("patch", "width", "depth", "heads", "mlp_hidden", "dropout", "bias", "init"))
         return ViTConfig(image_size=h, channels=c, num_classes=num_classes, mean=tuple(float(m) for m in mean),
                          std=tuple(float(s) for s in std), **shape)
 

@@ -87,6 +87,7 @@ _PAPER: dict[str, Any] = {
     "mlp_hidden": 512,
     "dropout": 0.1,
     "bias": True,
+    "init": "torch",  # PyTorch's defaults, [CLS] and positions N(0, 1), as the authors' ViT (paper.md section 7)
     "augment": True,
     "crop_padding": 4,
     "optimizers": ("adam", "lp-md:1.1", "sgd"),

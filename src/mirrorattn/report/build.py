@@ -82,6 +82,9 @@ def render_markdown(claims: list[Claim], root: Path, meta: dict[str, Any] | None
         for f in c.figures:
             lines.append(f"![{Path(f).stem}]({f})")
             lines.append("")
+    from mirrorattn.report.real_claims import short_training_sections
+
+    lines += short_training_sections(root)
     skips = _skips(root)
     if skips:
         lines.append("## Experiments skipped or failed")
