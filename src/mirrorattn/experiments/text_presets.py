@@ -232,7 +232,9 @@ CONVERGE: dict[str, Any] = {
     "warmup_epochs": 5.0,
     "amp": False,
     "sweep_lrs": (3e-3, 1e-2, 3e-2),
-    "sweep_grids": {"lp-md:1.1": (1e-3, 3e-3, 1e-2), "lp-md:3": (1e-3, 3e-3, 1e-2), "adam": (3e-4, 1e-3, 3e-3)},
+    # half-decades around the probes' stable steps; l_3's best (1e-3) was the edge of a first grid 1e-3 .. 1e-2
+    "sweep_grids": {"lp-md:1.1": (1e-3, 3e-3, 1e-2), "lp-md:3": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
+                    "adam": (3e-4, 1e-3, 3e-3)},
     "sweep_epochs": 100,
     "sweep_max_train": None,
 }
