@@ -267,12 +267,16 @@ def test_none_grads_are_skipped():
     opt.step()  # every grad None: a no-op
 
 
-def test_sparse_gradient_raises_clear_error():
+def test_sparse_gradient_moves_only_its_rows():
+    # sparse gradients are taken (issue 14; the full sparse-vs-dense equality is in test_fast_loop.py)
     emb = torch.nn.Embedding(10, 3, sparse=True)
-    emb(torch.tensor([1, 2])).sum().backward()
+    before = emb.weight.detach().clone()
+    emb(torch.tensor([1, 2, 2])).sum().backward()
     opt = LpMirrorDescent(emb.parameters(), lr=0.1, p=1.5)
-    with pytest.raises(RuntimeError, match="sparse gradients"):
-        opt.step()
+    opt.step()
+    assert opt.last_step_paths == {"sparse": 1}
+    moved = (emb.weight.detach() != before).any(dim=1)
+    assert moved.tolist() == [i in (1, 2) for i in range(10)]
 
 
 # ---------------------------------------------------------------- weights changed by the user

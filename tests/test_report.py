@@ -184,7 +184,8 @@ def test_vision_setup_line_reads_the_vision_sizes(tmp_path: Path) -> None:
 def test_token_selection_prefers_the_comparison_trained_to_the_rule(tmp_path: Path) -> None:
     rule = "train_acc 0.9960 >= 0.995"
     _text(tmp_path, "imdb", {"lp-md:1.1": (0.8, 0.0), "lp-md:2": (0.8, 0.0)},
-          entropy={"lp-md:1.1": 1.0, "lp-md:2": 2.0}, probe={"lp-md:1.1": 0.5, "lp-md:2": 0.4}, stops=["max_epochs"], stop_train_acc=0.995)
+          entropy={"lp-md:1.1": 1.0, "lp-md:2": 2.0}, probe={"lp-md:1.1": 0.5, "lp-md:2": 0.4}, stops=["max_epochs"],
+          stop_train_acc=0.995)
     _text(tmp_path, "polarity", {"lp-md:1.1": (0.7, 0.0), "lp-md:2": (0.6, 0.0)},
           entropy={"lp-md:1.1": 3.0, "lp-md:2": 2.0}, probe={"lp-md:1.1": 0.5, "lp-md:2": 0.4}, stops=[rule],
           stop_train_acc=0.995)

@@ -338,7 +338,8 @@ def _train_run(spec: RunSpec, out_dir: Path, *, resume: bool, progress: bool) ->
                    **spec.summary_tail, analysis=None)
     if analyse is not None:
         summary["analysis"] = analyse(model, write=info.is_main)
-        summary["analysis"]["scalars"].update(weight_moves(model, initial))
+        if isinstance((summary["analysis"] or {}).get("scalars"), dict):  # a results-table analysis
+            summary["analysis"]["scalars"].update(weight_moves(model, initial))
     if info.is_main:
         write_json(summary_path, summary)
     return summary

@@ -2,8 +2,8 @@
 
 * :class:`MultiHeadSelfAttention` - separate ``q_proj``, ``k_proj``, ``v_proj`` and ``out_proj``
   linear maps (the names are an interface: ``--md-scope attention`` selects the ``q_proj`` and
-  ``k_proj`` weights, the weight histograms read all three), scaled dot-product attention with a
-  key padding mask.
+  ``k_proj`` weights, the weight histograms read all three), applied as one fused product with
+  the stacked weights, scaled dot-product attention with a key padding mask.
 * :class:`EncoderBlock` - attention + GELU MLP with residuals, post-LN (the paper's text model)
   or pre-LN (the vision transformer) by a flag.
 * :func:`record_attention` - a context manager that collects every attention layer's
@@ -74,11 +74,26 @@ class MultiHeadSelfAttention(nn.Module):
         B, T, _ = x.shape
         return x.view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, Dh)
 
+    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v (B, H, T, Dh) from ONE matrix product with the stacked weights [Wq; Wk; Wv] (3D, D).
+
+        The parameters stay three (``q_proj``, ``k_proj``, ``v_proj``: their names and init are an
+        interface); ``torch.cat`` is differentiable, so each gets its own slice of the gradient. Each
+        output entry is the same dot product as in ``self.q_proj(x)`` etc. (equal up to the GEMM's
+        blocking, i.e. to float rounding).
+        """
+        w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+        b = self.q_proj.bias
+        if b is not None:
+            b = torch.cat([b, self.k_proj.bias, self.v_proj.bias])
+        q, k, v = F.linear(x, w, b).split(self.dim, dim=-1)  # split's backward is one cat (no zero-filled buffers)
+        return self._split(q), self._split(k), self._split(v)
+
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         if x.ndim != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"expected input of shape (B, T, {self.dim}), got {tuple(x.shape)}")
         B, T, _ = x.shape
-        q, k, v = self._split(self.q_proj(x)), self._split(self.k_proj(x)), self._split(self.v_proj(x))
+        q, k, v = self._qkv(x)
         mask = None
         if key_padding_mask is not None:
             if key_padding_mask.shape != (B, T):

@@ -115,6 +115,36 @@ class TextTransformer(nn.Module):
             elif isinstance(m, nn.LayerNorm):
                 m.reset_parameters()
 
+    @staticmethod
+    def trim_padding(ids: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """``(ids, mask)`` cut after the batch's last real token (column), for the training loop.
+
+        Exact: positions are counted from the first column, padded keys get probability 0 under both
+        attention masks, and neither pooling reads a padded token, so the logits of the trimmed batch
+        equal those of the full one (up to the rounding of sums over fewer zero terms). Without a mask
+        (all real) nothing is cut.
+        """
+        if mask is None or mask.ndim != 2 or mask.shape[1] <= 1:
+            return (ids,) if mask is None else (ids, mask)
+        cols = mask.any(dim=0)
+        last = int(cols.shape[0] - cols.flip(0).to(torch.uint8).argmax()) if bool(cols.any()) else 1
+        if last == mask.shape[1]:
+            return ids, mask
+        return ids[:, :last], mask[:, :last]
+
+    @staticmethod
+    def sequence_lengths(ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-sample length (N,) int64: the position of the last real token + 1 (for length bucketing)."""
+        if mask is None:
+            return torch.full((ids.shape[0],), ids.shape[1], dtype=torch.int64)
+        pos = torch.arange(1, mask.shape[1] + 1, device=mask.device)
+        return (mask.to(torch.bool) * pos).amax(dim=1).to(torch.int64)
+
+    def sparse_gradient_modules(self) -> list[nn.Embedding]:
+        """The embeddings whose gradient the training loop may make sparse (the token embedding: a batch
+        touches few of its rows; the position embedding is small and every batch touches its rows)."""
+        return [self.tok_emb]
+
     def encode(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Token outputs of the last block, (B, T, width)."""
         if ids.ndim != 2:

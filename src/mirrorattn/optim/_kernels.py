@@ -99,6 +99,22 @@ def _pow_int(a: torch.Tensor, n: int) -> torch.Tensor:
         base = base * base
 
 
+def _foreach_signed_pow_int(us: list[torch.Tensor], n: int) -> list[torch.Tensor]:
+    """[u |u|^(n-1) for u in us] with ``torch._foreach_*`` ops: the operations of :func:`signed_pow`'s
+    ``int`` kind in the same order (so bit for bit the same), a few kernel calls for the whole list."""
+    if n == 1:
+        return us
+    m, result = n - 1, None
+    base = torch._foreach_abs(us)
+    while True:
+        if m & 1:
+            result = base if result is None else torch._foreach_mul(result, base)
+        m >>= 1
+        if not m:
+            return torch._foreach_mul(us, result)
+        base = torch._foreach_mul(base, base)
+
+
 def signed_pow(u: torch.Tensor, kind: Kind, exp_log: bool = False) -> torch.Tensor:
     """sign(u) |u|^e for the exponent ``kind`` (out of place; used eagerly and inside kernels).
 
@@ -219,6 +235,8 @@ def eager_step(
         del ds
         if kind[0] == "identity":
             torch._foreach_copy_(list(ws), us)
+        elif kind[0] == "int":
+            torch._foreach_copy_(list(ws), _foreach_signed_pow_int(us, kind[1]))
         else:
             for u, w in zip(us, ws):
                 w.copy_(signed_pow(u, kind))

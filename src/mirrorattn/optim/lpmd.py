@@ -45,6 +45,32 @@ def _dual_norm(g: torch.Tensor, q: float) -> torch.Tensor:
     return torch.linalg.vector_norm(g / m.clamp_min(torch.finfo(g.dtype).tiny), q) * m
 
 
+def coalesce_rows(g: torch.Tensor) -> torch.Tensor:
+    """A sparse COO gradient (one sparse dimension, e.g. of ``nn.Embedding(..., sparse=True)``) with one entry
+    per row, duplicates summed in their order from 0 - the sums (bit for bit) that the dense embedding
+    gradient holds, which ``Tensor.coalesce()`` does not promise (it rounds differently)."""
+    if g.is_coalesced():
+        return g
+    rows, inverse = torch.unique(g._indices()[0], sorted=True, return_inverse=True)
+    values = g._values()
+    summed = values.new_zeros((len(rows), *values.shape[1:])).index_add_(0, inverse, values)
+    return torch.sparse_coo_tensor(rows[None], summed, g.shape, is_coalesced=True, check_invariants=False)
+
+
+def _coalesced(g: torch.Tensor, name: str) -> torch.Tensor:
+    """:func:`coalesce_rows` of ``g``; ``RuntimeError`` for a layout other than COO with one sparse dimension."""
+    if g.layout != torch.sparse_coo or g.sparse_dim() != 1:
+        raise RuntimeError(f"LpMirrorDescent takes dense gradients or sparse COO gradients with one sparse "
+                           f"dimension (nn.Embedding(..., sparse=True)); {name} has {g.layout} with "
+                           f"{g.sparse_dim()} sparse dimensions")
+    return coalesce_rows(g)
+
+
+def _values(g: torch.Tensor) -> torch.Tensor:
+    """The stored entries of a (coalesced sparse) gradient, or the dense gradient itself."""
+    return g._values() if g.is_sparse else g
+
+
 #: the hyper-parameters every group of an LpMirrorDescent optimizer (and of its state dict) carries
 GROUP_KEYS = ("p", "lr", "normalized", "eps", "weight_decay", "maximize")
 #: what the per-parameter state may hold
@@ -332,11 +358,11 @@ class LpMirrorDescent(torch.optim.Optimizer):
             by_dev[g.device].append(i)
         bad: list[int] = []
         for idx in by_dev.values():
-            norms = torch._foreach_norm([found[i][3] for i in idx])
+            norms = torch._foreach_norm([_values(found[i][3]) for i in idx])
             total = norms[0] if len(norms) == 1 else torch.stack([n.float() for n in norms]).sum()
             if not math.isfinite(float(total)):
                 # an l_2 norm (or their sum) can overflow for finite entries: check those tensors exactly
-                bad += [i for i in idx if not bool(torch.isfinite(found[i][3]).all())]
+                bad += [i for i in idx if not bool(torch.isfinite(_values(found[i][3])).all())]
         if not bad:
             return True
         if self.nonfinite == "skip":
@@ -367,10 +393,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
                 if g is None or param.numel() == 0:  # nothing to update (and no norm of an empty gradient)
                     continue
                 if g.is_sparse:
-                    raise RuntimeError(
-                        f"LpMirrorDescent does not support sparse gradients ({self._name(gi, group, pi, param)}); "
-                        "use dense gradients, e.g. nn.Embedding(..., sparse=False)"
-                    )
+                    g = _coalesced(g, self._name(gi, group, pi, param))
                 if not param.is_floating_point():
                     raise TypeError(f"LpMirrorDescent needs real floating-point parameters, "
                                     f"got {self._name(gi, group, pi, param)}")
@@ -413,19 +436,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
         normalized = bool(group["normalized"])
         maximize = bool(group["maximize"])
         kind, q = _exponents(p)
-
-        direct: list[tuple[torch.Tensor, torch.Tensor]] = []
-        dual: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        for param, g in items:
-            if kind[0] == "identity" and dual_dtype(param.dtype) == param.dtype:
-                st = self.state[param]
-                st.pop("dual", None)
-                st["p"] = p
-                st["step"] = st.get("step", 0) + 1
-                direct.append((param, g))
-            else:
-                dual.append((param, g, self._prepare(param, p, kind)))
-
+        direct, dual = self._route(items, p, kind, lr, wd != 0.0 or normalized, maximize, paths)
         if direct:
             self._direct_step(direct, lr, wd, eps, normalized, maximize)
             paths["direct"] += len(direct)
@@ -483,6 +494,66 @@ class LpMirrorDescent(torch.optim.Optimizer):
 
         for param, _, _ in dual:
             self._stamp(param)
+
+    def _route(self, items: list[tuple[torch.Tensor, torch.Tensor]], p: float, kind: K.Kind, lr: float,
+               dense_only: bool, maximize: bool, paths: dict[str, int]) -> tuple[list, list]:
+        """Sparse gradients are applied here (rows of the batch only); the rest is split into the direct
+        (p = 2, no dual variable) and the dual-variable parameters: ``(direct, dual)``. ``dense_only``
+        (weight decay moves every row, normalisation needs the whole gradient): sparse ones become dense."""
+        direct: list[tuple[torch.Tensor, torch.Tensor]] = []
+        dual: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        for param, g in items:
+            if g.is_sparse and dense_only:
+                g = g.to_dense()
+            if g.is_sparse:
+                self._sparse_step(param, g, p, kind, lr, maximize)
+                paths["sparse"] += 1
+            elif kind[0] == "identity" and dual_dtype(param.dtype) == param.dtype:
+                st = self.state[param]
+                st.pop("dual", None)
+                st["p"] = p
+                st["step"] = st.get("step", 0) + 1
+                direct.append((param, g))
+            else:
+                dual.append((param, g, self._prepare(param, p, kind)))
+        return direct, dual
+
+    def _sparse_step(self, param: torch.Tensor, g: torch.Tensor, p: float, kind: K.Kind, lr: float,
+                     maximize: bool) -> None:
+        """The step for a coalesced sparse (COO, one row per index) gradient: only its rows move.
+
+        A row absent from ``g`` has gradient 0, and without weight decay or normalisation its update is
+        u <- u - lr * 0 = u, w = w: it is not touched at all (bit for bit). The rows present go through the
+        kernel the dense step would use for this tensor (compiled for a large one, else eager), so they get
+        the dense step's arithmetic. p = 2 with float32/64 weights (u is w) is ``param.add_(g, alpha=-lr)``,
+        the update ``torch.optim.SGD`` makes with a sparse gradient.
+        """
+        st = self.state[param]
+        if kind[0] == "identity" and dual_dtype(param.dtype) == param.dtype:
+            st.pop("dual", None)
+            st["p"] = p
+            st["step"] = st.get("step", 0) + 1
+            param.add_(g, alpha=lr if maximize else -lr)
+            return
+        u = self._prepare(param, p, kind)
+        rows, vals = g._indices()[0], g._values().contiguous()
+        u_rows, w_rows = u.index_select(0, rows), param.index_select(0, rows)
+        fn = None
+        if param.numel() >= self.compile_min_numel and param.device.type in ("cpu", "cuda") and self.use_compile:
+            fn = K.get_compiled(kind, False)
+        try:
+            if fn is None:
+                raise LookupError
+            a_t = torch.tensor(-lr if maximize else lr, dtype=torch.float64, device=param.device)
+            K.compiled_step(fn, u_rows, w_rows, vals, a_t, torch.zeros((), dtype=torch.float64, device=param.device))
+        except Exception as err:  # no kernel (small tensor, compile off) or compilation failed: eager
+            if fn is not None:
+                K.mark_failed(kind, False, err)
+            u_rows, w_rows = u.index_select(0, rows), param.index_select(0, rows)
+            K.eager_step([u_rows], [w_rows], [vals], lr, maximize, 0.0, kind, self.foreach)
+        u.index_copy_(0, rows, u_rows)
+        param.index_copy_(0, rows, w_rows)
+        self._stamp(param)
 
     def _direct_step(self, items: list[tuple[torch.Tensor, torch.Tensor]], lr: float, wd: float, eps: float,
                      normalized: bool, maximize: bool) -> None:

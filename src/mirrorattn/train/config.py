@@ -105,6 +105,17 @@ class TrainConfig:
     eval_test_every_epoch: bool = False  #: also evaluate the test split each epoch (curves)
     lr_schedule: str = "constant"  #: "constant" or "cosine" (to 0 at the end of the last epoch)
     warmup_epochs: float = 0.0  #: linear warm-up from 0 over this many epochs (fractions allowed)
+    #: pad each batch only to its longest real sequence (models with ``trim_padding``, e.g. the text
+    #: transformer; exact: padded keys are masked), in training and evaluation
+    trim_padding: bool = True
+    #: a sparse gradient for the model's ``sparse_gradient_modules()`` (the token embedding) where the
+    #: optimizer updates it exactly (SGD without momentum and weight decay, l_p-MD without weight decay
+    #: and normalisation), one process, no gradient clipping; dense otherwise
+    sparse_embedding: bool = True
+    #: 0: off. k >= 2: each epoch's shuffled order is cut into windows of k batches, each window sorted
+    #: by sequence length and cut into batches, the batches then shuffled - fewer padded tokens per
+    #: batch, but other batches than without it (part of the run's identity; needs ``sequence_lengths``)
+    length_buckets: int = 0
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the bad field and the allowed values."""
@@ -131,6 +142,12 @@ class TrainConfig:
             raise ValueError(f"patience must be a positive integer or None, got {self.patience}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        for name in ("trim_padding", "sparse_embedding"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if isinstance(self.length_buckets, bool) or int(self.length_buckets) != self.length_buckets \
+                or self.length_buckets < 0 or self.length_buckets == 1:
+            raise ValueError(f"length_buckets must be 0 (off) or an integer >= 2, got {self.length_buckets!r}")
         if not (math.isfinite(self.warmup_epochs) and 0 <= self.warmup_epochs <= self.epochs):
             raise ValueError(f"warmup_epochs must be in [0, epochs = {self.epochs}], got {self.warmup_epochs}")
         check_device(self.device)
@@ -156,8 +173,15 @@ class TrainConfig:
             d.pop(name, None)
         if self.lr_schedule == "constant" and not self.warmup_epochs:
             del d["lr_schedule"], d["warmup_epochs"]  # runs from before schedules existed still resume
+        for name, neutral in _FAST_PATH_DEFAULTS.items():
+            if d.get(name) == neutral and type(d.get(name)) is type(neutral):
+                del d[name]  # the fast path's defaults: the runs from before it keep their identity and hash
         return d
 
+
+#: the training-speed fields at the values left out of :meth:`TrainConfig.identity` (trimming and sparse
+#: gradients give the old results up to float rounding; no length buckets is the old batch composition)
+_FAST_PATH_DEFAULTS: dict[str, Any] = {"trim_padding": True, "sparse_embedding": True, "length_buckets": 0}
 
 #: fields that may differ between a run and its resumption (more epochs, logging, device)
 RESUME_NEUTRAL_FIELDS: tuple[str, ...] = (

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 import sys
 import time
@@ -40,6 +41,7 @@ from mirrorattn.train.checkpoint import (
 )
 from mirrorattn.train.config import TrainConfig
 from mirrorattn.train.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, resolve_device
+from mirrorattn.train.fast import bucketed_batches, coalesce_sparse_grads, enable_sparse_gradients, input_trimmer
 from mirrorattn.train.param_groups import MultiOptimizer, build_optimizers
 
 __all__ = ["Augment", "NonFiniteLossError", "Split", "TrainData", "evaluate", "fit", "loss_and_correct"]
@@ -138,9 +140,11 @@ def evaluate(
     sl = _shard(len(split), info)
     idx = torch.arange(len(split))[sl]
     totals = torch.zeros(3, dtype=torch.float64, device=device)
+    trim = input_trimmer(model, config.trim_padding)
     for start in range(0, len(idx), config.eval_batch_size):
         b = idx[start : start + config.eval_batch_size]
-        inputs = tuple(t[b].to(device, non_blocking=True) for t in split.inputs)
+        inputs = tuple(t[b] for t in split.inputs)
+        inputs = tuple(t.to(device, non_blocking=True) for t in (trim(*inputs) if trim else inputs))
         labels = split.labels[b].to(device, non_blocking=True)
         with _autocast(device, config.amp):
             out = model(*inputs)
@@ -276,8 +280,29 @@ def fit(
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         train_model = DDP(model, device_ids=[device] if device.type == "cuda" else None)
-    run = _Run(model, train_model, optimizer, config, data, device, info, augment, show, base_lrs, scheduled)
-    steps = math.ceil(len(data.train) / config.batch_size)
+    run = _Run(model, train_model, optimizer, config, data, device, info, augment, show, base_lrs, scheduled,
+               trim=input_trimmer(model, config.trim_padding), lengths=_train_lengths(model, data, config))
+    sparse = enable_sparse_gradients(model, optimizer, enabled=config.sparse_embedding,
+                                     world_size=info.world_size, grad_clip=config.grad_clip)
+    run.sparse_params = [m.weight for m in sparse]
+    try:
+        history, best, best_state, stop_reason = _train_epochs(
+            run, out_dir, identity, history, best, best_state, stop_reason, start_epoch)
+    finally:
+        for m in sparse:
+            m.sparse = False
+    result = _final_result(run, history, best, best_state, stop_reason)
+    if main:
+        write_json(out_dir / "fit_result.json", result)
+    return result
+
+
+def _train_epochs(run: _Run, out_dir: Path, identity: dict[str, Any], history: list[dict[str, Any]],
+                  best: dict[str, Any], best_state: dict[str, torch.Tensor], stop_reason: str | None,
+                  start_epoch: int) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, torch.Tensor], str | None]:
+    """The epochs from ``start_epoch`` until the stopping rule or ``epochs``: train, validate, select, checkpoint."""
+    config, model, main = run.config, run.model, run.info.is_main
+    steps = math.ceil(len(run.data.train) / config.batch_size)
     for epoch in range(start_epoch, config.epochs):
         if stop_reason is not None:
             break
@@ -293,19 +318,27 @@ def fit(
             if improved:
                 torch_save(out_dir / BEST_MODEL, best_state)
             write_json(out_dir / HISTORY, history)
-            save_checkpoint(ckpt_path, identity=identity, epoch=epoch + 1, model=_state_dict_cpu(model),
-                            optimizer=optimizer.state_dict(), history=history, best=best, stop_reason=stop_reason)
-        if show:
+            save_checkpoint(out_dir / CHECKPOINT, identity=identity, epoch=epoch + 1, model=_state_dict_cpu(model),
+                            optimizer=run.optimizer.state_dict(), history=history, best=best, stop_reason=stop_reason)
+        if run.show:
             print(
                 f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | "
                 f"val loss {val['loss']:.4f} acc {val['acc']:.4f} | {row['samples_per_second']:.0f} samples/s",
                 flush=True,
             )
         barrier()
-    result = _final_result(run, history, best, best_state, stop_reason)
-    if main:
-        write_json(out_dir / "fit_result.json", result)
-    return result
+    return history, best, best_state, stop_reason
+
+
+def _train_lengths(model: nn.Module, data: TrainData, config: TrainConfig) -> torch.Tensor | None:
+    """The training samples' sequence lengths (N,) for ``length_buckets`` (None when it is off)."""
+    if not config.length_buckets:
+        return None
+    lengths = getattr(model, "sequence_lengths", None)
+    if not callable(lengths):
+        raise ValueError(f"length_buckets = {config.length_buckets} needs a model with sequence_lengths(*inputs) "
+                         f"(e.g. TextTransformer); {type(model).__name__} has none")
+    return lengths(*data.train.inputs).cpu()
 
 
 @dataclass
@@ -323,6 +356,9 @@ class _Run:
     show: bool  #: progress bars and epoch lines (main process, progress on)
     base_lrs: list[float]  #: each group's step before any schedule
     scheduled: bool  #: a warm-up or a non-constant schedule
+    trim: Callable[..., tuple[torch.Tensor, ...]] | None = None  #: the model's ``trim_padding`` (if on)
+    lengths: torch.Tensor | None = None  #: training sequence lengths (``length_buckets`` on)
+    sparse_params: list[torch.Tensor] = dataclasses.field(default_factory=list)  #: weights with sparse gradients
 
 
 def _non_finite(run: _Run, epoch: int, step: int, what: str, advice: str, bar: Any) -> NonFiniteLossError:
@@ -342,7 +378,8 @@ def _train_step(run: _Run, epoch: int, step: int, steps: int, idx: torch.Tensor,
         gen = torch.Generator().manual_seed(derive_seed(c.seed, epoch, step, "augment"))
         inputs = tuple(run.augment(inputs, gen))
     sl = _shard(len(idx), info)
-    inputs = tuple(t[sl].to(device, non_blocking=True) for t in inputs)
+    inputs = tuple(t[sl] for t in inputs)
+    inputs = tuple(t.to(device, non_blocking=True) for t in (run.trim(*inputs) if run.trim else inputs))
     labels = run.data.train.labels[idx][sl].to(device, non_blocking=True)
     with _autocast(device, c.amp):
         out = run.train_model(*inputs)
@@ -361,6 +398,8 @@ def _train_step(run: _Run, epoch: int, step: int, steps: int, idx: torch.Tensor,
             group["lr"] = base * factor
     run.optimizer.zero_grad(set_to_none=True)
     (local_sum * scale).backward()
+    if run.sparse_params:
+        coalesce_sparse_grads(run.sparse_params)
     if c.grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(run.model.parameters(), c.grad_clip)
     try:
@@ -380,9 +419,14 @@ def _train_epoch(run: _Run, epoch: int, steps: int) -> dict[str, Any]:
     run.model.train()
     totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count (global)
     bar = _progress_bar(steps, f"epoch {epoch + 1}/{c.epochs}", run.show)
+    if run.lengths is not None:
+        batches = bucketed_batches(order, c.batch_size, run.lengths, c.length_buckets,
+                                   torch.Generator().manual_seed(derive_seed(c.seed, epoch, "buckets")))
+    else:
+        batches = list(order.split(c.batch_size))
     t0 = time.perf_counter()
     for step in range(steps):
-        idx = order[step * c.batch_size : (step + 1) * c.batch_size]
+        idx = batches[step]
         if len(idx) < info.world_size:
             continue  # a last batch too small to give every process a sample
         totals += _train_step(run, epoch, step, steps, idx, bar)
