@@ -285,3 +285,19 @@ def test_converge_preset_end_to_end_on_a_tiny_slice(tmp_path, cache, monkeypatch
             expect = relative_change(state[name], initial.state_dict()[name])
             assert summary["analysis"]["scalars"][f"{kind}_move"] == pytest.approx(expect, rel=1e-9), kind
             assert expect > 0
+
+
+def test_probe_leaves_out_sentences_longer_than_the_model_takes():
+    """A model of max length 8 used to fail on the probe ("sequence length 18 exceeds max_length")."""
+    from mirrorattn.data.tokenize import build_tokenizer
+
+    rows = load_probe_sentences()
+    tok = build_tokenizer([r["sentence"] for r in rows] * 3, kind="wordpiece", vocab_size=300, min_frequency=1,
+                          use_cache=False)
+    for length, some in ((8, False), (64, True)):
+        cfg = TextTransformerConfig(vocab_size=tok.get_vocab_size(), num_classes=2, max_length=length, width=8,
+                                    blocks=1, heads=2, pooling="cls")
+        out = probe_attention(TextTransformer(cfg), tok, rows)
+        lengths = [len(tok.encode(r["sentence"]).ids) for r in rows]
+        assert out["n"] == sum(n <= length for n in lengths)
+        assert (out["score"] is not None) == some

@@ -27,6 +27,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "mirrorattn.experiments.text_cli",
     "mirrorattn.experiments.vision_cli",
     "mirrorattn.experiments.reproduce",
+    "mirrorattn.experiments.analyse_cli",
     "mirrorattn.report.cli",
 )
 

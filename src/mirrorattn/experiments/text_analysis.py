@@ -9,7 +9,9 @@ Per run (:func:`analyse_run`, the validation-best weights):
   |w| > ``weight_threshold`` (0.06 as the paper) and the Hoyer sparsity (:func:`weight_stats`),
   and their histograms (``qkv_hist.npz``);
 * the attention-map probe (:func:`probe_attention`): the paper's measure on the hand-written
-  sentences of ``mirrorattn/resources/probe_sentences.tsv``.
+  sentences of ``mirrorattn/resources/probe_sentences.tsv``;
+* token selection (:mod:`mirrorattn.experiments.token_selection`, ``token_selection``): how often the last
+  layer's [CLS] attention picks the optimal token, on at most 500 of the same test samples.
 
 Report (:func:`write_report`): ``results.md`` and figures, all drawn from files in the run folders.
 """
@@ -28,6 +30,7 @@ from torch import nn
 
 from mirrorattn.experiments.classification import format_stat as _fmt
 from mirrorattn.experiments.classification import run_name
+from mirrorattn.experiments.token_selection import TEXT_SAMPLES, selection_scalars, split_token_selection
 from mirrorattn.io import read_json, save_figure, write_json, write_npz, write_text
 from mirrorattn.metrics import attention_entropy, hoyer_sparsity, max_probability, topk_mass, weight_sparsity
 from mirrorattn.models.layers import attention_layers, record_attention
@@ -159,8 +162,11 @@ def probe_attention(model: nn.Module, tokenizer: Any, rows: list[dict[str, str]]
     model.eval()
     device = next(model.parameters()).device
     items = []
+    limit = getattr(getattr(model, "config", None), "max_length", None)
     for r in rows:
         enc = tokenizer.encode(r["sentence"])
+        if limit is not None and len(enc.ids) > int(limit):  # longer than the model takes: left out (see ``n``)
+            continue
         ids = torch.tensor([enc.ids], device=device)
         mask = torch.ones_like(ids, dtype=torch.bool)
         with record_attention(model) as maps:
@@ -178,6 +184,8 @@ def probe_attention(model: nn.Module, tokenizer: Any, rows: list[dict[str, str]]
             "tokens": enc.tokens[1:], "scaled": scaled.tolist(), "pieces": pieces, "score": word_score,
             "other": float(others.mean()) if others.size else None, "rank1": bool(scaled[pieces].max() >= scaled.max()),
         })
+    if not items:
+        return {"score": None, "other": None, "rank1": None, "n": 0, "items": []}
     return {
         "score": float(np.mean([it["score"] for it in items])),
         "other": float(np.mean([it["other"] for it in items if it["other"] is not None])),
@@ -202,6 +210,7 @@ def analyse_run(model: nn.Module, prepared: Any, config: Any, out_dir: Path, wri
     attention = attention_sparsity(model, ids, mask, config.topk)
     weights, hists = weight_stats(model, config.weight_threshold)
     probe = probe_attention(model, prepared.tokenizer, load_probe_sentences())
+    selection = split_token_selection(model, test, min(n, TEXT_SAMPLES))
     scalars = {
         **cls_scalars(attention, config.topk),
         **{f"{k}_count_above": weights[k]["count_above"] for k in ("q", "k", "v")},
@@ -209,9 +218,11 @@ def analyse_run(model: nn.Module, prepared: Any, config: Any, out_dir: Path, wri
         "probe_score": probe["score"],
         "probe_other": probe["other"],
         "probe_rank1": probe["rank1"],
+        **selection_scalars(selection),
     }
     result = {"attention": attention, "weights": weights, "analysis_samples": n,
-              "probe": {k: v for k, v in probe.items() if k != "items"}, "scalars": scalars}
+              "probe": {k: v for k, v in probe.items() if k != "items"}, "token_selection": selection,
+              "scalars": scalars}
     if write:
         write_json(out_dir / "analysis.json", result)
         write_json(out_dir / "probe.json", probe)

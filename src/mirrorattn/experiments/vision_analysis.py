@@ -10,7 +10,9 @@ Per run (:func:`analyse_run`, the validation-best weights):
   :func:`mirrorattn.experiments.text_analysis.weight_stats`;
 * attention maps (``attention_maps.npz``): for ``attention_images`` test images (the same ones
   for every optimizer) the last layer's [CLS] attention over the patches, mean over heads,
-  shape (G, G) with G = image side / patch.
+  shape (G, G) with G = image side / patch;
+* token selection (:mod:`mirrorattn.experiments.token_selection`, ``token_selection``): how often the last
+  layer's [CLS] attention picks the optimal patch, on at most 256 of the same test images.
 
 Report (:func:`write_report`): ``results.md`` (test accuracy at the validation-best and at the
 last epoch, mean ± std over seeds, and the sparsity numbers) and the figures ``curves.png``,
@@ -36,6 +38,7 @@ from mirrorattn.experiments.text_analysis import (
     plot_histograms,
     weight_stats,
 )
+from mirrorattn.experiments.token_selection import VISION_SAMPLES, selection_scalars, split_token_selection
 from mirrorattn.io import save_figure, write_json, write_npz, write_text
 from mirrorattn.models.layers import record_attention
 
@@ -97,13 +100,16 @@ def analyse_run(model: nn.Module, prepared: Any, config: Any, out_dir: Path, wri
     weights, hists = weight_stats(model, config.weight_threshold)
     pick = idx[: int(config.attention_images)]
     maps, pred = attention_maps(model, images[pick])
+    selection = split_token_selection(model, test, min(len(idx), VISION_SAMPLES))
     scalars = {
         **cls_scalars(attention, int(config.topk)),
         **{f"{k}_fraction_above": weights[k]["fraction_above"] for k in ("q", "k", "v")},
         **{f"{k}_count_above": weights[k]["count_above"] for k in ("q", "k", "v")},
         **{f"{k}_hoyer": weights[k]["hoyer"] for k in ("q", "k", "v")},
+        **selection_scalars(selection),
     }
-    result = {"attention": attention, "weights": weights, "analysis_samples": len(idx), "scalars": scalars}
+    result = {"attention": attention, "weights": weights, "analysis_samples": len(idx),
+              "token_selection": selection, "scalars": scalars}
     if write:
         write_json(out_dir / "analysis.json", result)
         write_npz(out_dir / "qkv_hist.npz", edges=HIST_EDGES, **hists)
