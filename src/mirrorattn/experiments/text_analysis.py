@@ -259,8 +259,8 @@ def write_report(out: Path, config: Any, results: dict[str, Any]) -> None:
         + (f" ({paper_blocks} blocks) " if paper else " ") +
         "| val acc | epochs | samples/s "
         f"| [CLS] entropy, last layer (/ uniform's) | [CLS] max prob | top-{config.topk} mass | probe score (chance) "
-        "| Q/K/V count > thr | Q/K/V Hoyer | Q/K move | runs at the rule |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| Q/K/V count > thr | Q/K/V Hoyer | Q/K move | optimal-token share (chance) | runs at the rule |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for opt, row in agg.items():
         counts = "/".join(
@@ -276,6 +276,7 @@ def write_report(out: Path, config: Any, results: dict[str, Any]) -> None:
             f"| {_fmt(row.get('cls_max_prob_last'))} | {_fmt(row.get(topk))} | {probe} | {counts} "
             f"| {'/'.join(_fmt(row.get(f'{k}_hoyer'), 1, 3) for k in 'qkv')} "
             f"| {'/'.join(_fmt(row.get(f'{k}_move'), 1, 2) for k in 'qk')} "
+            f"| {_fmt(row.get('optimal_token_share'), 1, 3)} ({_fmt(row.get('optimal_token_chance'), 1, 3)}) "
             f"| {row.get('stop_rule_runs', 0)}/{len(results['runs'][opt])} |"
         )
     diverged = {opt: row.get("diverged_runs", 0) for opt, row in agg.items() if row.get("diverged_runs")}
