@@ -69,7 +69,8 @@ def regime(res: dict[str, Any]) -> str:
     cfg, agg = res.get("config") or {}, res.get("aggregate") or {}
     stop, cap, init = cfg.get("stop_train_acc"), cfg.get("epochs"), cfg.get("init", "normal")
     reached, total = _stop_rule_counts(res)
-    epochs = ", ".join(f"{opt} {fmt(_stat(row, 'epochs_run')[0], 4)}" for opt, row in agg.items())
+    epochs = ", ".join(f"{opt} {_stat(row, 'epochs_run')[0]:.0f}" for opt, row in agg.items()
+                       if _stat(row, "epochs_run")[0] is not None)
     if stop is None:
         return (f"Regime: short training - {cap} epochs, no stopping rule, init {init}; not the paper's regime "
                 f"(the authors train to 99.5 % training accuracy). Epochs: {epochs}.")
