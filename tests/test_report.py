@@ -191,3 +191,23 @@ def test_token_selection_prefers_the_comparison_trained_to_the_rule(tmp_path: Pa
           stop_train_acc=0.995)
     c = _claims(tmp_path)["token-selection"]
     assert c.numbers["dataset"] == "polarity" and c.verdict == NOT_REPRODUCED
+
+
+def test_optimal_token_claim_needs_a_margin_over_the_spread(tmp_path: Path) -> None:
+    """Issue 15, item 4: l_1.1-MD's optimal-token share against GD's, with the rule written in claims.toml."""
+    assert _claims(tmp_path)["optimal-token"].verdict == NOT_RUN
+    rule = "train_acc 0.9960 >= 0.995"
+    _text(tmp_path, "polarity", {"lp-md:1.1": (0.7, 0.0), "lp-md:2": (0.6, 0.0)}, stops=[rule], stop_train_acc=0.995)
+    c = _claims(tmp_path)["optimal-token"]
+    assert c.verdict == NOT_RUN and "optimal-token share" in c.note  # older results: no share measured
+    path = tmp_path / "text" / "polarity" / "results.json"
+    cases = (((0.30, 0.02), (0.10, 0.03)), REPRODUCED), (((0.12, 0.05), (0.10, 0.01)), NOT_REPRODUCED)
+    for shares, expect in cases:
+        data = json.loads(path.read_text())
+        for opt, (m, s) in zip(("lp-md:1.1", "lp-md:2"), shares):
+            data["aggregate"][opt]["optimal_token_share"] = {"mean": m, "std": s, "n": 3}
+            data["aggregate"][opt]["optimal_token_chance"] = {"mean": 0.04, "std": 0.0, "n": 3}
+        write_json(path, data)
+        c = _claims(tmp_path)["optimal-token"]
+        assert c.verdict == expect and c.numbers["dataset"] == "polarity"
+        assert "Regime: trained to 99.5 %" in "\n".join(c.body)

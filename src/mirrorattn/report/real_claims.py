@@ -159,13 +159,11 @@ def text_accuracy_claim(root: Path, dataset: str = "imdb") -> Claim:
 def token_selection_claim(root: Path) -> Claim:
     text = claim_text("token-selection")
     c = text.claim()
-    found = [(dataset, *_results(root, "text", dataset)) for dataset in ("imdb", "polarity")]
-    found = [f for f in found if f[1] is not None]
-    if not found:
+    nearest = _nearest_text(root)
+    if nearest is None:
         c.note = text.missing
         return c
-    # the comparison nearest the paper's regime (most runs at the stopping rule); IMDb on a tie
-    dataset, res, folder = max(found, key=lambda f: (_rule_fraction(f[1]), f[0] == "imdb"))
+    dataset, res, folder = nearest
     agg = res["aggregate"]
     gd = _gd(agg)
     if LP not in agg or gd is None:
@@ -195,6 +193,38 @@ def token_selection_claim(root: Path) -> Claim:
     c.body += table(["optimizer", "[CLS] entropy (nats)", "[CLS] max prob", "probe score", "probe other", "paper"],
                     rows)
     c.figures = _figs(folder, root, ("attention_maps.png",))
+    return c
+
+
+def _nearest_text(root: Path) -> tuple[str, dict[str, Any], Path] | None:
+    """(dataset, results, folder) of the text comparison nearest the paper's regime (most runs at the stopping
+    rule; IMDb on a tie), or None when no text comparison ran."""
+    found = [(dataset, *_results(root, "text", dataset)) for dataset in ("imdb", "polarity")]
+    found = [f for f in found if f[1] is not None]
+    return max(found, key=lambda f: (_rule_fraction(f[1]), f[0] == "imdb")) if found else None
+
+
+def optimal_token_claim(root: Path) -> Claim:
+    text = claim_text("optimal-token")
+    c = text.claim()
+    nearest = _nearest_text(root)
+    agg = nearest[1]["aggregate"] if nearest else {}
+    gd = _gd(agg)
+    if LP not in agg or gd is None or _stat(agg[LP], "optimal_token_share")[0] is None \
+            or _stat(agg[gd], "optimal_token_share")[0] is None:
+        c.note = text.missing
+        return c
+    dataset, res, _ = nearest
+    ok, c.numbers = _beats(agg, LP, gd, "optimal_token_share")
+    c.verdict = verdict(ok)
+    c.numbers["dataset"] = dataset
+    rows = [[opt, f"{fmt(_stat(row, 'optimal_token_share')[0])} ± {fmt(_stat(row, 'optimal_token_share')[1])}",
+             fmt(_stat(row, "optimal_token_chance")[0]), fmt(_stat(row, "optimal_token_mass")[0]),
+             fmt(_stat(row, "attended_token_rank")[0])] for opt, row in agg.items()
+            if _stat(row, "optimal_token_share")[0] is not None]
+    c.body += [f"Data set: {dataset}.", "", regime(res), ""]
+    c.body += table(["optimizer", "optimal-token share", "chance", "attention mass on it", "attended token's rank"],
+                    rows)
     return c
 
 
@@ -303,6 +333,7 @@ def _model_words(kind: str, cfg: dict[str, Any]) -> str:
 
 REAL_DATA_CLAIMS = (
     token_selection_claim,
+    optimal_token_claim,
     weight_sparsity_claim,
     lambda root: text_accuracy_claim(root, "imdb"),
     lambda root: text_accuracy_claim(root, "polarity"),
@@ -310,5 +341,5 @@ REAL_DATA_CLAIMS = (
     lambda root: vision_claim(root, "digits"),
 )
 
-__all__ = ["REAL_DATA_CLAIMS", "SHORT_SUFFIX", "regime", "short_training_sections", "text_accuracy_claim",
-           "token_selection_claim", "vision_claim", "weight_sparsity_claim"]
+__all__ = ["REAL_DATA_CLAIMS", "SHORT_SUFFIX", "optimal_token_claim", "regime", "short_training_sections",
+           "text_accuracy_claim", "token_selection_claim", "vision_claim", "weight_sparsity_claim"]
