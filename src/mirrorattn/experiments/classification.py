@@ -419,9 +419,15 @@ def aggregate(summaries: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         row.update({k: _mean_std(v) for k, v in flat.items()})
         row["lr"] = runs[0]["lr"] if runs else None
         row["diverged_runs"] = sum(bool(r.get("diverged")) for r in runs)
-        row["stop_rule_runs"] = sum(str(r.get("stop_reason") or "").startswith("train_acc") for r in runs)
+        row["stop_rule_runs"] = sum(reached_stop_rule(r) for r in runs)
         out[opt] = row
     return out
+
+
+def reached_stop_rule(summary: dict[str, Any]) -> bool:
+    """Whether a run's summary says it stopped by reaching the training-accuracy rule (``stop_reason``
+    "train_acc ... >= ...", :func:`mirrorattn.train.fit`), not at the epoch cap or by divergence."""
+    return str(summary.get("stop_reason") or "").startswith("train_acc")
 
 
 def write_results(

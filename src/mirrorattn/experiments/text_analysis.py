@@ -29,8 +29,13 @@ import torch
 from torch import nn
 
 from mirrorattn.experiments.classification import format_stat as _fmt
-from mirrorattn.experiments.classification import run_name
-from mirrorattn.experiments.token_selection import TEXT_SAMPLES, selection_scalars, split_token_selection
+from mirrorattn.experiments.classification import reached_stop_rule, run_name
+from mirrorattn.experiments.token_selection import (
+    TEXT_SAMPLES,
+    sample_indices,
+    selection_scalars,
+    split_token_selection,
+)
 from mirrorattn.io import read_json, save_figure, write_json, write_npz, write_text
 from mirrorattn.metrics import attention_entropy, hoyer_sparsity, max_probability, topk_mass, weight_sparsity
 from mirrorattn.models.layers import attention_layers, record_attention
@@ -203,9 +208,8 @@ def analyse_run(model: nn.Module, prepared: Any, config: Any, out_dir: Path, wri
     "scalars": flat numbers for the results table}.
     """
     test = prepared.data.test
-    n = min(len(test), int(config.analysis_samples))
-    gen = torch.Generator().manual_seed(12345)
-    idx = torch.randperm(len(test), generator=gen)[:n]
+    idx = sample_indices(len(test), int(config.analysis_samples))  # the seeded analysis sample of every run
+    n = len(idx)
     ids, mask = test.inputs[0][idx], test.inputs[1][idx]
     attention = attention_sparsity(model, ids, mask, config.topk)
     weights, hists = weight_stats(model, config.weight_threshold)
@@ -299,7 +303,7 @@ def _regime_lines(config: Any, results: dict[str, Any]) -> str:
 
     short = [f"{opt} seed {r['seed']} ({r.get('stop_reason')}, {r.get('epochs_run')} epochs)"
              for opt, rs in results["runs"].items() for r in rs
-             if not str(r.get("stop_reason") or "").startswith("train_acc")]
+             if not reached_stop_rule(r)]
     n = sum(len(rs) for rs in results["runs"].values())
     paper = ", ".join(f"{opt} {e}" for opt, e in PAPER_EPOCHS[3].items())
     return (f"Stopping rule: {100 * config.stop_train_acc:.1f} % training accuracy, at most {config.epochs} epochs; "

@@ -38,14 +38,16 @@ from mirrorattn.experiments.text_analysis import (
     plot_histograms,
     weight_stats,
 )
-from mirrorattn.experiments.token_selection import VISION_SAMPLES, selection_scalars, split_token_selection
+from mirrorattn.experiments.token_selection import (
+    VISION_SAMPLES,
+    sample_indices,
+    selection_scalars,
+    split_token_selection,
+)
 from mirrorattn.io import save_figure, write_json, write_npz, write_text
 from mirrorattn.models.layers import record_attention
 
 __all__ = ["analyse_run", "attention_maps", "cls_attention_sparsity", "plot_attention_maps", "write_report"]
-
-#: seed of the test subset used for the attention statistics and maps (the same for every run)
-ANALYSIS_SEED = 12345
 
 
 @torch.no_grad()
@@ -81,11 +83,6 @@ def attention_maps(model: nn.Module, images: torch.Tensor) -> tuple[np.ndarray, 
     return maps.double().cpu().numpy(), pred.cpu().numpy()
 
 
-def _analysis_indices(n_test: int, count: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(ANALYSIS_SEED)
-    return torch.randperm(n_test, generator=gen)[: min(n_test, count)]
-
-
 def analyse_run(model: nn.Module, prepared: Any, config: Any, out_dir: Path, write: bool = True) -> dict[str, Any]:
     """Attention sparsity (test subset), Q/K/V weight sparsity and histograms, and attention maps of one run.
 
@@ -95,7 +92,7 @@ def analyse_run(model: nn.Module, prepared: Any, config: Any, out_dir: Path, wri
     """
     test = prepared.data.test
     images = test.inputs[0]
-    idx = _analysis_indices(len(test), int(config.analysis_samples))
+    idx = sample_indices(len(test), int(config.analysis_samples))
     attention = cls_attention_sparsity(model, images[idx], int(config.topk))
     weights, hists = weight_stats(model, config.weight_threshold)
     pick = idx[: int(config.attention_images)]
