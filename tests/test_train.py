@@ -329,3 +329,42 @@ def test_an_unreadable_checkpoint_is_one_line_and_the_run_starts_over(tmp_path, 
     assert [r["train_loss"] for r in resumed["history"]] == [r["train_loss"] for r in fresh["history"]]
     a, b = _model_of(tmp_path / "fresh" / "checkpoint.pt"), _model_of(ckpt)
     assert all(torch.equal(a[k], b[k]) for k in a) and resumed["test_acc"] == fresh["test_acc"]
+
+
+def test_snapshot_schedule_log_every_none():
+    from mirrorattn.train.checkpoint import snapshot_due
+
+    log = [e for e in range(0, 101) if snapshot_due("log", e, last=False)]
+    assert log == [0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96]
+    assert snapshot_due("log", 37, last=True) and not snapshot_due("log", 37, last=False)
+    assert all(snapshot_due("every", e, last=False) for e in range(50))
+    assert not any(snapshot_due("none", e, last=True) for e in range(50))
+    with pytest.raises(ValueError, match="snapshots must be one of none, log, every"):
+        cfg(snapshots="all").validate()
+
+
+def test_snapshots_hold_the_weights_of_their_epochs_and_survive_a_resume(tmp_path, data):
+    """Epoch-0 snapshot = the initial weights; the last = the final checkpoint's; a resumed run keeps the same
+    files, bit for bit; snapshots change nothing in the result or the run's identity."""
+    from mirrorattn.train.checkpoint import list_snapshots, load_weights
+
+    c5 = cfg(epochs=5, snapshots="log")
+    initial = {k: v.clone() for k, v in tiny_model().state_dict().items()}
+    full = fit(tiny_model(), data, c5, tmp_path / "full", progress=False)
+    plain = fit(tiny_model(), data, cfg(epochs=5), tmp_path / "plain", progress=False)
+    assert full["test_acc"] == plain["test_acc"] and c5.identity() == cfg(epochs=5).identity()
+    kept = list_snapshots(tmp_path / "full")
+    assert [e for e, _ in kept] == [0, 1, 2, 3, 4, 5]
+    assert not list_snapshots(tmp_path / "plain")
+    first, last = load_weights(kept[0][1]), load_weights(kept[-1][1])
+    final = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(first[k], initial[k]) for k in initial)
+    assert all(torch.equal(last[k], final[k]) for k in final)
+    assert not all(torch.equal(first[k], last[k]) for k in final)
+    fit(tiny_model(), data, cfg(epochs=2, snapshots="log"), tmp_path / "part", progress=False)
+    fit(tiny_model(seed=7), data, c5, tmp_path / "part", resume=True, progress=False)
+    resumed = list_snapshots(tmp_path / "part")
+    assert [e for e, _ in resumed] == [0, 1, 2, 3, 4, 5]
+    for (_, a), (_, b) in zip(kept, resumed):
+        wa, wb = load_weights(a), load_weights(b)
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -79,7 +79,7 @@ DIVERGED_POLICIES = ("raise", "best-epoch", "record")
 #: config fields passed on to every run's TrainConfig as they are
 _TRAIN_FIELDS = ("md_scope", "other_optimizer", "other_lr", "weight_decay", "batch_size", "eval_batch_size",
                  "grad_clip", "lr_schedule", "warmup_epochs", "amp", "loss_reduction", "stop_train_acc", "patience",
-                 "device")
+                 "device", "snapshots")
 
 
 
@@ -127,6 +127,8 @@ class ClassificationConfig:
     stop_train_acc: float | None = None
     patience: int | None = None
     device: str = "auto"
+    #: weights kept per epoch for ``mirrorattn analyse --trend`` (mirrorattn.train.TrainConfig.snapshots)
+    snapshots: str = "none"
     # analysis
     analysis_samples: int = 1000  #: test samples used for the attention-sparsity statistics
     topk: int = 5  #: k of the top-k attention mass

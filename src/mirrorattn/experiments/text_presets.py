@@ -233,6 +233,7 @@ CONVERGE: dict[str, Any] = {
     "grad_clip": None,
     "warmup_epochs": 5.0,
     "amp": False,
+    "snapshots": "log",  # weights kept for the token-selection trend (mirrorattn analyse --trend)
     "sweep_lrs": (3e-3, 1e-2, 3e-2),
     # half-decades around the probes' stable steps; l_3's best (1e-3) was the edge of a first grid 1e-3 .. 1e-2
     "sweep_grids": {"lp-md:1.1": (1e-3, 3e-3, 1e-2), "lp-md:3": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2),

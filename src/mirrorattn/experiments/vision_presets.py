@@ -164,6 +164,7 @@ _CONVERGE_CIFAR: dict[str, Any] = {
     "epochs": 100,  # a safety cap: the runs stop at the rule
     "stop_train_acc": 0.995,
     "seeds": 3,
+    "snapshots": "log",  # weights kept for the token-selection trend (mirrorattn analyse --trend)
     "lrs": {"adam": 1e-3, "lp-md:1.1": 1e-1, "sgd": 1e-1},
     "sweep_epochs": 10,
     "sweep_max_train": None,

@@ -20,8 +20,9 @@ import torch
 
 from mirrorattn.io import torch_save
 
-__all__ = ["CHECKPOINT_VERSION", "CheckpointError", "derive_seed", "load_checkpoint", "load_weights", "rng_state",
-           "save_checkpoint", "seeded_init", "set_rng_state"]
+__all__ = ["CHECKPOINT_VERSION", "SNAPSHOT_DIR", "CheckpointError", "derive_seed", "list_snapshots", "load_checkpoint",
+           "load_weights", "rng_state", "save_checkpoint", "save_snapshot", "seeded_init", "set_rng_state",
+           "snapshot_due"]
 
 #: 2: read with weights_only=True (version 1 pickled NumPy's RNG state and cannot be read so)
 CHECKPOINT_VERSION = 2
@@ -115,6 +116,44 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"weights file {path} does not hold a model's state_dict (names -> tensors)")
     return state
+
+
+#: folder of a run's weight snapshots (``TrainConfig.snapshots``), one ``epoch_NNNN.pt`` per kept epoch
+SNAPSHOT_DIR = "snapshots"
+
+
+def snapshot_due(mode: str, epoch: int, last: bool) -> bool:
+    """Whether the weights after ``epoch`` completed epochs (0: the initial weights) are kept under ``mode``.
+
+    "none": never; "every": always; "log": epochs 0-4, every 2^k and 3 * 2^k (6, 8, 12, 16, 24 ...) and the
+    run's ``last`` epoch - about 2 log2(epochs) files, dense early where the attention changes fastest.
+    """
+    if mode == "none":
+        return False
+    if mode == "every" or last or epoch <= 4:
+        return True
+    if mode != "log":
+        raise ValueError(f"unknown snapshot mode {mode!r}; use none, log or every")
+    odd = epoch
+    while odd % 2 == 0:
+        odd //= 2
+    return odd in (1, 3)
+
+
+def save_snapshot(run_dir: str | Path, epoch: int, state: dict[str, torch.Tensor]) -> Path:
+    """Write the model ``state`` after ``epoch`` epochs to ``run_dir/snapshots/epoch_NNNN.pt`` (atomically)."""
+    return torch_save(Path(run_dir) / SNAPSHOT_DIR / f"epoch_{int(epoch):04d}.pt", state)
+
+
+def list_snapshots(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """The run's weight snapshots as (epoch, path), by epoch; [] when it kept none. Read them with
+    :func:`load_weights`."""
+    found = []
+    for path in (Path(run_dir) / SNAPSHOT_DIR).glob("epoch_*.pt"):
+        digits = path.stem.removeprefix("epoch_")
+        if digits.isdigit():
+            found.append((int(digits), path))
+    return sorted(found)
 
 
 @contextmanager

@@ -7,10 +7,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DEVICE_TYPES", "LR_SCHEDULES", "RESUME_NEUTRAL_FIELDS", "TrainConfig", "check_device", "check_optimizer"]
+__all__ = ["DEVICE_TYPES", "LR_SCHEDULES", "RESUME_NEUTRAL_FIELDS", "SNAPSHOT_MODES", "TrainConfig", "check_device",
+           "check_optimizer"]
 
 #: accepted values of ``TrainConfig.lr_schedule``
 LR_SCHEDULES = ("constant", "cosine")
+#: accepted values of ``TrainConfig.snapshots`` (:func:`mirrorattn.train.checkpoint.snapshot_due`)
+SNAPSHOT_MODES = ("none", "log", "every")
 #: device types ``TrainConfig.device`` may name (besides "auto"), with an optional index: "cuda:1"
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 
@@ -116,6 +119,10 @@ class TrainConfig:
     #: by sequence length and cut into batches, the batches then shuffled - fewer padded tokens per
     #: batch, but other batches than without it (part of the run's identity; needs ``sequence_lengths``)
     length_buckets: int = 0
+    #: model weights kept for later analysis in ``snapshots/epoch_NNNN.pt`` (:mod:`mirrorattn.train.checkpoint`):
+    #: "none", "log" (the initial weights, epochs 1-4, 6, 8, 12, 16, 24, ... (2^k and 3 * 2^k) and the last)
+    #: or "every" (the initial weights and every epoch); no effect on the result, so not part of the identity
+    snapshots: str = "none"
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the bad field and the allowed values."""
@@ -150,6 +157,8 @@ class TrainConfig:
             raise ValueError(f"length_buckets must be 0 (off) or an integer >= 2, got {self.length_buckets!r}")
         if not (math.isfinite(self.warmup_epochs) and 0 <= self.warmup_epochs <= self.epochs):
             raise ValueError(f"warmup_epochs must be in [0, epochs = {self.epochs}], got {self.warmup_epochs}")
+        if self.snapshots not in SNAPSHOT_MODES:
+            raise ValueError(f"snapshots must be one of {', '.join(SNAPSHOT_MODES)}, got {self.snapshots!r}")
         check_device(self.device)
         check_optimizer(self.optimizer, self.lr)
 
@@ -185,5 +194,5 @@ _FAST_PATH_DEFAULTS: dict[str, Any] = {"trim_padding": True, "sparse_embedding":
 
 #: fields that may differ between a run and its resumption (more epochs, logging, device)
 RESUME_NEUTRAL_FIELDS: tuple[str, ...] = (
-    "epochs", "log_every", "device", "eval_batch_size", "stop_train_acc", "patience"
+    "epochs", "log_every", "device", "eval_batch_size", "stop_train_acc", "patience", "snapshots"
 )

@@ -37,7 +37,9 @@ from mirrorattn.train.checkpoint import (
     load_checkpoint,
     load_weights,
     save_checkpoint,
+    save_snapshot,
     set_rng_state,
+    snapshot_due,
 )
 from mirrorattn.train.config import TrainConfig
 from mirrorattn.train.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, resolve_device
@@ -303,6 +305,8 @@ def _train_epochs(run: _Run, out_dir: Path, identity: dict[str, Any], history: l
     """The epochs from ``start_epoch`` until the stopping rule or ``epochs``: train, validate, select, checkpoint."""
     config, model, main = run.config, run.model, run.info.is_main
     steps = math.ceil(len(run.data.train) / config.batch_size)
+    if main and start_epoch == 0 and stop_reason is None and snapshot_due(config.snapshots, 0, last=False):
+        save_snapshot(out_dir, 0, _state_dict_cpu(model))  # the initial weights
     for epoch in range(start_epoch, config.epochs):
         if stop_reason is not None:
             break
@@ -318,6 +322,9 @@ def _train_epochs(run: _Run, out_dir: Path, identity: dict[str, Any], history: l
             if improved:
                 torch_save(out_dir / BEST_MODEL, best_state)
             write_json(out_dir / HISTORY, history)
+            last = stop_reason is not None or epoch + 1 == config.epochs
+            if snapshot_due(config.snapshots, epoch + 1, last):  # before the checkpoint: a resume never skips it
+                save_snapshot(out_dir, epoch + 1, _state_dict_cpu(model))
             save_checkpoint(out_dir / CHECKPOINT, identity=identity, epoch=epoch + 1, model=_state_dict_cpu(model),
                             optimizer=run.optimizer.state_dict(), history=history, best=best, stop_reason=stop_reason)
         if run.show:
