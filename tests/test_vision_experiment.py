@@ -172,3 +172,22 @@ def test_run_and_epoch_seconds_of_the_table() -> None:
     assert got["std"] == pytest.approx(math.sqrt(((530 - 560) ** 2 + (590 - 560) ** 2 + 0) / 2))
     assert _seconds([{"wall_seconds": 12.5}], "wall_seconds") == {"mean": 12.5, "std": 0.0, "max": 12.5}
     assert _seconds([{"diverged": True}], "seconds_per_epoch") is None
+
+
+@pytest.mark.slow
+def test_two_workers_give_the_sequential_results(tmp_path: Path) -> None:
+    """``workers=2`` trains the runs in spawned processes: the same summaries (bit for bit) as one at a time."""
+    cfg = VisionExperimentConfig(dataset="digits", width=16, depth=1, heads=2, mlp_hidden=16, epochs=1, batch_size=64,
+                                 max_train=200, max_test=50, optimizers=("adam", "sgd"), seeds=1,
+                                 analysis_samples=20, attention_images=1, device="cpu", snapshots="log")
+    one = vx.run_vision_experiment(cfg, tmp_path / "one", progress=False)
+    two = vx.run_vision_experiment(cfg, tmp_path / "two", progress=False, workers=2)
+    for opt in ("adam", "sgd"):
+        a, b = one["runs"][opt][0], two["runs"][opt][0]
+        assert (a["test_acc"], a["val_acc_best"], a["test_acc_last"]) == (b["test_acc"], b["val_acc_best"],
+                                                                         b["test_acc_last"])
+        wa = torch.load(tmp_path / "one" / "runs" / vx.run_name(opt, 0) / "snapshots" / "epoch_0001.pt")
+        wb = torch.load(tmp_path / "two" / "runs" / vx.run_name(opt, 0) / "snapshots" / "epoch_0001.pt")
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    with pytest.raises(ValueError, match="workers must be a positive integer"):
+        vx.run_vision_experiment(cfg, tmp_path / "bad", progress=False, workers=0)

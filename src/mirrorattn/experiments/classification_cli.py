@@ -227,15 +227,14 @@ def set_threads(args: argparse.Namespace) -> None:
         torch.set_num_threads(int(args.threads))
 
 
-def add_sweep_options(p: argparse.ArgumentParser, *, command: str, sweep: bool, workers: bool = True) -> None:
-    """``--lr-from SWEEP.json`` (not on the sweep command itself), ``--workers`` (with ``workers``) and
-    ``--sweep-lrs``; ``command``: the experiment's run command (``text``), whose sweep is ``command-sweep``."""
+def add_sweep_options(p: argparse.ArgumentParser, *, command: str, sweep: bool) -> None:
+    """``--lr-from SWEEP.json`` (not on the sweep command itself), ``--workers`` and ``--sweep-lrs``;
+    ``command``: the experiment's run command (``text``), whose sweep is ``command-sweep``."""
     if not sweep:
         p.add_argument("--lr-from", default=None, metavar="SWEEP.json",
                        help=f"use the steps chosen by {command}-sweep (the sweep.json in its --out)")
-    if workers:
-        p.add_argument("--workers", type=int, default=1,
-                       help=f"{'sweep points' if sweep else 'runs'} trained in parallel processes (default 1)")
+    p.add_argument("--workers", type=int, default=1,
+                   help=f"{'sweep points' if sweep else 'runs'} trained in parallel processes (default 1)")
     p.add_argument("--sweep-lrs", default=None,
                    help="comma-separated step sizes of the sweep grid, one grid for every optimizer (replaces the "
                         "preset's per-optimizer sweep_grids)")
@@ -306,16 +305,16 @@ def run_sweep_command(args: argparse.Namespace, build_config: Callable[[argparse
 
 def add_experiment_commands(subparsers: Any, command: str, doc: str | None, *, summary: str,
                             add_options: Callable[[argparse.ArgumentParser, bool], None],
-                            run: Callable[[argparse.Namespace], int], sweep: Callable[[argparse.Namespace], int],
-                            run_workers: bool = True) -> None:
+                            run: Callable[[argparse.Namespace], int],
+                            sweep: Callable[[argparse.Namespace], int]) -> None:
     """Register ``command`` (``run``) and ``command-sweep`` (``sweep``), both with ``doc`` as their help.
 
     ``add_options(parser, is_sweep)`` adds the experiment's options; then come the sweep options
-    (:func:`add_sweep_options`; ``--workers`` on ``command`` only with ``run_workers``).
+    (:func:`add_sweep_options`, ``--workers`` included).
     """
     p = add_command(subparsers, command, summary, doc)
     add_options(p, False)
-    add_sweep_options(p, command=command, sweep=False, workers=run_workers)
+    add_sweep_options(p, command=command, sweep=False)
     p.set_defaults(func=run)
     s = add_command(subparsers, f"{command}-sweep", "choose each optimizer's step size on the validation split "
                     "(writes sweep.json)", doc)

@@ -34,7 +34,8 @@ from typing import Any, Protocol
 import torch
 
 from mirrorattn.experiments.classification import ClassificationConfig, preflight, run_name
-from mirrorattn.io import config_hash, read_json, save_figure, write_json
+from mirrorattn.experiments.parallel import prepared_once, run_in_processes, worker_threads
+from mirrorattn.io import read_json, save_figure, write_json
 from mirrorattn.train import NonFiniteLossError, TrainData
 from mirrorattn.train.distributed import init_distributed
 
@@ -168,35 +169,23 @@ def _sweep_line(optimizer: str, row: dict[str, Any]) -> str:
     return f"sweep {optimizer} lr {row['lr']:g}: {what} [{row['seconds']:.0f} s]"
 
 
-_PREPARED: dict[str, Prepared] = {}
-
-
 def _sweep_worker(target: SweepTarget, config: ClassificationConfig, out: str, optimizer: str, lr: float,
                   threads: int, overwrite: bool = False) -> dict[str, Any]:
     """One sweep point in a worker process (``workers`` > 1); the data is prepared once per process."""
     torch.set_num_threads(threads)
-    key = config_hash({"command": target.command, **config.data_identity(), "sweep_max_train": config.sweep_max_train})
-    if key not in _PREPARED:
-        _PREPARED[key] = sweep_data(target, config)
-    return sweep_point(target, config, _PREPARED[key], optimizer, lr, Path(out), progress=False, overwrite=overwrite)
+    prepared = prepared_once({"command": target.command, **config.data_identity(),
+                              "sweep_max_train": config.sweep_max_train}, lambda: sweep_data(target, config))
+    return sweep_point(target, config, prepared, optimizer, lr, Path(out), progress=False, overwrite=overwrite)
 
 
 def _run_parallel(target: SweepTarget, config: ClassificationConfig, out: Path, points: list[tuple[str, float]],
                   workers: int, overwrite: bool) -> dict[tuple[str, float], dict[str, Any]]:
     """The grid rows of ``points``, ``workers`` sweep points at a time in spawned processes."""
-    import multiprocessing as mp
-    import os
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    found: dict[tuple[str, float], dict[str, Any]] = {}
-    threads = max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) // workers))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(_sweep_worker, target, config, str(out), opt, lr, threads, overwrite): (opt, lr)
-                   for opt, lr in points}
-        for fut in as_completed(futures):
-            found[futures[fut]] = row = fut.result()
-            print(_sweep_line(futures[fut][0], row), flush=True)
-    return found
+    threads = worker_threads(workers)
+    rows = run_in_processes(_sweep_worker, [(target, config, str(out), opt, lr, threads, overwrite)
+                                            for opt, lr in points], workers,
+                            done=lambda a, row: print(_sweep_line(a[3], row), flush=True))
+    return dict(zip(points, rows))
 
 
 def run_sweep(target: SweepTarget, config: ClassificationConfig, out: str | Path, *, progress: bool = True,

@@ -26,10 +26,10 @@ from mirrorattn.experiments.classification import (
     write_results,
 )
 from mirrorattn.experiments.classification import aggregate as aggregate  # importable here, as before
+from mirrorattn.experiments.parallel import prepared_once, run_in_processes, worker_threads
 from mirrorattn.experiments.sweep import SweepTarget, run_sweep
 from mirrorattn.experiments.sweep import select_step as select_step  # importable here, as before
 from mirrorattn.experiments.text_analysis import analyse_run, write_report
-from mirrorattn.io import config_hash
 from mirrorattn.models.transformer import TextTransformer, TextTransformerConfig
 from mirrorattn.train import Split, TrainData
 from mirrorattn.train.distributed import init_distributed
@@ -186,17 +186,12 @@ def train_one(config: TextExperimentConfig, prepared: PreparedText, optimizer: s
     return run_one(spec, out_dir, progress=progress, overwrite=overwrite)
 
 
-_PREPARED: dict[str, PreparedText] = {}
-
-
 def _worker_run(config: TextExperimentConfig, out: str, optimizer: str, seed: int, threads: int,
                 overwrite: bool = False) -> str:
     """One (optimizer, seed) run in a worker process (``--workers``); the data is prepared once per process."""
     torch.set_num_threads(threads)
-    key = config_hash(config.data_identity())
-    if key not in _PREPARED:
-        _PREPARED[key] = prepare_text_data(config)
-    s = train_one(config, _PREPARED[key], optimizer, seed, Path(out) / "runs" / run_name(optimizer, seed),
+    prepared = prepared_once({"command": "text", **config.data_identity()}, lambda: prepare_text_data(config))
+    s = train_one(config, prepared, optimizer, seed, Path(out) / "runs" / run_name(optimizer, seed),
                   progress=False, keep_diverged=True, overwrite=overwrite)
     return _run_line(optimizer, seed, s)
 
@@ -210,17 +205,10 @@ def _run_line(optimizer: str, seed: int, s: dict[str, Any]) -> str:
 
 def _run_parallel(config: TextExperimentConfig, out: Path, workers: int, overwrite: bool) -> None:
     """Every run, ``workers`` at a time in spawned processes (the tokenizer is trained and cached before)."""
-    import multiprocessing as mp
-    import os
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = worker_threads(workers)
     jobs = [(opt, seed) for seed in range(config.seeds) for opt in config.optimizers]  # seed 0 of all first
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(_worker_run, config, str(out), opt, seed, threads, overwrite) for opt, seed in jobs]
-        for fut in as_completed(futures):
-            done = fut.result()
-            print(f"finished {done}", flush=True)
+    run_in_processes(_worker_run, [(config, str(out), opt, seed, threads, overwrite) for opt, seed in jobs],
+                     workers, done=lambda _, line: print(f"finished {line}", flush=True))
 
 
 def run_text_experiment(

@@ -19,6 +19,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from mirrorattn.data.vision import (
     RandomCropFlip,
     VisionDataset,
@@ -34,6 +36,7 @@ from mirrorattn.experiments.classification import (
     run_one,
     write_results,
 )
+from mirrorattn.experiments.parallel import prepared_once, run_in_processes, worker_threads
 from mirrorattn.experiments.sweep import SweepTarget, run_sweep
 from mirrorattn.experiments.vision_analysis import analyse_run, write_report
 from mirrorattn.experiments.vision_presets import PRESETS, QUICK_NOTES, preset_values
@@ -199,15 +202,30 @@ def train_one(config: VisionExperimentConfig, prepared: PreparedVision, optimize
     return run_one(spec, out_dir, progress=progress, overwrite=overwrite)
 
 
+def _worker_run(config: VisionExperimentConfig, out: str, optimizer: str, seed: int, threads: int,
+                overwrite: bool = False) -> str:
+    """One (optimizer, seed) run in a worker process (``workers``); the data is prepared once per process."""
+    torch.set_num_threads(threads)
+    prepared = prepared_once({"command": "vision", **config.data_identity()}, lambda: prepare_vision_data(config))
+    s = train_one(config, prepared, optimizer, seed, Path(out) / "runs" / run_name(optimizer, seed),
+                  progress=False, overwrite=overwrite)
+    acc = "-" if s.get("test_acc") is None else f"{s['test_acc']:.4f}"
+    return (f"{optimizer} seed {seed}: val acc {s.get('val_acc_best') or 0:.4f}, test acc {acc}, "
+            f"{s.get('epochs_run')} epochs ({s.get('stop_reason')}), {s.get('wall_seconds') or 0:.0f} s")
+
+
 def run_vision_experiment(config: VisionExperimentConfig, out: str | Path, *, progress: bool = True,
-                          overwrite: bool = False) -> dict[str, Any]:
+                          workers: int = 1, overwrite: bool = False) -> dict[str, Any]:
     """Run every (optimizer, seed) and write results.json, results.md and the figures in ``out``.
 
     Every run folder is checked before the first run trains
     (:func:`~mirrorattn.experiments.classification.preflight`): a finished run of other settings is
-    refused (nothing trained) unless ``overwrite``.
+    refused (nothing trained) unless ``overwrite``. ``workers`` > 1 trains that many runs at once in
+    separate processes (single-process mode only; the same results as one at a time).
     """
     config.validate()
+    if workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers}")
     out = Path(out)
     info = dist_info()
     prepared = prepare_vision_data(config, progress=progress)
@@ -215,6 +233,11 @@ def run_vision_experiment(config: VisionExperimentConfig, out: str | Path, *, pr
     run_dirs = {job: out / "runs" / run_name(*job) for job in jobs}
     preflight([(make_spec(config, prepared, opt, seed, run_dirs[opt, seed]), run_dirs[opt, seed])
                for opt, seed in jobs], overwrite=overwrite)
+    if workers > 1 and info.world_size == 1:
+        threads = worker_threads(workers)
+        run_in_processes(_worker_run, [(config, str(out), opt, seed, threads, overwrite) for opt, seed in
+                                       sorted(jobs, key=lambda j: j[1])],  # seed 0 of every optimizer first
+                         workers, done=lambda _, line: print(f"finished {line}", flush=True))
     summaries: dict[str, list[dict[str, Any]]] = {}
     for optimizer, seed in jobs:
         if info.is_main and progress:
