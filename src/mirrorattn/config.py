@@ -279,3 +279,40 @@ def build_config(
 
 
 __all__ = ["ConfigError", "build_config", "describe_type"]
+
+
+def _class_field_docs(cls: type) -> dict[str, str]:
+    """The ``#:`` comments of the fields declared in ``cls`` itself (inline after the field, or the ``#:`` lines
+    right above it, as Sphinx autodoc reads them)."""
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        lines = textwrap.dedent(inspect.getsource(cls)).splitlines()
+    except (OSError, TypeError):  # no source (e.g. a class made at run time)
+        return {}
+    body = ast.parse("\n".join(lines)).body[0]
+    docs: dict[str, str] = {}
+    for node in getattr(body, "body", []):
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+            continue
+        above, i = [], node.lineno - 2
+        while i >= 0 and lines[i].strip().startswith("#:"):
+            above.insert(0, lines[i].strip()[2:].strip())
+            i -= 1
+        inline = lines[(node.end_lineno or node.lineno) - 1].partition("#:")[2].strip()
+        text = " ".join([*above, inline]).strip()
+        if text:
+            docs[node.target.id] = text
+    return docs
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Field name -> its documentation (the ``#:`` comment) for the dataclass ``cls`` and its bases, the
+    subclass's comment winning; fields without one are left out."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            docs.update(_class_field_docs(klass))
+    return docs

@@ -93,40 +93,41 @@ class ClassificationConfig:
     """
 
     # data (the experiment adds its own fields)
-    dataset: str = "digits"
-    data_root: str | None = None
-    download: bool = False
-    val_fraction: float = 0.1
-    split_seed: int = 0
+    dataset: str = "digits"  #: the data set (a name, or a file / folder of your own where the experiment reads one)
+    data_root: str | None = None  #: folder of the data archives (None: $MIRRORATTN_DATA); read only
+    download: bool = False  #: download the data set when it is not under the data root
+    val_fraction: float = 0.1  #: share of the training pool held out for validation (model selection), in (0, 1)
+    split_seed: int = 0  #: seed of the stratified train / validation (and test) split and of the pool cap
     max_train: int | None = None  #: cap on the training pool (train + validation)
-    max_test: int | None = None
+    max_test: int | None = None  #: cap on the test split (a seeded, stratified subset; None: all)
     # optimizers and seeds
-    optimizers: tuple[str, ...] = ("adam", "lp-md:1.1", "sgd")
-    seeds: int = 3
+    optimizers: tuple[str, ...] = ("adam", "lp-md:1.1", "sgd")  #: the compared optimizers (specs, e.g. lp-md:1.1)
+    seeds: int = 3  #: runs per optimizer, seeds 0 .. seeds-1, each its own initialisation and data order
     lrs: dict[str, float] = field(default_factory=dict)  #: optimizer -> step size (else ``lr``)
-    lr: float = 1e-3
+    lr: float = 1e-3  #: step size of optimizers without an entry in ``lrs``
     # step-size sweep (mirrorattn.experiments.sweep)
+    #: the sweep grid of optimizers without an entry in ``sweep_grids``
     sweep_lrs: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
     #: optimizer -> its own grid (l_3-MD needs far smaller steps than l_1.1-MD); others use ``sweep_lrs``
     sweep_grids: dict[str, tuple[float, ...]] = field(default_factory=dict)
     sweep_epochs: int = 1  #: epochs of every sweep run
     sweep_max_train: int | None = None  #: cap on the sweep's training pool (None: ``max_train``)
     # training (see mirrorattn.train.TrainConfig)
-    md_scope: str = "all"
-    other_optimizer: str = "adamw"
-    other_lr: float | None = None
-    weight_decay: float = 0.0
-    epochs: int = 10
-    batch_size: int = 64
-    eval_batch_size: int = 256
-    grad_clip: float | None = None
+    md_scope: str = "all"  #: "all" (the compared optimizer trains every parameter) or "attention" (only Q/K)
+    other_optimizer: str = "adamw"  #: optimizer of the other parameters when md_scope = "attention"
+    other_lr: float | None = None  #: step of other_optimizer (None: the compared optimizer's)
+    weight_decay: float = 0.0  #: decoupled weight decay (0: none, as the paper)
+    epochs: int = 10  #: maximum number of epochs (a cap when a stopping rule is set)
+    batch_size: int = 64  #: training samples per step (global, over DDP processes)
+    eval_batch_size: int = 256  #: samples per evaluation batch (memory only; no effect on results)
+    grad_clip: float | None = None  #: clip the global gradient l2 norm to this (None: off)
     lr_schedule: str = "constant"  #: "constant" or "cosine" (mirrorattn.train.TrainConfig)
     warmup_epochs: float = 0.0  #: linear warm-up epochs (fractions allowed)
-    amp: bool = False
-    loss_reduction: str = "mean"
-    stop_train_acc: float | None = None
-    patience: int | None = None
-    device: str = "auto"
+    amp: bool = False  #: bfloat16 autocast of the forward pass (GPUs)
+    loss_reduction: str = "mean"  #: "mean" or "sum" of the loss over a batch ("sum": the authors' text loss)
+    stop_train_acc: float | None = None  #: stop once an epoch's training accuracy reaches this, in (0, 1]
+    patience: int | None = None  #: stop after this many epochs without a better validation accuracy
+    device: str = "auto"  #: auto (cuda if present, else cpu), cpu, cuda, cuda:N or mps
     #: weights kept per epoch for ``mirrorattn analyse --trend`` (mirrorattn.train.TrainConfig.snapshots)
     snapshots: str = "none"
     # analysis

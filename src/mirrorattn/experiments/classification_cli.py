@@ -73,12 +73,47 @@ def _field_kind(annotation: Any) -> tuple[Any, bool]:
     return base, optional
 
 
-def add_config_options(p: argparse.ArgumentParser, cls: type, special: Iterable[str]) -> None:
+def _show_value(value: Any) -> str:
+    return "none" if value is None else str(value).lower() if isinstance(value, bool) else f"{value:g}" \
+        if isinstance(value, float) else str(value)
+
+
+def preset_note(name: str, default: Any, presets: Mapping[str, Mapping[str, Any]]) -> str:
+    """How the presets set field ``name``: ``"quick 2; converge 500"``; for per-data-set presets (keys
+    ``"preset/dataset"``) ``"quick: digits 20, cifar10 7"`` (one value when all its data sets agree). Presets
+    that leave the field at ``default`` are not named; '' when none sets it."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for key, values in presets.items():
+        preset, _, dataset = key.partition("/")
+        groups.setdefault(preset, []).append((dataset, _show_value(values.get(name, default))))
+    parts = []
+    for preset, items in groups.items():
+        shown = {v for _, v in items}
+        if len(shown) == 1:
+            if shown != {_show_value(default)}:
+                parts.append(f"{preset} {items[0][1]}")
+        else:
+            parts.append(f"{preset}: " + ", ".join(f"{d} {v}" for d, v in items))
+    return "; ".join(parts)
+
+
+def option_help(doc: str, default: Any, note: str) -> str:
+    """An option's help text: the field's documentation, its default and the presets' values (argparse-escaped)."""
+    text = f"{doc.rstrip('.')} (default {_show_value(default)}" + (f"; presets: {note})" if note else ")")
+    return text.replace("``", "").replace("%", "%%")
+
+
+def add_config_options(p: argparse.ArgumentParser, cls: type, special: Iterable[str],
+                       presets: Mapping[str, Mapping[str, Any]] | None = None) -> None:
     """One ``--field-name`` option per scalar field of the config dataclass ``cls`` (except ``special``).
 
     Values are parsed by the field's type, ``none`` for optional fields; booleans get ``--x`` / ``--no-x``.
+    The help of each is the field's ``#:`` documentation (:func:`mirrorattn.config.field_docs`), its default
+    and the values ``presets`` (name -> field values; ``"preset/dataset"`` keys for per-data-set presets) give it.
     """
-    special = set(special)
+    from mirrorattn.config import field_docs
+
+    special, docs = set(special), field_docs(cls)
     hints = typing.get_type_hints(cls)
     g = p.add_argument_group("experiment settings (override the preset and --config)")
     for f in dataclasses.fields(cls):
@@ -86,10 +121,13 @@ def add_config_options(p: argparse.ArgumentParser, cls: type, special: Iterable[
             continue
         flag = "--" + f.name.replace("_", "-")
         kind, optional = _field_kind(hints[f.name])
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        text = option_help(docs.get(f.name, f.name.replace("_", " ")), default,
+                           preset_note(f.name, default, presets or {}))
         if kind is bool:
-            g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+            g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
         elif kind in (int, float, str):
-            g.add_argument(flag, dest=f.name, default=None, metavar=kind.__name__.upper(),
+            g.add_argument(flag, dest=f.name, default=None, metavar=kind.__name__.upper(), help=text,
                            type=(lambda s, k=kind, fl=flag: _parse_scalar(k, s, fl)))
 
 
@@ -119,11 +157,12 @@ def add_run_options(p: argparse.ArgumentParser, presets: Iterable[str], *, downl
                         "command stops before training)")
 
 
-def add_process_options(p: argparse.ArgumentParser, cls: type, special: Iterable[str]) -> None:
+def add_process_options(p: argparse.ArgumentParser, cls: type, special: Iterable[str],
+                        presets: Mapping[str, Mapping[str, Any]] | None = None) -> None:
     """``--threads``, ``--no-progress`` and the config-field options (:func:`add_config_options`)."""
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (default: torch's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_config_options(p, cls, special)
+    add_config_options(p, cls, special, presets)
 
 
 def split_list(text: str) -> list[str]:

@@ -60,21 +60,21 @@ class TextExperimentConfig(ClassificationConfig):
     # data
     dataset: str = "polarity"  #: "imdb", "polarity" or a .jsonl/.csv/.tsv file
     test_fraction: float = 0.2  #: for data sets without an official test split
-    text_column: str = "text"
-    label_column: str = "label"
+    text_column: str = "text"  #: column of the text in a data file of your own
+    label_column: str = "label"  #: column of the label in a data file of your own
     # tokenizer
-    tokenizer: str = "wordpiece"
-    vocab_size: int = 16000
-    min_frequency: int = 2
+    tokenizer: str = "wordpiece"  #: tokenizer trained on the training split: "wordpiece" or "bpe"
+    vocab_size: int = 16000  #: tokenizer vocabulary, special tokens included
+    min_frequency: int = 2  #: tokens seen fewer times in the training split are not in the vocabulary
     max_length: int = 256  #: tokens per sequence, [CLS] included
     # model
-    width: int = 64
-    blocks: int = 1
-    heads: int = 2
-    mlp_ratio: float = 4.0
-    dropout: float = 0.1
-    bias: bool = False
-    pooling: str = "mean"
+    width: int = 64  #: model width (embedding and residual stream)
+    blocks: int = 1  #: transformer blocks
+    heads: int = 2  #: attention heads per block (width / heads each)
+    mlp_ratio: float = 4.0  #: MLP hidden width / model width
+    dropout: float = 0.1  #: dropout on attention probabilities and residual branches, in [0, 1)
+    bias: bool = False  #: biases in the linear layers (the authors' text model has none)
+    pooling: str = "mean"  #: "mean" (masked mean of the states) or "cls" (the first token's state, the authors')
     init: str = "normal"  #: "normal" (N(0, init_std) everywhere) or "torch" (PyTorch's defaults, the authors')
     init_std: float = 0.02  #: std of the normal init of embeddings and linear weights (init = "normal")
     attention_mask: str = "keys"  #: "keys" (padded keys masked) or "paper" (the authors' mask, paper.md section 7)

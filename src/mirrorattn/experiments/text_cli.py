@@ -33,7 +33,7 @@ def _add_options(p: argparse.ArgumentParser, sweep: bool) -> None:
     p.add_argument("--dataset", default=None, help="imdb, polarity, or a .jsonl/.csv/.tsv file")
     options.add_run_options(p, PRESETS, download="IMDb", optimizers="lp-md:1.1,lp-md:2,sgd,adam",
                             lr="lp-md:1.1=3e-3,adam=1e-3")
-    options.add_process_options(p, TextExperimentConfig, _SPECIAL)
+    options.add_process_options(p, TextExperimentConfig, _SPECIAL, PRESETS)
 
 
 def build_text_config(args: argparse.Namespace):

@@ -49,6 +49,7 @@ __all__ = [
     "SWEEP",
     "PreparedVision",
     "VisionExperimentConfig",
+    "auto_patch",
     "make_spec",
     "preset_values",
     "prepare_vision_data",
@@ -68,20 +69,21 @@ class VisionExperimentConfig(ClassificationConfig):
     """
 
     # data (the training pool cap max_train draws a seeded, stratified subset)
-    dataset: str = "digits"  #: "cifar10", "fashion-mnist" or "digits"
+    dataset: str = "digits"  #: "cifar10", "fashion-mnist", "digits", or an image folder / archive path
     image_size: int | None = None  #: resize every image to this side (None: native size)
+    test_fraction: float = 0.2  #: image folders without test/: the share of every class held out as test
     # augmentation (defaults: mirrorattn.data.vision.default_augmentation)
-    augment: bool = True
-    crop_padding: int | None = None
-    flip: bool | None = None
+    augment: bool = True  #: random crops (and flips) of the training images
+    crop_padding: int | None = None  #: padding of the random crop in pixels (None: the data set's default)
+    flip: bool | None = None  #: random horizontal flips (None: the data set's default)
     # model (mirrorattn.models.vit.ViTConfig)
-    patch: int = 2
-    width: int = 64
-    depth: int = 2
-    heads: int = 4
-    mlp_hidden: int = 128
-    dropout: float = 0.1
-    bias: bool = True
+    patch: int | None = 2  #: patch side in pixels (the image side must be a multiple; None: chosen, auto_patch)
+    width: int = 64  #: model width
+    depth: int = 2  #: transformer blocks
+    heads: int = 4  #: attention heads per block
+    mlp_hidden: int = 128  #: MLP hidden width
+    dropout: float = 0.1  #: dropout in the blocks, in [0, 1)
+    bias: bool = True  #: biases in the linear layers
     init: str = "normal"  #: "normal" (N(0, 0.02)) or "torch" (PyTorch's defaults, [CLS] and positions N(0, 1))
     # evaluation and analysis
     eval_batch_size: int = 500
@@ -90,10 +92,15 @@ class VisionExperimentConfig(ClassificationConfig):
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the bad field."""
-        from mirrorattn.data.vision import DATASETS
+        from mirrorattn.data.vision import DATASETS, dataset_kind
 
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        try:
+            dataset_kind(self.dataset, self.data_root)
+        except ValueError:
+            raise ValueError(f"dataset must be one of {', '.join(DATASETS)} or the path of an image folder / archive, "
+                             f"got {self.dataset!r}") from None
+        if not 0 < self.test_fraction < 1:
+            raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
         self.check_runs("adam,lp-md:1.1,sgd", unrun_steps=False)
         if not self.weight_threshold >= 0:
             raise ValueError(f"weight_threshold must be >= 0, got {self.weight_threshold}")
@@ -104,9 +111,10 @@ class VisionExperimentConfig(ClassificationConfig):
         for name in ("analysis_samples", "attention_images", "topk"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.patch < 1:
-            raise ValueError(f"patch must be a positive integer, got {self.patch}")
-        self.model_config((1, self.patch, self.patch), 10).validate()  # image-size checks come with the data
+        if self.patch is not None and self.patch < 1:
+            raise ValueError(f"patch must be a positive integer or None, got {self.patch}")
+        side = self.patch or 8
+        self.model_config((1, side, side), 10).validate()  # image-size checks come with the data
 
     def model_config(
         self, image_shape: tuple[int, int, int], num_classes: int, mean: tuple = (), std: tuple = ()
@@ -115,11 +123,12 @@ class VisionExperimentConfig(ClassificationConfig):
         c, h, w = image_shape
         if h != w:
             raise ValueError(f"the ViT needs square images, got {h} x {w}; set image_size to resize them")
-        if h % self.patch:
-            raise ValueError(f"image side {h} is not a multiple of patch {self.patch}; change patch or image_size")
-        shape = self.field_values(("patch", "width", "depth", "heads", "mlp_hidden", "dropout", "bias", "init"))
+        patch = auto_patch(h) if self.patch is None else self.patch
+        if h % patch:
+            raise ValueError(f"image side {h} is not a multiple of patch {patch}; change patch or image_size")
+        shape = self.field_values(("width", "depth", "heads", "mlp_hidden", "dropout", "bias", "init"))
         return ViTConfig(image_size=h, channels=c, num_classes=num_classes, mean=tuple(float(m) for m in mean),
-                         std=tuple(float(s) for s in std), **shape)
+                         std=tuple(float(s) for s in std), patch=patch, **shape)
 
     def augmentation(self, image_size: int) -> dict[str, Any] | None:
         """``{"padding", "flip"}`` of the run, or None when augmentation is off."""
@@ -133,12 +142,24 @@ class VisionExperimentConfig(ClassificationConfig):
         return aug
 
     def data_identity(self) -> dict[str, Any]:
-        """The fields that define the data (for run hashes)."""
-        return self.field_values(("dataset", "val_fraction", "split_seed", "max_train", "max_test", "image_size"))
+        """The fields that define the data (for run hashes; test_fraction only for image folders)."""
+        from mirrorattn.data.vision import DATASETS
+
+        folder = () if self.dataset in DATASETS else ("test_fraction",)
+        return self.field_values(("dataset", "val_fraction", "split_seed", "max_train", "max_test", "image_size",
+                                  *folder))
 
     def analysis_identity(self) -> dict[str, Any]:
         """The analysis settings a run's summary depends on, the drawn attention maps included."""
         return {**super().analysis_identity(), "images": self.attention_images}
+
+
+def auto_patch(side: int) -> int:
+    """The patch of ``patch = None``: the divisor p of ``side`` whose grid side / p is closest to 8 (larger p on ties).
+
+    About 64 patches, as the quick presets' patch 4 on 32-pixel CIFAR-10 (28 -> 4, 12 -> 2, 8 -> 1, 64 -> 8).
+    """
+    return min((p for p in range(1, side + 1) if side % p == 0), key=lambda p: (abs(side / p - 8), -p))
 
 
 # ----------------------------------------------------------------------------------- data
@@ -159,7 +180,8 @@ def prepare_vision_data(config: VisionExperimentConfig, max_train: int | None = 
 
     ``max_train``: cap on the training pool (train + validation) instead of ``config.max_train`` (a sweep's).
     """
-    ds = load_vision_dataset(config.dataset, progress=progress, **config.load_options(max_train))
+    ds = load_vision_dataset(config.dataset, progress=progress, image_size=config.image_size,
+                             test_fraction=config.test_fraction, **config.load_options(max_train))
     if len(ds.val) == 0:
         raise ValueError("the validation split is empty: set val_fraction > 0 (model selection needs it)")
     if config.image_size is not None:

@@ -49,20 +49,25 @@ def _add_options(p: argparse.ArgumentParser, sweep: bool) -> None:
     from mirrorattn.experiments.vision import VisionExperimentConfig
     from mirrorattn.experiments.vision_presets import PRESETS
 
-    p.add_argument("--dataset", default=None, choices=DATASETS, help="data set (default digits, no download needed)")
+    p.add_argument("--dataset", default=None, help=f"{', '.join(DATASETS)} (default digits, no download needed), or "
+                   "the path of an image folder - train/<class>/*.png and test/<class>/*.png, or <class>/*.png split "
+                   "by --test-fraction - or of a .tar/.tar.gz/.zip of one (preset entry: folder)")
     options.add_run_options(p, PRESETS, download="the data set", optimizers="adam,lp-md:1.1,sgd",
                             lr="adam=1e-3,lp-md:1.1=5e-2")
-    options.add_process_options(p, VisionExperimentConfig, _SPECIAL)
+    per_dataset = {f"{name}/{ds}": values for name, sets in PRESETS.items() for ds, values in sets.items()}
+    options.add_process_options(p, VisionExperimentConfig, _SPECIAL, per_dataset)
 
 
 def build_vision_config(args: argparse.Namespace):
     """The :class:`VisionExperimentConfig` of parsed arguments: preset, then ``--config``, then options."""
+    from mirrorattn.data.vision import dataset_kind
     from mirrorattn.experiments.vision import VisionExperimentConfig
     from mirrorattn.experiments.vision_presets import preset_values
 
-    dataset = (args.dataset or "digits").lower()
-    config = options.config_from_args(VisionExperimentConfig, preset_values(args.preset, dataset), args, _SPECIAL,
-                                      options.sweep_overrides(args))
+    kind = dataset_kind(args.dataset or "digits", args.data_root)  # an image folder's preset entry is "folder"
+    dataset = args.dataset if kind == "folder" else kind
+    values = {**preset_values(args.preset, kind), "dataset": dataset}
+    config = options.config_from_args(VisionExperimentConfig, values, args, _SPECIAL, options.sweep_overrides(args))
     if config.dataset != dataset:
         raise ValueError(f"--config sets dataset {config.dataset!r} but the preset was chosen for {dataset!r}; "
                          "pass --dataset instead")
