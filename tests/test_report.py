@@ -211,3 +211,48 @@ def test_optimal_token_claim_needs_a_margin_over_the_spread(tmp_path: Path) -> N
         c = _claims(tmp_path)["optimal-token"]
         assert c.verdict == expect and c.numbers["dataset"] == "polarity"
         assert "Regime: trained to 99.5 %" in "\n".join(c.body)
+
+
+def _direction(root: Path, last: dict[str, dict[str, float]], first: dict[str, float], dataset: str = "polarity",
+               ps: tuple[str, ...] = ("1.1", "2", "3")) -> None:
+    """A comparison's token_selection.json: per optimizer the mean divergence at the last snapshot to each p's
+    W_mm and at the first snapshot to its own (``first``; others at 1.0)."""
+    def block(value: float) -> dict[str, float]:
+        return {"directional_bregman": {"mean": value, "std": 0.01, "n": 3}, "cosine": {"mean": 0.5, "std": 0.0}}
+
+    opts = {opt: {"trend": {"epochs": [0, 1, 2], "p": {p: {} for p in ps},
+                            "first": {p: block(first.get(opt, 1.0) if p == opt.split(":")[-1] else 1.0) for p in ps},
+                            "last": {p: block(row[p]) for p in ps}}} for opt, row in last.items()}
+    write_json(root / "text" / dataset / "token_selection.json", {"optimizers": opts, "ps": list(ps)})
+
+
+def test_attsvm_direction_claim_follows_the_rule(tmp_path: Path) -> None:
+    """Issue 15, item 4: each geometry's own optimizer ends nearest its AttSVM direction (columns compared), and
+    nearer than it started; the rule written in claims.toml."""
+    key = "attsvm-direction"
+    assert _claims(tmp_path)[key].verdict == NOT_RUN
+    opts = ("lp-md:1.1", "lp-md:2", "lp-md:3")
+    _text(tmp_path, "polarity", {o: (0.7, 0.0) for o in opts}, stops=["max_epochs"], stop_train_acc=0.995)
+    c = _claims(tmp_path)[key]
+    assert c.verdict == NOT_RUN and "--trend" in c.note  # no trend results yet
+    # l_2-MD's own row is smallest at p = 1.1 (the l_1.1 divergences run smaller): the rule compares columns
+    diagonal = {"lp-md:1.1": {"1.1": 0.1, "2": 0.5, "3": 0.6}, "lp-md:2": {"1.1": 0.15, "2": 0.2, "3": 0.5},
+                "lp-md:3": {"1.1": 0.4, "2": 0.4, "3": 0.3}}
+    first = {o: 0.9 for o in opts}
+    _direction(tmp_path, diagonal, first)
+    c = _claims(tmp_path)[key]
+    assert c.verdict == REPRODUCED and c.numbers["dataset"] == "polarity" and "Regime:" in "\n".join(c.body)
+    assert c.numbers["divergence_last"]["lp-md:2"]["2"] == 0.2
+    swapped = {**diagonal, "lp-md:2": {"1.1": 0.05, "2": 0.2, "3": 0.5}}  # l_2-MD nearer the l_1.1 W_mm than l_1.1-MD
+    _direction(tmp_path, swapped, first)
+    assert _claims(tmp_path)[key].verdict == NOT_REPRODUCED
+    _direction(tmp_path, diagonal, {**first, "lp-md:3": 0.2})  # l_3-MD moved away from its W_mm (0.2 -> 0.3)
+    assert _claims(tmp_path)[key].verdict == NOT_REPRODUCED
+    _direction(tmp_path, {o: diagonal[o] for o in ("lp-md:1.1", "lp-md:2")}, first)  # without l_3-MD: its check goes
+    assert _claims(tmp_path)[key].verdict == REPRODUCED
+    _direction(tmp_path, {"lp-md:1.1": diagonal["lp-md:1.1"]}, first)  # no gradient descent
+    c = _claims(tmp_path)[key]
+    assert c.verdict == NOT_RUN and "gradient descent" in c.note
+    _direction(tmp_path, {o: {"1.1": diagonal[o]["1.1"], "3": diagonal[o]["3"]} for o in opts}, first, ps=("1.1", "3"))
+    c = _claims(tmp_path)[key]
+    assert c.verdict == NOT_RUN and "--ps" in c.note  # the trend lacks gradient descent's own p = 2

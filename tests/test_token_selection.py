@@ -21,6 +21,7 @@ from mirrorattn.experiments.token_selection import (
 from mirrorattn.models.layers import _paper_mask
 from mirrorattn.models.transformer import TextTransformer, TextTransformerConfig
 from mirrorattn.models.vit import ViT, ViTConfig
+from toy_runs import polarity_comparison
 
 
 def _text_model(pooling="cls", pre_norm=False, classes=2, mask="keys", blocks=2, width=8, seed=0,
@@ -238,19 +239,8 @@ def test_layer_attention_svm_on_a_tiny_trained_model():
 @pytest.fixture(scope="module")
 def tiny_text_run(tmp_path_factory):
     """A finished 1-epoch text run on a slice of the embedded polarity data (no data root needed)."""
-    from mirrorattn.cli import main
-
-    root = tmp_path_factory.mktemp("analyse")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MIRRORATTN_CACHE", str(root / "cache"))
-    mp.setenv("MIRRORATTN_DATA", str(root / "no-data"))
-    argv = ["text", "--dataset", "polarity", "--preset", "converge", "--max-train", "200", "--max-test", "80",
-            "--width", "8", "--heads", "2", "--vocab-size", "300", "--max-length", "24", "--epochs", "1",
-            "--warmup-epochs", "0", "--seeds", "1", "--optimizers", "adam", "--stop-train-acc", "0.99",
-            "--analysis-samples", "60", "--no-progress", "--out", str(root / "out")]
-    assert main(argv) == 0
-    yield root / "out"
-    mp.undo()
+    yield from polarity_comparison(tmp_path_factory, "analyse", "--max-test", "80", "--max-length", "24", "--epochs",
+                                   "1", "--optimizers", "adam", "--stop-train-acc", "0.99", "--analysis-samples", "60")
 
 
 def test_analyse_recomputes_the_runs_metrics(tiny_text_run, tmp_path, capsys):

@@ -40,3 +40,24 @@ def record_resume(monkeypatch) -> list[bool]:
 
     monkeypatch.setattr(cl, "fit", noting)
     return calls
+
+
+#: a tiny converge-style text comparison on a slice of the embedded polarity data (no data root needed)
+TINY_POLARITY = ["text", "--dataset", "polarity", "--preset", "converge", "--max-train", "200", "--width", "8",
+                 "--heads", "2", "--vocab-size", "300", "--warmup-epochs", "0", "--seeds", "1", "--no-progress"]
+
+
+def polarity_comparison(tmp_path_factory, name: str, *argv: str):
+    """Run ``mirrorattn`` on :data:`TINY_POLARITY` + ``argv`` into a fresh folder (its own cache, no data root);
+    a generator for a module fixture: yields the ``--out`` folder."""
+    import pytest
+
+    from mirrorattn.cli import main
+
+    root = tmp_path_factory.mktemp(name)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MIRRORATTN_CACHE", str(root / "cache"))
+    mp.setenv("MIRRORATTN_DATA", str(root / "no-data"))
+    assert main([*TINY_POLARITY, *argv, "--out", str(root / "out")]) == 0
+    yield root / "out"
+    mp.undo()

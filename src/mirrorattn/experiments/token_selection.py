@@ -48,8 +48,12 @@ __all__ = [
     "TEXT_SAMPLES",
     "VISION_SAMPLES",
     "LastLayer",
+    "head_attention_svm",
     "head_matrices",
+    "head_selection",
+    "last_attention",
     "last_layer_states",
+    "layer_inputs",
     "layer_attention_svm",
     "model_token_scores",
     "sample_indices",
@@ -97,6 +101,11 @@ def _last_block(model: nn.Module) -> EncoderBlock:
     if not isinstance(block, EncoderBlock):
         raise ValueError(f"the model's last block is a {type(block).__name__}, not an EncoderBlock")
     return block
+
+
+def last_attention(model: nn.Module) -> MultiHeadSelfAttention:
+    """The last block's attention layer of a TextTransformer or ViT (the layer :func:`head_matrices` reads)."""
+    return _last_block(model).attn
 
 
 @contextmanager
@@ -362,7 +371,7 @@ def solve_feasible(X: np.ndarray, z: np.ndarray, alpha: np.ndarray, p: float, ma
     raise InfeasibleSVMError(f"still infeasible after dropping {len(X) - len(keep)} samples in {max_rounds} rounds")
 
 
-def _layer_inputs(model: nn.Module, inputs: torch.Tensor, mask: torch.Tensor | None,
+def layer_inputs(model: nn.Module, inputs: torch.Tensor, mask: torch.Tensor | None,
                   batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(a (n, T, D) float64: the last attention layer's input states, probs (n, H, T): its [CLS] row, mask (n, T))."""
     device = next(model.parameters()).device
@@ -374,6 +383,32 @@ def _layer_inputs(model: nn.Module, inputs: torch.Tensor, mask: torch.Tensor | N
         probs.append(st.probs.double().cpu())
         real.append(st.mask.cpu())
     return torch.cat(a).numpy(), torch.cat(probs).numpy(), torch.cat(real).numpy()
+
+
+def head_attention_svm(X: np.ndarray, real: np.ndarray, alpha: np.ndarray, W: np.ndarray,
+                       ps: tuple[float, ...], **options: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """One head's l_p-AttSVMs: for every p in ``ps`` W_mm = the l_p-AttSVM of (X, z = X[:, 0], alpha)
+    (:func:`solve_feasible`), compared with the head's matrix ``W``. Returns ({str(p): {"cosine",
+    "directional_bregman" (D_psi(W_mm, W), l_p), "objective", "n_used", "n_dropped", "dropped" (the first 50),
+    "n_constraints", "method", "solve_seconds"}}, {str(p): W_mm}). ``options`` go to the solver."""
+    rows: dict[str, Any] = {}
+    targets: dict[str, np.ndarray] = {}
+    for p in ps:
+        res, dropped = solve_feasible(X, X[:, 0], alpha, float(p), real, **options)
+        key = f"{float(p):g}"
+        targets[key] = res.W
+        rows[key] = {
+            "cosine": cosine_correlation(res.W, W), "directional_bregman": float(directional_bregman(res.W, W, p)),
+            "objective": res.objective, "n_used": len(X) - len(dropped), "n_dropped": len(dropped),
+            "dropped": dropped[:50], "n_constraints": res.n_constraints, "method": res.method,
+            "solve_seconds": res.solve_seconds,
+        }
+    return rows, targets
+
+
+def head_selection(probs: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """(n,) int: alpha = argmax over the real tokens of one head's [CLS] attention row ``probs`` (n, T)."""
+    return np.where(real, probs, -np.inf).argmax(axis=-1)
 
 
 def layer_attention_svm(model: nn.Module, inputs: torch.Tensor, mask: torch.Tensor | None = None, *,
@@ -391,23 +426,14 @@ def layer_attention_svm(model: nn.Module, inputs: torch.Tensor, mask: torch.Tens
     from mirrorattn.tokens import selected_tokens
 
     start = time.perf_counter()
-    X, probs, real = _layer_inputs(model, inputs, mask, batch)
+    X, probs, real = layer_inputs(model, inputs, mask, batch)
     attn = _last_block(model).attn
     Ws = head_matrices(attn)
     z = X[:, 0]
     heads = []
     for h, W in enumerate(Ws):
-        alpha = np.where(real, probs[:, h], -np.inf).argmax(axis=-1)
-        row: dict[str, Any] = {"selection_agreement": float(np.mean(selected_tokens(X, z, W, real) == alpha)),
-                               "p": {}}
-        for p in ps:
-            res, dropped = solve_feasible(X, z, alpha, float(p), real, **options)
-            row["p"][f"{float(p):g}"] = {
-                "cosine": cosine_correlation(res.W, W), "directional_bregman": float(directional_bregman(res.W, W, p)),
-                "objective": res.objective, "n_used": len(X) - len(dropped), "n_dropped": len(dropped),
-                "dropped": dropped[:50], "n_constraints": res.n_constraints, "method": res.method,
-                "solve_seconds": res.solve_seconds,
-            }
-        heads.append(row)
+        alpha = head_selection(probs[:, h], real)
+        rows, _ = head_attention_svm(X, real, alpha, W, ps, **options)
+        heads.append({"selection_agreement": float(np.mean(selected_tokens(X, z, W, real) == alpha)), "p": rows})
     return {"heads": heads, "n": len(X), "d": int(X.shape[-1]), "bias": attn.q_proj.bias is not None,
             "seconds": time.perf_counter() - start}

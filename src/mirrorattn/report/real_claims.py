@@ -1,6 +1,7 @@
 """Claims checked on the real-data experiments (``<root>/text/<dataset>``, ``<root>/vision/<dataset>``).
 
-Each reads the experiment's ``results.json`` (per-optimizer mean and std over seeds). l_1.1-MD is
+Each reads the experiment's ``results.json`` (per-optimizer mean and std over seeds); the AttSVM-direction
+claim also its ``token_selection.json`` (``mirrorattn analyse OUT --trend``). l_1.1-MD is
 ``lp-md:1.1``; gradient descent is ``lp-md:2`` (exactly SGD without momentum), or ``sgd`` when that
 was not run.
 """
@@ -11,7 +12,18 @@ from pathlib import Path
 from typing import Any
 
 from mirrorattn.io import read_json
-from mirrorattn.report.claims_base import NOT_RUN, Claim, claim_text, fmt, load_claim, pct, rel, table, verdict
+from mirrorattn.report.claims_base import (
+    NOT_RUN,
+    Claim,
+    claim_text,
+    fmt,
+    judge_rows,
+    load_claim,
+    pct,
+    rel,
+    table,
+    verdict,
+)
 
 LP = "lp-md:1.1"
 GD_NAMES = ("lp-md:2", "sgd")
@@ -228,6 +240,77 @@ def optimal_token_claim(root: Path) -> Claim:
     return c
 
 
+#: the l_p-MD runs whose own AttSVM the direction claim checks besides l_1.1-MD and gradient descent
+OTHER_MD = ("lp-md:3",)
+
+
+def _selection(folder: Path) -> dict[str, Any] | None:
+    """The comparison's token-selection summary (``mirrorattn analyse OUT``), None when there is none."""
+    from mirrorattn.experiments.selection_figures import COMPARISON_JSON
+
+    path = folder / COMPARISON_JSON
+    return read_json(path, expect=dict) if path.is_file() else None
+
+
+def _trend_value(row: dict[str, Any], when: str, p: str | None, what: str = "directional_bregman") -> float | None:
+    return ((((row.get("trend") or {}).get(when) or {}).get(p) or {}).get(what) or {}).get("mean")
+
+
+def _direction_checks(opts: dict[str, Any], checked: list[str]) -> list[tuple[list[Any], bool]]:
+    """Per checked optimizer: (table cells, passes) - (a) its last-snapshot divergence to its own-p W_mm is the
+    smallest among the checked optimizers' divergences to their W_mm of that p, (b) below its first snapshot's."""
+    from mirrorattn.experiments.selection_figures import own_p
+
+    rows = []
+    for opt in checked:
+        p = own_p(opt)
+        last, first = _trend_value(opts[opt], "last", p), _trend_value(opts[opt], "first", p)
+        others = {o: _trend_value(opts[o], "last", p) for o in checked if o != opt}
+        ok = last is not None and first is not None and None not in others.values() \
+            and all(last < v for v in others.values()) and last < first
+        rows.append(([opt, p, fmt(first), fmt(last), ", ".join(f"{o} {fmt(v)}" for o, v in others.items()),
+                      fmt(_trend_value(opts[opt], "last", p, "cosine"))], ok))
+    return rows
+
+
+def attsvm_direction_claim(root: Path) -> Claim:
+    """Issue 15, item 4: each geometry's optimizer ends nearest to that geometry's AttSVM direction (the rule in
+    claims.toml), from the nearest text comparison's ``token_selection.json`` trend."""
+    from mirrorattn.experiments.selection_figures import TREND_PNG, own_p
+
+    text = claim_text("attsvm-direction")
+    c = text.claim()
+    nearest = _nearest_text(root)
+    sel = _selection(nearest[2]) if nearest else None
+    if sel is None or not sel.get("ps"):
+        c.note = text.missing
+        return c
+    dataset, res, folder = nearest
+    opts = {o: row for o, row in sel["optimizers"].items() if row.get("trend") and row["trend"].get("p")}
+    gd = next((g for g in GD_NAMES if g in opts), None)
+    checked = [o for o in (LP, gd, *OTHER_MD) if o is not None and o in opts]
+    if LP not in opts or gd is None:
+        c.note = f"needs trend results of {LP} and gradient descent ({' or '.join(GD_NAMES)}); " + text.missing
+        return c
+    lacking = [f"{o} (p = {own_p(o)})" for o in checked if own_p(o) not in sel["ps"]]
+    if lacking:
+        c.note = f"the trend has no AttSVM of the own p of {', '.join(lacking)}: analyse again with --ps 1.1,2,3"
+        return c
+    rows = _direction_checks(opts, checked)
+    c.numbers = {"dataset": dataset, "divergence_last": {o: {p: _trend_value(opts[o], "last", p) for p in sel["ps"]}
+                                                         for o in checked},
+                 "divergence_first": {o: _trend_value(opts[o], "first", own_p(o)) for o in checked}}
+    c.body += [f"Data set: {dataset}. D: directional Bregman divergence to the run's own W_mm (l_p-AttSVM of its "
+               "last snapshot, per head), mean over heads and seeds.", "", regime(res), ""]
+    judge_rows(c, ["optimizer", "own p", "D own (first snapshot)", "D own (last)", "others' D to that p (last)",
+                   "cosine own (last)"], rows)
+    c.body += ["", "Divergence to each W_mm at the last snapshot (rows: optimizer; the rule compares columns):", ""]
+    c.body += table(["optimizer", *(f"l_{p}" for p in sel["ps"])],
+                    [[o, *(fmt(_trend_value(opts[o], "last", p)) for p in sel["ps"])] for o in opts])
+    c.figures = _figs(folder, root, (TREND_PNG,))
+    return c
+
+
 def _qkv(row: dict[str, Any], field: str) -> list[float | None]:
     return [_stat(row, f"{k}_{field}")[0] for k in ("q", "k", "v")]
 
@@ -334,6 +417,7 @@ def _model_words(kind: str, cfg: dict[str, Any]) -> str:
 REAL_DATA_CLAIMS = (
     token_selection_claim,
     optimal_token_claim,
+    attsvm_direction_claim,
     weight_sparsity_claim,
     lambda root: text_accuracy_claim(root, "imdb"),
     lambda root: text_accuracy_claim(root, "polarity"),
@@ -341,5 +425,6 @@ REAL_DATA_CLAIMS = (
     lambda root: vision_claim(root, "digits"),
 )
 
-__all__ = ["REAL_DATA_CLAIMS", "SHORT_SUFFIX", "optimal_token_claim", "regime", "short_training_sections",
-           "text_accuracy_claim", "token_selection_claim", "vision_claim", "weight_sparsity_claim"]
+__all__ = ["REAL_DATA_CLAIMS", "SHORT_SUFFIX", "attsvm_direction_claim", "optimal_token_claim", "regime",
+           "short_training_sections", "text_accuracy_claim", "token_selection_claim", "vision_claim",
+           "weight_sparsity_claim"]
