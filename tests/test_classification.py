@@ -149,3 +149,24 @@ def test_every_optimizer_is_checked_before_data_or_folders(tmp_path: Path, monke
     with pytest.raises(ValueError, match="unknown optimizer 'foo'"):
         run(kind(optimizers=("adam", "foo"), device="cpu"), tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_diverged_runs_failing_analysis_is_recorded_not_fatal(tmp_path: Path, config, monkeypatch) -> None:
+    """A run that diverges after a finished epoch keeps that epoch (policy best-epoch); when its analysis fails
+    on the diverged weights (e.g. non-finite attention), the summary says so and the comparison goes on."""
+    real_fit = cl.fit
+
+    def fit_then_nan(model, data, train, out_dir, **kwargs):
+        real_fit(model, data, type(train)(**{**train.__dict__, "epochs": 1}), out_dir, **kwargs)
+        raise NonFiniteLossError("training loss became nan at epoch 2, batch 1")
+
+    def failing(model: nn.Module, write: bool) -> dict:
+        raise ValueError("probs must be finite and non-negative (softmax outputs)")
+
+    monkeypatch.setattr(cl, "fit", fit_then_nan)
+    s = cl.run_one(_spec(config, _data(), analyse=failing, on_diverged="best-epoch"), tmp_path, progress=False)
+    assert s["diverged"] is True and s["best_epoch"] == 1 and s["analysis"] is None
+    assert s["analysis_error"] == "analysis skipped: probs must be finite and non-negative (softmax outputs)"
+    monkeypatch.setattr(cl, "fit", real_fit)
+    with pytest.raises(ValueError, match="probs must be finite"):  # a run that did not diverge still fails loudly
+        cl.run_one(_spec(config, _data(), analyse=failing), tmp_path / "ok", progress=False)

@@ -340,7 +340,12 @@ def _train_run(spec: RunSpec, out_dir: Path, *, resume: bool, progress: bool) ->
     summary.update(wall_seconds=time.time() - start, n_parameters=sum(p.numel() for p in model.parameters()),
                    **spec.summary_tail, analysis=None)
     if analyse is not None:
-        summary["analysis"] = analyse(model, write=info.is_main)
+        try:
+            summary["analysis"] = analyse(model, write=info.is_main)
+        except ValueError as exc:  # e.g. non-finite attention of a diverged run's best epoch: the run is kept
+            if not result["diverged"]:
+                raise
+            summary["analysis_error"] = f"analysis skipped: {exc}"
         if isinstance((summary["analysis"] or {}).get("scalars"), dict):  # a results-table analysis
             summary["analysis"]["scalars"].update(weight_moves(model, initial))
     if info.is_main:
