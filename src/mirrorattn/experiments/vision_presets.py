@@ -168,8 +168,9 @@ _CONVERGE_CIFAR: dict[str, Any] = {
     "lrs": {"adam": 1e-3, "lp-md:1.1": 1e-1, "sgd": 1e-1},
     "sweep_epochs": 10,
     "sweep_max_train": None,
-    "sweep_grids": {"adam": (3e-4, 1e-3, 3e-3), "lp-md:1.1": (5e-2, 1e-1, 2e-1, 5e-1),
-                    "sgd": (1e-2, 3e-2, 1e-1, 3e-1)},
+    # a first grid ended at lp-md:1.1 5e-1 as the best: extended to 1.0 (and sgd with it)
+    "sweep_grids": {"adam": (3e-4, 1e-3, 3e-3), "lp-md:1.1": (5e-2, 1e-1, 2e-1, 5e-1, 1.0),
+                    "sgd": (1e-2, 3e-2, 1e-1, 3e-1, 1.0)},
 }
 PRESETS["converge"] = {"cifar10": _CONVERGE_CIFAR}
 
