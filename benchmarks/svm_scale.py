@@ -8,6 +8,7 @@ section 5: unit-norm Gaussian tokens and queries; alpha_i = argmax_t x_it^T W0 z
 W0, which makes the problem feasible.
 
     nice -n 10 python benchmarks/svm_scale.py [--out results.json] [--max-one-shot-constraints 40000]
+    python benchmarks/svm_scale.py --shared-query 400,51,64 60,11,16,full --p 1.1 2 3   # the shared-query reduction
 
 The JSON is rewritten (atomically) after every case, so an interrupted run keeps what it measured.
 """
@@ -31,13 +32,16 @@ P_VALUES = [1.75, 2.0, 3.0]
 MILLION = (20000, 51, 16, 1.75)
 
 
-def make_data(n: int, T: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """X (n, T, d), z (n, d) with unit-l2 rows; alpha = argmax_t x_it^T W0 z_i (feasible)."""
+def make_data(n: int, T: int, d: int, seed: int, shared: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """X (n, T, d), z (n, d) with unit-l2 rows; alpha = argmax_t x_it^T W0 z_i (feasible). ``shared``: every
+    z_i is z_0 (a 1-block transformer's [CLS] query)."""
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, T, d))
     X /= np.linalg.norm(X, axis=2, keepdims=True)
     z = rng.standard_normal((n, d))
     z /= np.linalg.norm(z, axis=1, keepdims=True)
+    if shared:
+        z[:] = z[0]
     W0 = rng.standard_normal((d, d))
     alpha = np.empty(n, dtype=np.int64)
     for s in range(0, n, 4096):
@@ -84,6 +88,26 @@ def run_case(n: int, T: int, d: int, p: float, seed: int, one_shot: bool) -> dic
     return case
 
 
+def run_shared_case(n: int, T: int, d: int, p: float, seed: int, full: bool) -> dict:
+    """A shared-query instance: the exact d-variable reduction, and (``full``) the d x d problem beside it."""
+    X, z, alpha = make_data(n, T, d, seed, shared=True)
+    case: dict = {"n": n, "T": T, "d": d, "p": p, "constraints": n * (T - 1), "shared_query": True}
+    c0 = time.process_time()
+    red = attention_svm(X, z, alpha, p)
+    case.update(reduced_cpu_seconds=time.process_time() - c0, reduced_seconds=red.solve_seconds,
+                reduced_method=red.method, reduced_objective=red.objective, reduced_polished=red.polished,
+                min_margin=red.min_margin, n_support=int(red.support.sum()))
+    if full:
+        c0 = time.process_time()
+        one = attention_svm(X, z, alpha, p, shared_query=False)
+        cpu = time.process_time() - c0
+        case.update(full_cpu_seconds=cpu, full_method=one.method, full_objective=one.objective,
+                    speedup_cpu=cpu / case["reduced_cpu_seconds"],
+                    objective_rel_diff=abs(red.objective - one.objective) / one.objective,
+                    W_max_rel_diff=float(np.abs(red.W - one.W).max() / np.abs(one.W).max()))
+    return case
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=None, help="write the JSON here too (atomically, after every case)")
@@ -98,6 +122,9 @@ def main() -> int:
     ap.add_argument("--p", type=float, nargs="+", default=P_VALUES)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sizes", nargs="+", default=None, help="n,T,d triples such as 2000,32,16 (default: the issue's)")
+    ap.add_argument("--shared-query", nargs="+", default=None, metavar="n,T,d[,full]",
+                    help="shared-query instances (one z for every sample), e.g. 400,51,64 or 60,21,16,full (the d x d "
+                         "problem solved beside the reduction); only these are run")
     args = ap.parse_args()
     out: dict = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_start": os.getloadavg()},
@@ -109,6 +136,15 @@ def main() -> int:
         if args.out:
             write_json(args.out, out)
 
+    if args.shared_query:
+        for spec in args.shared_query:
+            parts = spec.split(",")
+            n, T, d = (int(v) for v in parts[:3])
+            for p in args.p:
+                out["cases"].append(run_shared_case(n, T, d, p, args.seed, full=parts[3:] == ["full"]))
+                emit()
+        print(json.dumps(to_jsonable(out), indent=2))
+        return 0
     if not args.no_million:  # first, so that the peak RSS is this run's own
         n, T, d, p = MILLION
         X, z, alpha = make_data(n, T, d, args.seed)

@@ -263,3 +263,29 @@ def test_active_set_with_variable_length_sequences():
     assert act.objective == pytest.approx(one.objective, rel=1e-8)
     np.testing.assert_array_equal(act.support, one.support)
     assert not act.support[~mask].any() and np.all(act.duals[~mask] == 0)
+
+
+@pytest.mark.parametrize("p", [1.1, 1.75, 2.0, 3.0])
+def test_a_shared_query_reduces_exactly_to_the_d_variable_svm(p):
+    """Every sample with the same query z (a 1-block transformer's [CLS] state): the reduction W = v s^T gives the
+    full d x d problem's optimum (an independent cvxpy solve), exactly feasible, with exact KKT duals."""
+    X, z, _ = unit_gaussian(12, 5, 4, seed=3)
+    z = np.broadcast_to(z[0], z.shape).copy()
+    alpha = np.argmax(X @ np.array([1.0, -0.5, 0.3, 0.8]), axis=1)  # separable by some v = W z, as a model's are
+    res = attention_svm(X, z, alpha, p)
+    assert res.method.endswith("(shared query)") and res.min_margin >= 1.0
+    A, index = rows_loop(X, z, alpha)
+    W = cp.Variable(16)
+    ref = cp.Problem(cp.Minimize(cp.pnorm(W, p)), [A @ W >= 1]).solve(solver="CLARABEL")
+    assert res.objective == pytest.approx(ref, rel=1e-6)
+    full = attention_svm(X, z, alpha, p, shared_query=False)  # the d x d problem as it is
+    assert full.method == "one-shot" and full.objective == pytest.approx(res.objective, rel=1e-6)
+    np.testing.assert_allclose(res.W.ravel(), W.value, atol=1e-4 * np.abs(W.value).max())
+    assert np.linalg.matrix_rank(res.W, tol=1e-9 * np.abs(res.W).max()) == 1  # W = v s^T
+    lam = np.array([res.duals[i, t] for i, t in index])
+    w = res.W.ravel()
+    grad = np.sign(w) * np.abs(w) ** (p - 1) / res.objective ** (p - 1)
+    np.testing.assert_allclose(A.T @ lam, grad, atol=1e-8 * np.abs(grad).max())  # stationarity of the full problem
+    assert lam.sum() == pytest.approx(res.objective, rel=1e-6)
+    near = z + 1e-6 * np.random.default_rng(0).normal(size=z.shape)  # queries that differ: the full problem
+    assert not attention_svm(X, near, alpha, p).method.endswith("(shared query)")

@@ -5,19 +5,27 @@ when p is a rational with a small denominator (1.75, 3, 1.1, ...), else exact 3-
 either one falls back to the other if Clarabel stalls. Solved by Clarabel. The reported ``objective`` is ||W||_p
 recomputed in float64 from the returned W, and W is rescaled by 1/min margin when the solver's
 answer falls short of margin 1 by its tolerance, so that it is exactly feasible.
+
+Shared query: when every sample has the same query z (a 1-block transformer's [CLS] state is the
+same vector for every input), the problem reduces exactly to a d-variable l_p-SVM. With v = W z,
+min over W with W z = v of ||W||_p is ||v||_p / ||z||_q (Hoelder, 1/p + 1/q = 1, attained row by row
+at w_j = v_j s, s = sign(z)|z|^(q-1) / ||z||_q^q), so W_mm = v* s^T with v* = argmin ||v||_p s.t.
+(x_{i,alpha_i} - x_it)^T v >= 1: d variables instead of d^2 (:func:`_shared_query_svm`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from fractions import Fraction
 from typing import Any, Callable, Unpack
 
 import cvxpy as cp
+import numpy as np
 
 from mirrorattn.mirror import lp_norm
-from mirrorattn.svm.constraints import AttentionConstraints, solver_p
-from mirrorattn.svm.core import CoreSolution
+from mirrorattn.svm.constraints import AttentionConstraints, SharedQueryConstraints, solver_p
+from mirrorattn.svm.core import CoreSolution, _exactly_feasible
 from mirrorattn.svm.options import SolveSettings, SVMOptions
 from mirrorattn.svm.result import AttentionSVMResult
 
@@ -72,6 +80,34 @@ def finish_attention(cs: AttentionConstraints, sol: CoreSolution, p: Any, object
     return AttentionSVMResult(W=sol.w.reshape(cs.d, cs.d), alpha=cs.alpha.copy(), history=sol.history, **fields)
 
 
+#: queries that differ by at most this (relative to the largest entry) count as one shared query
+_SHARED_QUERY_RTOL = 1e-12
+
+
+def shared_query(z: np.ndarray) -> np.ndarray | None:
+    """The query every row of ``z`` (n, d) equals (to :data:`_SHARED_QUERY_RTOL`), else None."""
+    scale = float(np.abs(z[0]).max())
+    if scale == 0.0 or float(np.abs(z - z[0]).max()) > _SHARED_QUERY_RTOL * scale:
+        return None
+    return z[0].copy()
+
+
+def _shared_query_svm(cs: AttentionConstraints, z: np.ndarray, p: float,
+                      settings: SolveSettings) -> AttentionSVMResult:
+    """l_p-AttSVM of ``cs`` whose samples share the query ``z``: the d-variable l_p-SVM of v = W z, then
+    W_mm = v s^T (module docstring); duals scale by 1 / ||z||_q (the gradient of ||v s^T||_p is
+    grad ||v||_p z^T / ||z||_q). ``method`` gets the suffix " (shared query)"."""
+    reduced = SharedQueryConstraints(cs)
+    sol = settings.solve(reduced, lp_objective(p), "l_p-AttSVM (shared query)", polish_p=p)
+    q = p / (p - 1.0)
+    zq = float(lp_norm(z, q))
+    s = np.sign(z) * np.abs(z) ** (q - 1.0) / zq**q
+    w, margins, rescale = _exactly_feasible(cs, np.outer(sol.w, s).ravel(), "l_p-AttSVM (shared query)")
+    full = dataclasses.replace(sol, w=w, margins=margins, duals=sol.duals / zq, rescale=sol.rescale * rescale,
+                               method=f"{sol.method} (shared query)")
+    return finish_attention(cs, full, p, float(lp_norm(w.reshape(cs.d, cs.d), p)), settings)
+
+
 def attention_svm(X: Any, z: Any, alpha: Any, p: float, **options: Unpack[SVMOptions]) -> AttentionSVMResult:
     """Solve l_p-AttSVM for selected tokens ``alpha``.
 
@@ -82,10 +118,12 @@ def attention_svm(X: Any, z: Any, alpha: Any, p: float, **options: Unpack[SVMOpt
         p: exponent of the entrywise norm ||W||_p, in [P_MIN, P_MAX] = [1.001, 100] (``mirrorattn.mirror``).
         **options: ``mask`` (n, T) bool, True = real token (default: all real), ``solver`` ("clarabel"),
             ``active_set`` ("auto": constraint generation above 5,000 constraints), ``tol`` (1e-8) and
-            ``support_tol`` (1e-6): see :class:`~mirrorattn.svm.options.SVMOptions`.
+            ``support_tol`` (1e-6), ``shared_query`` (True): see :class:`~mirrorattn.svm.options.SVMOptions`.
 
     Returns:
-        :class:`AttentionSVMResult` (W (d, d), objective = ||W||_p exactly, duals (n, T), ...).
+        :class:`AttentionSVMResult` (W (d, d), objective = ||W||_p exactly, duals (n, T), ...). When every
+        sample has the same query z the exact d-variable reduction of the module docstring is solved
+        (``method`` ends in " (shared query)").
 
     Raises:
         SVMInputError: malformed input (shapes, complex/non-numeric arrays, NaN/inf, alpha out of range or on
@@ -97,6 +135,9 @@ def attention_svm(X: Any, z: Any, alpha: Any, p: float, **options: Unpack[SVMOpt
     settings = SolveSettings.of("attention_svm", options)
     p = solver_p(p)
     cs = AttentionConstraints(X, z, alpha, settings.mask)
+    z0 = shared_query(cs.z) if settings.shared_query and cs.n > 1 and cs.d > 1 else None
+    if z0 is not None:
+        return _shared_query_svm(cs, z0, p, settings)
     sol = settings.solve(cs, lp_objective(p), "l_p-AttSVM", polish_p=p)
     return finish_attention(cs, sol, p, float(lp_norm(sol.w.reshape(cs.d, cs.d), p)), settings)
 

@@ -234,6 +234,25 @@ class AttentionConstraints:
         return np.asarray(flat, dtype=np.int64) // self.T
 
 
+class SharedQueryConstraints(AttentionConstraints):
+    """The constraints (x_{i,alpha_i} - x_it)^T v >= 1 on v = W z (d variables) of an :class:`AttentionConstraints`
+    whose samples share one query z (:func:`mirrorattn.svm.attention.shared_query`)."""
+
+    def __init__(self, cs: AttentionConstraints) -> None:  # noqa: D107 - the checks were made on ``cs``
+        self.__dict__.update(cs.__dict__)
+        self.z = np.ones((cs.n, 1))
+        self.n_vars = cs.d
+
+    def rows(self, flat: np.ndarray) -> np.ndarray:
+        """Rows x_ia - x_it of the constraints with flat indices i * T + t: (k, d)."""
+        i, t = np.divmod(np.asarray(flat, dtype=np.int64), self.T)
+        return self.X[i, self.alpha[i]] - self.X[i, t]
+
+    def scores(self, W: np.ndarray) -> np.ndarray:
+        """s_it = x_it^T v, (n, T)."""
+        return self.X @ np.asarray(W, dtype=np.float64).reshape(self.d)
+
+
 class DecoderConstraints:
     """The l_p-SVM constraints y_i x_{i,alpha_i}^T v >= 1: a grid of n groups x 1 column."""
 

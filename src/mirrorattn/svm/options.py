@@ -26,6 +26,8 @@ class SVMOptions(TypedDict, total=False):
     active_set: "auto" (constraint generation above 5,000 constraints), "on" or "off" ["auto"].
     tol: solver tolerance and the largest margin violation the active set leaves unadded [1e-8].
     support_tol: a constraint is a support (tight) one when its margin is <= 1 + support_tol [1e-6].
+    shared_query: attention_svm only - solve the exact d-variable reduction when every sample has the same
+        query z (:mod:`mirrorattn.svm.attention`); False solves the d x d problem as it is [True].
     """
 
     mask: Any
@@ -33,6 +35,7 @@ class SVMOptions(TypedDict, total=False):
     active_set: str | bool
     tol: float
     support_tol: float
+    shared_query: bool
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class SolveSettings:
     active_set: str | bool = "auto"
     tol: float = 1e-8
     support_tol: float = 1e-6
+    shared_query: bool = True
 
     @classmethod
     def of(cls, function: str, options: dict[str, Any]) -> SolveSettings:
