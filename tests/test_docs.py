@@ -59,15 +59,6 @@ def _config() -> dict[str, Any]:
     return yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
 
 
-def _optional_pages() -> set[str]:
-    """The pages the build's hook may stand in for while they are missing (docs/_mkdocs/hooks.py)."""
-    spec = importlib.util.spec_from_file_location("_docs_hooks", DOCS / "_mkdocs" / "hooks.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return set(module.OPTIONAL_PAGES)
-
-
 def _built_page(site: Path, page: str) -> Path:
     """Where mkdocs (use_directory_urls) writes the HTML of the docs-relative ``page``."""
     stem = Path(page).with_suffix("")
@@ -103,8 +94,7 @@ def test_config_is_offline() -> None:
 def test_every_nav_page_exists(site: Path) -> None:
     pages = list(_nav_pages(_config()["nav"]))
     assert len(pages) >= 15
-    optional = _optional_pages()
-    missing_sources = [p for p in pages if not (DOCS / p).is_file() and p not in optional]
+    missing_sources = [p for p in pages if not (DOCS / p).is_file()]
     assert not missing_sources, f"nav pages missing from docs/: {missing_sources}"
     missing_html = [p for p in pages if not _built_page(site, p).is_file()]
     assert not missing_html, f"nav pages not built: {missing_html}"

@@ -48,6 +48,18 @@ class ArchiveLimitError(DataNotFoundError):
     """An archive member (or the whole archive) inflates past a cap: a decompression bomb or a damaged file."""
 
 
+@contextmanager
+def archive_errors(source: Path, what: str = "image archive") -> Iterator[None]:
+    """Turn what a damaged archive raises while it is read (:data:`READ_ERRORS`) into one
+    :class:`DataNotFoundError` line naming ``source``; our own data errors pass unchanged."""
+    try:
+        yield
+    except DataNotFoundError:
+        raise
+    except READ_ERRORS as exc:
+        raise DataNotFoundError(f"{source}: cannot read the {what} ({exc}); replace it with a good copy") from None
+
+
 def _env_bytes(name: str, default: int) -> int:
     raw = os.environ.get(name, "").strip()
     if not raw:
@@ -223,6 +235,7 @@ __all__ = [
     "MAX_MEMBER_BYTES",
     "READ_ERRORS",
     "ArchiveLimitError",
+    "archive_errors",
     "iter_tar_files",
     "limits",
     "open_tar_stream",

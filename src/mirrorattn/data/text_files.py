@@ -24,11 +24,35 @@ _INT_LABEL = re.compile(r"-?[0-9]{1,18}")
 SPLIT_NAMES = {"train": "train", "test": "test", "val": "val", "valid": "val", "validation": "val", "dev": "val"}
 
 
-def _read_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """Rows of a JSONL/CSV/TSV file as dicts, and the column names seen."""
+def _json_array(path: Path) -> list[dict[str, Any]] | None:
+    """The rows of a ``.json`` file holding one JSON array of objects; None if it is JSON Lines instead."""
+    with open(path, encoding="utf-8-sig") as fh:
+        head = fh.read(4096).lstrip()
+        if not head.startswith("["):
+            return None
+        fh.seek(0)
+        try:
+            rows = json.load(fh)
+        except ValueError as exc:
+            raise DataError(f"{path}: not valid JSON ({getattr(exc, 'msg', exc)})") from None
+    bad = next((r for r in rows if not isinstance(r, dict)), None)
+    if bad is not None:
+        raise DataError(f"{path}: expected an array of JSON objects, found a {type(bad).__name__}")
+    return rows
+
+
+def read_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows of a JSONL/CSV/TSV file as dicts, and the column names seen.
+
+    ``.json`` is JSON Lines (what Hugging Face's ``Dataset.to_json`` writes) or one array of objects.
+    """
     suffix = path.suffix.lower()
     try:
-        if suffix in (".jsonl", ".ndjson"):
+        array = _json_array(path) if suffix == ".json" else None
+        if array is not None:
+            rows = array
+            columns = list(dict.fromkeys(k for r in rows for k in r))
+        elif suffix in (".jsonl", ".ndjson", ".json"):
             rows = []
             with open(path, encoding="utf-8-sig") as fh:
                 for lineno, line in enumerate(fh, 1):
@@ -58,8 +82,8 @@ def _read_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     return rows, columns
 
 
-def _label_ids(values: list[Any], path: Path, column: str) -> tuple[np.ndarray, list[str]]:
-    """Class ids and names. Integer labels 0..C-1 keep their ids; other values are numbered in sorted order."""
+def normalise_labels(values: list[Any], path: Path, column: str) -> list[int | str]:
+    """Label values as ints (integers, integral floats, ASCII-digit strings) or stripped strings."""
     norm: list[Any] = []
     for v in values:
         if isinstance(v, bool):
@@ -71,17 +95,41 @@ def _label_ids(values: list[Any], path: Path, column: str) -> tuple[np.ndarray, 
             if _INT_LABEL.fullmatch(v):  # ASCII digits only: int() would also take "²"-like or 5000-digit text
                 v = int(v)
         norm.append(v)
-    if all(isinstance(v, int) for v in norm):
-        uniq = sorted(set(norm))
-        if uniq == list(range(len(uniq))):
-            return np.asarray(norm, dtype=np.int64), [str(i) for i in uniq]
-        lookup = {v: i for i, v in enumerate(uniq)}
-        return np.asarray([lookup[v] for v in norm], dtype=np.int64), [str(v) for v in uniq]
     if any(isinstance(v, (dict, list)) for v in norm):
         raise DataError(f"{path}: label column {column!r} holds lists or objects; labels must be strings or integers")
+    return norm
+
+
+def label_lookup(norm: list[int | str]) -> tuple[dict[int | str, int], list[str]]:
+    """``{label value: class id}`` and the class names: integer labels 0..C-1 keep their ids; other
+    integers are numbered in sorted order; otherwise the labels, as strings, are numbered in sorted order."""
+    if all(isinstance(v, int) for v in norm):
+        uniq = sorted(set(norm))
+        return {v: i for i, v in enumerate(uniq)}, [str(v) for v in uniq]
     names = sorted({str(v) for v in norm})
-    lookup = {v: i for i, v in enumerate(names)}
-    return np.asarray([lookup[str(v)] for v in norm], dtype=np.int64), names
+    index = {n: i for i, n in enumerate(names)}
+    return {v: index[str(v)] for v in set(norm)}, names
+
+
+def _label_ids(values: list[Any], path: Path, column: str) -> tuple[np.ndarray, list[str]]:
+    """Class ids and names (:func:`label_lookup` of the :func:`normalise_labels` values)."""
+    norm = normalise_labels(values, path, column)
+    lookup, names = label_lookup(norm)
+    return np.asarray([lookup[v] for v in norm], dtype=np.int64), names
+
+
+def column_values(
+    rows: list[dict[str, Any]], path: Path, text_column: str, label_column: str
+) -> tuple[list[str], list[Any]]:
+    """(texts, raw label values) of ``rows``; DataError naming the row that lacks one."""
+    texts, values = [], []
+    for i, row in enumerate(rows, 1):
+        text, value = row.get(text_column), row.get(label_column)
+        if text is None or value is None or (isinstance(value, str) and not value.strip()):
+            raise DataError(f"{path}, row {i}: missing {text_column!r} or {label_column!r} value")
+        texts.append(str(text))
+        values.append(value)
+    return texts, values
 
 
 def read_text_file(
@@ -96,29 +144,24 @@ def read_text_file(
     Raises DataError naming the file's columns if a column is missing.
     """
     path = Path(path)
-    rows, columns = _read_rows(path)
+    rows, columns = read_rows(path)
     missing = [c for c in (text_column, label_column) if c not in columns]
     if missing:
         raise DataError(
             f"{path}: no column named {' or '.join(repr(c) for c in missing)}; the file has the columns "
             f"{', '.join(repr(c) for c in columns)}. Choose them with the text/label column options."
         )
-    texts, values, splits = [], [], []
+    texts, values = column_values(rows, path, text_column, label_column)
+    splits = []
     has_split = split_column in columns
-    for i, row in enumerate(rows, 1):
-        text, value = row.get(text_column), row.get(label_column)
-        if text is None or value is None or (isinstance(value, str) and not value.strip()):
-            raise DataError(f"{path}, row {i}: missing {text_column!r} or {label_column!r} value")
-        texts.append(str(text))
-        values.append(value)
-        if has_split:
-            raw = str(row.get(split_column) or "").strip().lower()
-            if raw not in SPLIT_NAMES:
-                raise DataError(
-                    f"{path}, row {i}: split {row.get(split_column)!r} is not one of train, test, val "
-                    "(or valid/validation/dev)"
-                )
-            splits.append(SPLIT_NAMES[raw])
+    for i, row in enumerate(rows if has_split else [], 1):
+        raw = str(row.get(split_column) or "").strip().lower()
+        if raw not in SPLIT_NAMES:
+            raise DataError(
+                f"{path}, row {i}: split {row.get(split_column)!r} is not one of train, test, val "
+                "(or valid/validation/dev)"
+            )
+        splits.append(SPLIT_NAMES[raw])
     labels, names = _label_ids(values, path, label_column)
     return texts, labels, (splits if has_split else None), names
 
@@ -145,4 +188,14 @@ def resolve_user_file(name: str, root: Path) -> Path:
     )
 
 
-__all__ = ["BUILTIN_DATASETS", "SPLIT_NAMES", "USER_FILE_SUFFIXES", "read_text_file", "resolve_user_file"]
+__all__ = [
+    "BUILTIN_DATASETS",
+    "SPLIT_NAMES",
+    "USER_FILE_SUFFIXES",
+    "column_values",
+    "label_lookup",
+    "normalise_labels",
+    "read_rows",
+    "read_text_file",
+    "resolve_user_file",
+]

@@ -1,4 +1,4 @@
-"""Image classification data: CIFAR-10, Fashion-MNIST and scikit-learn's 8x8 digits.
+"""Image classification data: CIFAR-10, Fashion-MNIST, scikit-learn's 8x8 digits, and image folders of your own.
 
 :func:`load_vision_dataset` finds a data set under the data root
 (:func:`mirrorattn.data.paths.data_root`), decodes it once into arrays cached in the cache folder
@@ -21,6 +21,10 @@ Where each data set is looked for (``R`` = the data root):
   ``dataset-fashion-mnist``); ``--download`` fetches the official files into ``R/fashion-mnist``.
 * ``digits``: ``sklearn.datasets.load_digits()``, always available. It has no official test
   split: a stratified 20 % test split is drawn with a fixed seed (0), the same for every run.
+* any other name is the path of an image folder in torchvision's ``ImageFolder`` layout, or of a
+  .tar/.tar.gz/.zip of one (:mod:`mirrorattn.data.image_folders`: ``train/``, ``test/`` and
+  optionally ``val/`` class folders, or one set of class folders split by ``test_fraction``),
+  decoded once and cached as the others (keyed by the folder's file names, sizes and times).
 
 Completeness: every class must have train and test images; a copy that claims to be the official
 data set (see ``official`` of :func:`load_vision_dataset`) must hold exactly its images per class,
@@ -46,6 +50,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mirrorattn.data import image_folders
 from mirrorattn.data import vision_sources as src
 from mirrorattn.data.download import fetch, file_digest
 from mirrorattn.data.paths import DataError, DataNotFoundError
@@ -220,7 +225,8 @@ def _cached_raw(
     if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as z:
-                splits = {s: (z[f"{s}_images"], z[f"{s}_labels"]) for s in ("train", "test")}
+                splits = {s: (z[f"{s}_images"], z[f"{s}_labels"]) for s in ("train", "val", "test")
+                          if f"{s}_images" in z.files}
                 classes = tuple(str(c) for c in z["classes"])
                 hist = z["train_hist"]
             return splits, classes, hist
@@ -372,6 +378,71 @@ def _read_fashion(
     return splits, classes, str(folder), hist
 
 
+# --------------------------------------------------------------------------- image folders of your own
+
+
+def _listing_digest(path: Path) -> str:
+    """A key of a folder's files (names, sizes, times), so that a file moved to another class re-decodes."""
+    import hashlib
+
+    if not path.is_dir():
+        return _source_stamp(path)
+    rows = sorted((p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
+                  for p in path.rglob("*") if p.is_file())
+    return hashlib.sha256(repr(rows).encode()).hexdigest()[:16]
+
+
+def _read_folder(
+    source: Path, cache: str | None, image_size: int | None, workers: int
+) -> tuple[dict[str, Arrays], tuple[str, ...], str, np.ndarray | None]:
+    """An image folder or archive (:mod:`mirrorattn.data.image_folders`), decoded once and cached."""
+    tag = f"folders|size={image_size}|{_listing_digest(source)}"
+    splits, classes, hist = _cached_raw(
+        "image-folders", source,
+        lambda: image_folders.read_image_folders(source, image_size=image_size, workers=workers), cache, tag,
+    )
+    return splits, classes, str(source), hist
+
+
+def _hold_out_test(splits: dict[str, Arrays], classes: tuple[str, ...], test_fraction: float, seed: int,
+                   source: str) -> dict[str, Arrays]:
+    """A single set of class folders: a seeded, stratified ``test_fraction`` of every class becomes the test split."""
+    images, labels = splits["train"]
+    counts = np.bincount(labels, minlength=len(classes))
+    if counts.min() < 2:
+        raise DataError(f"{source}: class {classes[int(counts.argmin())]!r} holds {counts.min()} image; the class "
+                        "folders are split into train and test (test_fraction), so every class needs at least 2")
+    n_test = int(round(test_fraction * len(labels)))
+    if not len(classes) <= n_test <= len(labels) - len(classes):
+        raise DataError(f"{source}: test_fraction={test_fraction:g} of {len(labels)} images gives {n_test} test "
+                        f"images, but each of the {len(classes)} classes needs at least one test and one training "
+                        "image; change --test-fraction or add images (or give train/ and test/ folders)")
+    test_idx, train_idx = _stratified_pick(labels, n_test, seed)
+    missing = [classes[c] for c in range(len(classes)) if not (labels[test_idx] == c).any()]
+    if missing:
+        raise DataError(f"{source}: test_fraction={test_fraction:g} leaves class {missing[0]!r} without test images; "
+                        "use a larger --test-fraction or add images to that class")
+    return {**splits, "train": (images[train_idx], labels[train_idx]), "test": (images[test_idx], labels[test_idx])}
+
+
+def dataset_kind(name: str, data_root: str | os.PathLike | None = None) -> str:
+    """``"cifar10"``, ``"fashion-mnist"``, ``"digits"`` (aliases accepted) or ``"folder"`` (an image folder / archive).
+
+    A name is a folder when it exists as a folder or archive (as given, or in the data root) or
+    reads as a path (holds ``/``, starts with ``.`` or ``~``, or ends in .tar/.tar.gz/.tgz/.zip ...).
+    Raises ValueError for anything else.
+    """
+    key = name.lower().replace("_", "-")
+    key = {"cifar-10": "cifar10", "fashion": "fashion-mnist", "fashionmnist": "fashion-mnist"}.get(key, key)
+    if key in DATASETS:
+        return key
+    if image_folders.looks_like_path(name) or image_folders.resolve_image_source(name, _data_root(data_root)):
+        return "folder"
+    raise ValueError(f"unknown vision data set {name!r}; choose one of {', '.join(DATASETS)}, or give the path of "
+                     "an image folder (train/<class>/*.png and test/<class>/*.png, or <class>/*.png) or of a "
+                     ".tar/.tar.gz/.zip of one")
+
+
 # --------------------------------------------------------------------------- the public loader
 
 #: the official CIFAR-10 MD5 (module level so that a test can point a download at a tiny archive)
@@ -427,11 +498,15 @@ def load_vision_dataset(
     workers: int = 1,
     progress: bool = True,
     official: bool | None = None,
+    image_size: int | None = None,
+    test_fraction: float = 0.2,
 ) -> VisionDataset:
     """Load, cache and split an image data set.
 
     Args:
-        name: ``"cifar10"``, ``"fashion-mnist"`` or ``"digits"``.
+        name: ``"cifar10"``, ``"fashion-mnist"``, ``"digits"``, or the path of an image folder
+            or a .tar/.tar.gz/.zip of one (:mod:`mirrorattn.data.image_folders`; tried as given,
+            then relative to the data root).
         data_root: where to look (default :func:`mirrorattn.data.paths.data_root`); for CIFAR-10
             it may also be the archive file or image folder itself.
         cache_dir: cache folder for decoded arrays (default :func:`mirrorattn.data.paths.cache_dir`).
@@ -453,24 +528,50 @@ def load_vision_dataset(
             folder, class folders named only with CIFAR-10 classes, Debian's Fashion-MNIST or a
             Fashion-MNIST copy of 60,000 training images. Every class must have train and test
             images in any case.
+        image_size: resize every image to ``image_size`` x ``image_size`` (:func:`resize_images`).
+            Image folders are resized as they are decoded (so their images may differ in size);
+            None keeps the native size.
+        test_fraction: image folders without ``test/`` (a single set of class folders): the
+            seeded, stratified share of every class held out as the test split.
 
     Raises:
         DataNotFoundError: the data set is missing, corrupt or incomplete (the message says where
             we looked, what is missing and how to get it).
         ValueError: a bad argument.
     """
-    key = name.lower().replace("_", "-")
-    key = {"cifar-10": "cifar10", "fashion": "fashion-mnist", "fashionmnist": "fashion-mnist"}.get(key, key)
-    if key not in DATASETS:
-        raise ValueError(f"unknown vision data set {name!r}; choose one of {', '.join(DATASETS)}")
+    key = dataset_kind(name, data_root)
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    for arg, val in (("max_train", max_train), ("max_test", max_test), ("max_per_class", max_per_class)):
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    for arg, val in (("max_train", max_train), ("max_test", max_test), ("max_per_class", max_per_class),
+                     ("image_size", image_size)):
         if val is not None and val < 1:
             raise ValueError(f"{arg} must be a positive integer or None, got {val}")
-    splits, classes, source, pool_hist = _read_source(
-        key, _data_root(data_root), cache_dir, download, url, max_per_class, workers, progress, official
-    )
+    root = _data_root(data_root)
+    if key == "folder":
+        source = image_folders.resolve_image_source(name, root)
+        if source is None:
+            raise DataNotFoundError(f"image folder {name!r} not found (looked at {Path(name).expanduser()} and "
+                                    f"{root / name}); give an existing folder or a .tar/.tar.gz/.zip archive of one")
+        splits, classes, where, pool_hist = _read_folder(source, cache_dir, image_size, workers)
+        if "test" not in splits:
+            seed = int(np.random.SeedSequence([split_seed, 4]).generate_state(1)[0])
+            splits, pool_hist = _hold_out_test(splits, classes, test_fraction, seed, where), None
+        key = image_folders.source_name(source)
+    else:
+        splits, classes, where, pool_hist = _read_source(
+            key, root, cache_dir, download, url, max_per_class, workers, progress, official
+        )
+    ds = _split(key, splits, tuple(classes), where, pool_hist, val_fraction, split_seed, max_train, max_test)
+    return ds if image_size is None else resize_dataset(ds, image_size)
+
+
+def _split(
+    key: str, splits: dict[str, Arrays], classes: tuple[str, ...], source: str, pool_hist: np.ndarray | None,
+    val_fraction: float, split_seed: int, max_train: int | None, max_test: int | None,
+) -> VisionDataset:
+    """Subsample (max_train, max_test), hold out the validation split (unless ``splits`` has one), statistics."""
     train_x, train_y = splits["train"]
     test_x, test_y = splits["test"]
     if max_train is not None and max_train < len(train_y):
@@ -480,16 +581,20 @@ def load_vision_dataset(
     if max_test is not None and max_test < len(test_y):
         keep, _ = _stratified_pick(test_y, max_test, split_seed + 1)
         test_x, test_y = test_x[keep], test_y[keep]
+    test = ImageSplit(np.ascontiguousarray(test_x), np.asarray(test_y))
+    if "val" in splits:  # a val/ folder: the validation split as given, the training split whole
+        train, val = ImageSplit(np.ascontiguousarray(train_x), train_y), ImageSplit(*splits["val"])
+        mean, std = stats_from_histogram(pool_hist) if pool_hist is not None else channel_stats(train.images)
+        return VisionDataset(key, train, val, test, classes, mean, std, source)
     val_idx, tr_idx = _stratified_pick(train_y, _val_count(val_fraction, len(train_y), source), split_seed)
     train = ImageSplit(np.ascontiguousarray(train_x[tr_idx]), train_y[tr_idx])
     val = ImageSplit(np.ascontiguousarray(train_x[val_idx]), train_y[val_idx])
-    test = ImageSplit(np.ascontiguousarray(test_x), np.asarray(test_y))
     if pool_hist is not None and len(val) < len(train):  # histogram(train) = histogram(pool) - histogram(val)
         hist = pool_hist - channel_histogram(val.images) if len(val) else pool_hist
         mean, std = stats_from_histogram(hist)
     else:
         mean, std = channel_stats(train.images)
-    return VisionDataset(key, train, val, test, tuple(classes), mean, std, source)
+    return VisionDataset(key, train, val, test, classes, mean, std, source)
 
 
 def resize_dataset(ds: VisionDataset, size: int) -> VisionDataset:

@@ -17,7 +17,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from mirrorattn.data.archives import READ_ERRORS, iter_tar_files, open_tar_stream, read_maybe_gzip
+from mirrorattn.data.archives import READ_ERRORS, archive_errors, iter_tar_files, open_tar_stream, read_maybe_gzip
 from mirrorattn.data.paths import DataNotFoundError
 from mirrorattn.data.safe_pickle import load_plain
 
@@ -212,16 +212,10 @@ def _iter_folder_files(source: Path) -> Iterator[tuple[str, str, str, bytes]]:
                 if key:
                     yield key[0], key[1], path.name, path.read_bytes()
         return
-    try:
+    with archive_errors(source):
         for name, raw in iter_tar_files(source, lambda n: _split_member(n) is not None):
             split, cls = _split_member(name)  # type: ignore[misc]
             yield split, cls, name.rsplit("/", 1)[-1], raw
-    except DataNotFoundError:
-        raise
-    except READ_ERRORS as exc:
-        raise DataNotFoundError(
-            f"{source}: cannot read the image archive ({exc}); replace it with a good copy"
-        ) from None
 
 
 def read_image_folder(

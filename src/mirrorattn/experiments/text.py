@@ -58,7 +58,7 @@ class TextExperimentConfig(ClassificationConfig):
     """
 
     # data
-    dataset: str = "polarity"  #: "imdb", "polarity" or a .jsonl/.csv/.tsv file
+    dataset: str = "polarity"  #: "imdb", "polarity", a .jsonl/.csv/.tsv file or a folder of train/dev/test files
     test_fraction: float = 0.2  #: for data sets without an official test split
     text_column: str = "text"  #: column of the text in a data file of your own
     label_column: str = "label"  #: column of the label in a data file of your own

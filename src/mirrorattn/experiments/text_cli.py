@@ -30,7 +30,8 @@ def _add_options(p: argparse.ArgumentParser, sweep: bool) -> None:
     from mirrorattn.experiments.text import TextExperimentConfig
     from mirrorattn.experiments.text_presets import PRESETS
 
-    p.add_argument("--dataset", default=None, help="imdb, polarity, or a .jsonl/.csv/.tsv file")
+    p.add_argument("--dataset", default=None, help="imdb, polarity, a .jsonl/.csv/.tsv file, or a folder of "
+                   "train/dev/test.tsv|csv|jsonl files (GLUE / Hugging Face exports)")
     options.add_run_options(p, PRESETS, download="IMDb", optimizers="lp-md:1.1,lp-md:2,sgd,adam",
                             lr="lp-md:1.1=3e-3,adam=1e-3")
     options.add_process_options(p, TextExperimentConfig, _SPECIAL, PRESETS)

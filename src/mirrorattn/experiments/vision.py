@@ -77,7 +77,7 @@ class VisionExperimentConfig(ClassificationConfig):
     crop_padding: int | None = None  #: padding of the random crop in pixels (None: the data set's default)
     flip: bool | None = None  #: random horizontal flips (None: the data set's default)
     # model (mirrorattn.models.vit.ViTConfig)
-    patch: int | None = 2  #: patch side in pixels (the image side must be a multiple; None: chosen, auto_patch)
+    patch: int = 2  #: patch side in pixels (the image side must be a multiple; 0: chosen from it, auto_patch)
     width: int = 64  #: model width
     depth: int = 2  #: transformer blocks
     heads: int = 4  #: attention heads per block
@@ -111,8 +111,8 @@ class VisionExperimentConfig(ClassificationConfig):
         for name in ("analysis_samples", "attention_images", "topk"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.patch is not None and self.patch < 1:
-            raise ValueError(f"patch must be a positive integer or None, got {self.patch}")
+        if self.patch < 0:
+            raise ValueError(f"patch must be a positive integer, or 0 (chosen from the image side), got {self.patch}")
         side = self.patch or 8
         self.model_config((1, side, side), 10).validate()  # image-size checks come with the data
 
@@ -123,7 +123,7 @@ class VisionExperimentConfig(ClassificationConfig):
         c, h, w = image_shape
         if h != w:
             raise ValueError(f"the ViT needs square images, got {h} x {w}; set image_size to resize them")
-        patch = auto_patch(h) if self.patch is None else self.patch
+        patch = self.patch or auto_patch(h)
         if h % patch:
             raise ValueError(f"image side {h} is not a multiple of patch {patch}; change patch or image_size")
         shape = self.field_values(("width", "depth", "heads", "mlp_hidden", "dropout", "bias", "init"))
@@ -155,7 +155,7 @@ class VisionExperimentConfig(ClassificationConfig):
 
 
 def auto_patch(side: int) -> int:
-    """The patch of ``patch = None``: the divisor p of ``side`` whose grid side / p is closest to 8 (larger p on ties).
+    """The patch of ``patch = 0``: the divisor p of ``side`` whose grid side / p is closest to 8 (larger p on ties).
 
     About 64 patches, as the quick presets' patch 4 on 32-pixel CIFAR-10 (28 -> 4, 12 -> 2, 8 -> 1, 64 -> 8).
     """

@@ -123,10 +123,13 @@ def write_report(out: Path, config: Any, results: dict[str, Any]) -> None:
     sizes = data.get("sizes", {})
     shape = data.get("image_shape", [])
     topk = f"cls_top{config.topk}_mass_last"
+    from mirrorattn.experiments.vision import auto_patch  # here: vision imports this module
+
+    patch = config.patch or (auto_patch(int(shape[-1])) if shape else "auto")  # patch 0: chosen from the image side
     lines = [
         f"# Vision experiment: {config.dataset}",
         "",
-        f"ViT: patch {config.patch}, width {config.width}, depth {config.depth}, {config.heads} heads, "
+        f"ViT: patch {patch}, width {config.width}, depth {config.depth}, {config.heads} heads, "
         f"MLP {config.mlp_hidden}, dropout {config.dropout}; images {'x'.join(map(str, shape))}; "
         f"{config.seeds} seed(s); {config.epochs} epochs, batch {config.batch_size}, md_scope {config.md_scope}.",
         f"Data: {sizes.get('train')} train / {sizes.get('val')} validation / {sizes.get('test')} test "

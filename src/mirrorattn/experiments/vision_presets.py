@@ -116,7 +116,8 @@ _QUICK_SMALL_VIT: dict[str, Any] = {"patch": 4, "width": 64, "depth": 2, "heads"
 
 #: ``PRESETS[preset][dataset]``: field values applied before a TOML file and command-line overrides
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "paper": {"cifar10": dict(_PAPER), "fashion-mnist": dict(_PAPER, flip=False), "digits": dict(_PAPER, flip=False)},
+    "paper": {"cifar10": dict(_PAPER), "fashion-mnist": dict(_PAPER, flip=False), "digits": dict(_PAPER, flip=False),
+              "folder": dict(_PAPER, flip=False)},
     "quick": {
         "digits": {
             "augment": False,
@@ -148,6 +149,21 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "warmup_epochs": 0.5,
             "lrs": {"adam": 1e-3, "lp-md:1.1": 1.0, "sgd": 1.0},
         },
+        # an image folder of your own (mirrorattn.data.image_folders): images resized to 32 (any size and
+        # aspect), channels from the data (1 when every image is grayscale, else 3), the patch chosen from the
+        # image side (patch 0: mirrorattn.experiments.vision.auto_patch, 4 at 32: 64 patches, as cifar10);
+        # the steps are fashion-mnist's sweep choices, a starting point: run vision-sweep on your data
+        "folder": {
+            "image_size": 32,
+            "augment": False,
+            **_QUICK_SMALL_VIT,
+            "patch": 0,
+            "epochs": 10,
+            "batch_size": 64,
+            "lr_schedule": "cosine",
+            "warmup_epochs": 0.5,
+            "lrs": {"adam": 1e-3, "lp-md:1.1": 3e-1, "sgd": 1e-1},
+        },
     },
 }
 
@@ -168,9 +184,8 @@ _CONVERGE_CIFAR: dict[str, Any] = {
     "lrs": {"adam": 1e-3, "lp-md:1.1": 1e-1, "sgd": 1e-1},
     "sweep_epochs": 10,
     "sweep_max_train": None,
-    # a first grid ended at lp-md:1.1 5e-1 as the best: extended to 1.0 (and sgd with it)
-    "sweep_grids": {"adam": (3e-4, 1e-3, 3e-3), "lp-md:1.1": (5e-2, 1e-1, 2e-1, 5e-1, 1.0),
-                    "sgd": (1e-2, 3e-2, 1e-1, 3e-1, 1.0)},
+    "sweep_grids": {"adam": (3e-4, 1e-3, 3e-3), "lp-md:1.1": (5e-2, 1e-1, 2e-1, 5e-1),
+                    "sgd": (1e-2, 3e-2, 1e-1, 3e-1)},
 }
 PRESETS["converge"] = {"cifar10": _CONVERGE_CIFAR}
 
@@ -201,6 +216,7 @@ _SWEEP_QUICK: dict[str, dict[str, Any]] = {
     "digits": {"sweep_epochs": 5, "sweep_max_train": None, "sweep_grids": dict(_SWEEP_GRIDS)},
     "fashion-mnist": {"sweep_epochs": 1, "sweep_max_train": None, "sweep_grids": dict(_SWEEP_GRIDS)},
     "cifar10": {"sweep_epochs": 1, "sweep_max_train": None, "sweep_grids": dict(_SWEEP_GRIDS)},
+    "folder": {"sweep_epochs": 5, "sweep_max_train": None, "sweep_grids": dict(_SWEEP_GRIDS)},
 }
 for _dataset, _sweep in _SWEEP_QUICK.items():
     PRESETS["quick"][_dataset].update(_sweep)
