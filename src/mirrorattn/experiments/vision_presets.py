@@ -114,63 +114,79 @@ _PAPER: dict[str, Any] = {
 #: the ViT of the digits and Fashion-MNIST quick presets
 _QUICK_SMALL_VIT: dict[str, Any] = {"patch": 4, "width": 64, "depth": 2, "heads": 4, "mlp_hidden": 128, "dropout": 0.0}
 
-#: ``PRESETS[preset][dataset]``: field values applied before a TOML file and command-line overrides
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "paper": {"cifar10": dict(_PAPER), "fashion-mnist": dict(_PAPER, flip=False), "digits": dict(_PAPER, flip=False),
-              "folder": dict(_PAPER, flip=False)},
-    "quick": {
-        "digits": {
-            "augment": False,
-            **_QUICK_SMALL_VIT,
-            "epochs": 20,
-            "batch_size": 32,
-            "lrs": {"adam": 1e-3, "lp-md:1.1": 1e-1, "sgd": 3e-1},
-        },
-        "fashion-mnist": {
-            "augment": False,
-            **_QUICK_SMALL_VIT,
-            "epochs": 3,
-            "batch_size": 128,
-            "lr_schedule": "cosine",
-            "warmup_epochs": 0.5,
-            "lrs": {"adam": 1e-3, "lp-md:1.1": 3e-1, "sgd": 1e-1},  # chosen by vision-sweep (QUICK_NOTES)
-        },
-        "cifar10": {
-            "augment": False,
-            "patch": 4,
-            "width": 128,
-            "depth": 2,
-            "heads": 4,
-            "mlp_hidden": 256,
-            "dropout": 0.0,
-            "epochs": 7,
-            "batch_size": 128,
-            "lr_schedule": "cosine",
-            "warmup_epochs": 0.5,
-            "lrs": {"adam": 1e-3, "lp-md:1.1": 1.0, "sgd": 1.0},
-        },
-        # an image folder of your own (mirrorattn.data.image_folders): images resized to 32 (any size and
-        # aspect), channels from the data (1 when every image is grayscale, else 3), the patch chosen from the
-        # image side (patch 0: mirrorattn.experiments.vision.auto_patch, 4 at 32: 64 patches, as cifar10);
-        # the steps are fashion-mnist's sweep choices, a starting point: run vision-sweep on your data
-        "folder": {
-            "image_size": 32,
-            "augment": False,
-            **_QUICK_SMALL_VIT,
-            "patch": 0,
-            "epochs": 10,
-            "batch_size": 64,
-            "lr_schedule": "cosine",
-            "warmup_epochs": 0.5,
-            "lrs": {"adam": 1e-3, "lp-md:1.1": 3e-1, "sgd": 1e-1},
-        },
+# ------------------------------------------------------------------ step-size sweep (mirrorattn vision-sweep)
+#: grids of the non-adaptive optimizers: they improve up to the largest stable step on cifar10 (QUICK_NOTES: 1.0
+#: best, 3.0 diverged) and digits (0.1-0.3 best, 1.0 diverged); on fashion-mnist sgd was best at 0.1, the
+#: smallest of a first grid, so the grid spans 0.03 .. 3
+_SWEEP_GRIDS: dict[str, tuple[float, ...]] = {"adam": (3e-4, 1e-3, 3e-3), "lp-md:1.1": (0.03, 0.1, 0.3, 1.0, 3.0),
+                                              "sgd": (0.03, 0.1, 0.3, 1.0, 3.0)}
+
+#: the sweep fields of the quick presets, per data set (merged into ``PRESETS["quick"]``): digits is
+#: cheap enough for 5 epochs on the whole training pool; fashion-mnist and cifar10 take 1 epoch on the whole
+#: pool. A cap of 10,000 images (70 steps of 128) is 5 times cheaper but a poor proxy for the full runs: on
+#: cifar10 it chose lp-md:1.1 0.3 and sgd 0.1 (sgd at 1.0 was still at chance after 70 steps), whereas one
+#: epoch on all 45,000 images put both best at 1.0 (QUICK_NOTES)
+_SWEEP_QUICK: dict[str, dict[str, Any]] = {
+    "digits": {"sweep_epochs": 5, "sweep_max_train": None, "sweep_grids": dict(_SWEEP_GRIDS)},
+    "fashion-mnist": {"sweep_epochs": 1, "sweep_max_train": None, "sweep_grids": dict(_SWEEP_GRIDS)},
+    "cifar10": {"sweep_epochs": 1, "sweep_max_train": None, "sweep_grids": dict(_SWEEP_GRIDS)},
+    "folder": {"sweep_epochs": 5, "sweep_max_train": None, "sweep_grids": dict(_SWEEP_GRIDS)},
+}
+
+
+#: the quick presets per data set, before their sweep fields (:data:`_SWEEP_QUICK`)
+_QUICK: dict[str, dict[str, Any]] = {
+    "digits": {
+        "augment": False,
+        **_QUICK_SMALL_VIT,
+        "epochs": 20,
+        "batch_size": 32,
+        "lrs": {"adam": 1e-3, "lp-md:1.1": 1e-1, "sgd": 3e-1},
+    },
+    "fashion-mnist": {
+        "augment": False,
+        **_QUICK_SMALL_VIT,
+        "epochs": 3,
+        "batch_size": 128,
+        "lr_schedule": "cosine",
+        "warmup_epochs": 0.5,
+        "lrs": {"adam": 1e-3, "lp-md:1.1": 3e-1, "sgd": 1e-1},  # chosen by vision-sweep (QUICK_NOTES)
+    },
+    "cifar10": {
+        "augment": False,
+        "patch": 4,
+        "width": 128,
+        "depth": 2,
+        "heads": 4,
+        "mlp_hidden": 256,
+        "dropout": 0.0,
+        "epochs": 7,
+        "batch_size": 128,
+        "lr_schedule": "cosine",
+        "warmup_epochs": 0.5,
+        "lrs": {"adam": 1e-3, "lp-md:1.1": 1.0, "sgd": 1.0},
+    },
+    # an image folder of your own (mirrorattn.data.image_folders): images resized to 32 (any size and
+    # aspect), channels from the data (1 when every image is grayscale, else 3), the patch chosen from the
+    # image side (patch 0: mirrorattn.experiments.vision.auto_patch, 4 at 32: 64 patches, as cifar10);
+    # the steps are fashion-mnist's sweep choices, a starting point: run vision-sweep on your data
+    "folder": {
+        "image_size": 32,
+        "augment": False,
+        **_QUICK_SMALL_VIT,
+        "patch": 0,
+        "epochs": 10,
+        "batch_size": 64,
+        "lr_schedule": "cosine",
+        "warmup_epochs": 0.5,
+        "lrs": {"adam": 1e-3, "lp-md:1.1": 3e-1, "sgd": 1e-1},
     },
 }
 
 
 #: the CIFAR-10 converge preset (module docstring); steps from ``vision-sweep --preset converge``
 _CONVERGE_CIFAR: dict[str, Any] = {
-    **PRESETS["quick"]["cifar10"],
+    **_QUICK["cifar10"],
     "init": "torch",
     "max_train": 5556,
     "max_test": 2000,
@@ -186,10 +202,18 @@ _CONVERGE_CIFAR: dict[str, Any] = {
     "lrs": {"adam": 1e-3, "lp-md:1.1": 5e-1, "sgd": 1.0},
     "sweep_epochs": 10,
     "sweep_max_train": None,
-    "sweep_grids": {"adam": (3e-4, 1e-3, 3e-3), "lp-md:1.1": (5e-2, 1e-1, 2e-1, 5e-1),
-                    "sgd": (1e-2, 3e-2, 1e-1, 3e-1)},
+    # a first grid ended at lp-md:1.1 5e-1 as the best: extended to 1.0 (and sgd with it)
+    "sweep_grids": {"adam": (3e-4, 1e-3, 3e-3), "lp-md:1.1": (5e-2, 1e-1, 2e-1, 5e-1, 1.0),
+                    "sgd": (1e-2, 3e-2, 1e-1, 3e-1, 1.0)},
 }
-PRESETS["converge"] = {"cifar10": _CONVERGE_CIFAR}
+
+#: ``PRESETS[preset][dataset]``: field values applied before a TOML file and command-line overrides
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "paper": {"cifar10": dict(_PAPER), "fashion-mnist": dict(_PAPER, flip=False), "digits": dict(_PAPER, flip=False),
+              "folder": dict(_PAPER, flip=False)},
+    "quick": {dataset: {**values, **_SWEEP_QUICK[dataset]} for dataset, values in _QUICK.items()},
+    "converge": {"cifar10": _CONVERGE_CIFAR},
+}
 
 
 def preset_values(preset: str, dataset: str) -> dict[str, Any]:
@@ -200,25 +224,3 @@ def preset_values(preset: str, dataset: str) -> dict[str, Any]:
         raise ValueError(f"preset {preset!r} has no values for data set {dataset!r}; choose one of "
                          f"{', '.join(PRESETS[preset])}")
     return {"dataset": dataset, **PRESETS[preset][dataset]}
-
-
-# ------------------------------------------------------------------ step-size sweep (mirrorattn vision-sweep)
-#: grids of the non-adaptive optimizers: they improve up to the largest stable step on cifar10 (QUICK_NOTES: 1.0
-#: best, 3.0 diverged) and digits (0.1-0.3 best, 1.0 diverged); on fashion-mnist sgd was best at 0.1, the
-#: smallest of a first grid, so the grid spans 0.03 .. 3
-_SWEEP_GRIDS: dict[str, tuple[float, ...]] = {"adam": (3e-4, 1e-3, 3e-3), "lp-md:1.1": (0.03, 0.1, 0.3, 1.0, 3.0),
-                                              "sgd": (0.03, 0.1, 0.3, 1.0, 3.0)}
-
-#: the sweep fields of the quick presets, per data set (merged into ``PRESETS["quick"]`` below): digits is
-#: cheap enough for 5 epochs on the whole training pool; fashion-mnist and cifar10 take 1 epoch on the whole
-#: pool. A cap of 10,000 images (70 steps of 128) is 5 times cheaper but a poor proxy for the full runs: on
-#: cifar10 it chose lp-md:1.1 0.3 and sgd 0.1 (sgd at 1.0 was still at chance after 70 steps), whereas one
-#: epoch on all 45,000 images put both best at 1.0 (QUICK_NOTES)
-_SWEEP_QUICK: dict[str, dict[str, Any]] = {
-    "digits": {"sweep_epochs": 5, "sweep_max_train": None, "sweep_grids": dict(_SWEEP_GRIDS)},
-    "fashion-mnist": {"sweep_epochs": 1, "sweep_max_train": None, "sweep_grids": dict(_SWEEP_GRIDS)},
-    "cifar10": {"sweep_epochs": 1, "sweep_max_train": None, "sweep_grids": dict(_SWEEP_GRIDS)},
-    "folder": {"sweep_epochs": 5, "sweep_max_train": None, "sweep_grids": dict(_SWEEP_GRIDS)},
-}
-for _dataset, _sweep in _SWEEP_QUICK.items():
-    PRESETS["quick"][_dataset].update(_sweep)
