@@ -39,13 +39,12 @@ from mirrorattn.experiments.classification import (
 from mirrorattn.experiments.parallel import prepared_once, run_in_processes, worker_threads
 from mirrorattn.experiments.sweep import SweepTarget, run_sweep
 from mirrorattn.experiments.vision_analysis import analyse_run, write_report
-from mirrorattn.experiments.vision_presets import PRESETS, QUICK_NOTES, preset_values
+from mirrorattn.experiments.vision_presets import PRESETS, preset_values
 from mirrorattn.models.vit import ViT, ViTConfig
 from mirrorattn.train import Split, TrainData, dist_info
 
 __all__ = [
     "PRESETS",
-    "QUICK_NOTES",
     "SWEEP",
     "PreparedVision",
     "VisionExperimentConfig",

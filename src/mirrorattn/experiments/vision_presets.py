@@ -8,7 +8,7 @@ optimizer. The paper gives no epoch count; we use 100 with model selection on va
 other data sets the same model and training are used (images resized to 48).
 
 ``quick`` - CPU configurations (2 shared cores) per data set, chosen by measurement; see
-:data:`QUICK_NOTES` for the measurements and the learning-rate probe behind them.
+docs/presets.md for the measurements and the learning-rate probe behind them.
 
 ``converge`` (CIFAR-10 only) - the paper's regime at CPU scale (docs/results/vision_converge_probes.md):
 the quick preset's ViT (patch 4, width 128, depth 2, 4 heads, MLP 256, dropout 0) with PyTorch's default
@@ -26,68 +26,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["PRESETS", "QUICK_NOTES", "preset_values"]
+__all__ = ["PRESETS", "preset_values"]
 
-#: measurements behind the quick presets (see the module docstring)
-QUICK_NOTES = """\
-All timings: the shared 2-core CPU while four other engineers' jobs ran (load average 7-10), torch 1 thread,
-nice 10 - pessimistic, several times slower than an idle machine; epoch times of the same work varied 1-12 s.
-
-digits (1,294 train / 144 val / 359 test, 8x8): a ViT with patch 2 (16 tokens) learned slowly (Adam 3e-3,
-batch 32, no dropout/augmentation: 95 % val only after 25 epochs); patch 4 (4 tokens + [CLS]) reached
-95 % val by epoch 7 at about 1 s/epoch when the machine was quiet. Step-size probe (12 epochs, seed 0,
-best validation accuracy, test never looked at): adam 1e-3 0.965 / 3e-3 0.958; lp-md:1.1 2e-2 0.826 /
-5e-2 0.896 / 1e-1 0.868 / 2e-1 0.938 / 5e-1 diverged (NaN loss in epoch 1); sgd 3e-2 0.813 / 1e-1 0.882 /
-3e-1 0.889 / 1.0 diverged. Chosen by that rule: adam 1e-3, lp-md:1.1 2e-1, sgd 3e-1; but lp-md:1.1 at 2e-1
-diverged (NaN) at epoch 16 of a 20-epoch comparison run, so the preset takes the next step, 1e-1. (A first comparison
-with lp-md:1.1 at 5e-2 gave 94.6 +- 0.7 % test and left the [CLS] attention uniform: l_1.1-MD moves weights
-initialised at std 0.02 very little per step, since w = |u|^10.) No augmentation in this preset (a 1-pixel
-crop of an 8x8 digit is a 12 % shift; not compared - chosen to converge within the minute).
-
-cifar10 (45,000 / 5,000 / 10,000, 32x32). First version (session 1): patch 4, width 64, depth 4, MLP 128,
-4 epochs, constant steps, the paper's augmentation: adam 1e-3 52.6 %, lp-md:1.1 5e-2 34.7 %, sgd 3e-1 36.2 %
-test (one seed) - far below the issue's 60 %. Probes of this session (seed 0, validation accuracy only, torch
-1 thread with 4-5 other jobs on the 2 cores, so about 200-380 s per epoch):
-- schedule: adam 1e-3 with a 0.5-epoch linear warm-up and cosine decay, 5 epochs, same model with augmentation:
-  35.7 / 47.3 / 51.7 / 55.1 / 56.2 % after epochs 1-5;
-- augmentation off (the model under-fits at 5 epochs; crop + flip slow the early epochs): 39.7 / 48.8 / 52.5 /
-  57.4 / 58.5 %;
-- width 128, depth 2, MLP 256 (twice the matmul FLOPs of width 64 / depth 4, but about 20 % more time per
-  epoch in these probes), augmentation off:
-  42.5 / 49.7 / 54.4 / 58.0 / 59.0 %  <- the preset;
-- step sizes of the non-adaptive optimizers, 1 epoch with the same schedule (the width-64 model first,
-  then the preset's): lp-md:1.1 3e-2 26.5 / 1e-1 29.1 / 3e-1 30.0 / 1.0 31.6 %, on the preset's model
-  1.0 35.8 % / 3.0 diverged (NaN loss at batch 154); sgd 3e-2 28.7 / 1e-1 29.2 / 3e-1 29.4 / 1.0 30.2 %,
-  on the preset's model 1.0 29.2 % / 3.0 diverged (batch 194). Both improve up to the largest stable
-  step: with the mean loss and weights initialised at std 0.02 the gradients are small, and l_1.1-MD
-  moves such weights only through u = sign(w)|w|^0.1 (|u| ~ 0.7 at |w| = 0.02), so it needs large
-  steps. Chosen: lp-md:1.1 1.0 and sgd 1.0 (the best, largest stable steps) and adam 1e-3 (not swept
-  on CIFAR-10: the digits probe's step and the usual one for small ViTs).
-First result at 5 epochs (``mirrorattn vision --dataset cifar10 --preset quick --seeds 2``, test accuracy at the
-validation-best epoch): adam 58.09 +- 0.06 %, lp-md:1.1 44.90 +- 0.39 %, sgd 42.38 +- 0.75 % - the 60 % target
-missed; all three were still under-fitting (adam train accuracy 60 % in the last epoch).
-Session 3 probes (Adam, seed 0, 5 epochs, validation accuracy after epochs 1-5, two runs side by side on 1 thread
-each): step 2e-3 40.5 / 46.8 / 52.0 / 55.3 / 56.4 % and batch 64 40.5 / 50.0 / 51.3 / 57.0 % (stopped) - neither
-beats 1e-3 at batch 128 (42.5 / 49.7 / 54.4 / 58.0 / 59.0 %). torch.compile of the model did not make the CPU step
-faster (224 against 195 ms per batch of 128, plus 20-30 s of compilation). The preset therefore trains longer:
-7 epochs, one at a time with ``--threads 2``: Adam seed 0 took 63-87 s per epoch, 529 s for the whole run
-(training 503 s) and reached 60.74 % validation / 60.29 % test accuracy. The step sizes stay those of the
-one-epoch probes above (the largest stable steps; more epochs make a large step no less useful under the
-cosine decay). ``mirrorattn vision-sweep --dataset cifar10 --preset quick --sweep-max-train 10000`` (1 epoch on
-9,000 training images, 70 steps) chose adam 1e-3, lp-md:1.1 0.3 and sgd 0.1 (sgd at 1.0 still at chance after 70
-steps) - with so few steps the sweep favours small steps, so the quick preset's sweep runs one epoch on the whole
-training pool instead.
-Result of the 7-epoch preset (``mirrorattn vision --dataset cifar10 --preset quick --seeds 3 --threads 2``, runs one
-at a time): adam 60.40 +- 0.47 % (60.29 / 60.00 / 60.92), lp-md:1.1 48.26 +- 0.58 %, sgd 45.27 +- 1.61 % test; time
-per run 529-629 s (63-92 s per epoch: the machine's speed varied for identical work; only adam seed 2 went over
-600 s; run again alone it took 559 s and gave the same 60.92 %, bit for bit).
-fashion-mnist (54,000 / 6,000 / 10,000, 28x28): the digits ViT (width 64, depth 2, patch 4: 49 patches), 3 epochs,
-no augmentation, the cifar10 schedule (0.5-epoch warm-up, cosine decay). Steps chosen by ``mirrorattn vision-sweep
---dataset fashion-mnist --preset quick`` (1 epoch on the whole training pool, seed 0, about 30 s per point with 2
-threads; validation accuracy): adam 3e-4 0.781 / 1e-3 0.803 / 3e-3 0.800; lp-md:1.1 0.03 0.457 / 0.1 0.490 /
-0.3 0.548 / 1.0 0.100 (stuck at chance) / 3.0 diverged; sgd 0.03 0.482 / 0.1 0.484 / 0.3 0.458 / 1.0 0.335 /
-3.0 diverged -> adam 1e-3, lp-md:1.1 0.3, sgd 0.1.
-"""
 
 _PAPER: dict[str, Any] = {
     "image_size": 48,
@@ -115,7 +55,7 @@ _PAPER: dict[str, Any] = {
 _QUICK_SMALL_VIT: dict[str, Any] = {"patch": 4, "width": 64, "depth": 2, "heads": 4, "mlp_hidden": 128, "dropout": 0.0}
 
 # ------------------------------------------------------------------ step-size sweep (mirrorattn vision-sweep)
-#: grids of the non-adaptive optimizers: they improve up to the largest stable step on cifar10 (QUICK_NOTES: 1.0
+#: grids of the non-adaptive optimizers: they improve up to the largest stable step on cifar10 (docs/presets.md: 1.0
 #: best, 3.0 diverged) and digits (0.1-0.3 best, 1.0 diverged); on fashion-mnist sgd was best at 0.1, the
 #: smallest of a first grid, so the grid spans 0.03 .. 3
 _SWEEP_GRIDS: dict[str, tuple[float, ...]] = {"adam": (3e-4, 1e-3, 3e-3), "lp-md:1.1": (0.03, 0.1, 0.3, 1.0, 3.0),
@@ -125,7 +65,7 @@ _SWEEP_GRIDS: dict[str, tuple[float, ...]] = {"adam": (3e-4, 1e-3, 3e-3), "lp-md
 #: cheap enough for 5 epochs on the whole training pool; fashion-mnist and cifar10 take 1 epoch on the whole
 #: pool. A cap of 10,000 images (70 steps of 128) is 5 times cheaper but a poor proxy for the full runs: on
 #: cifar10 it chose lp-md:1.1 0.3 and sgd 0.1 (sgd at 1.0 was still at chance after 70 steps), whereas one
-#: epoch on all 45,000 images put both best at 1.0 (QUICK_NOTES)
+#: epoch on all 45,000 images put both best at 1.0 (docs/presets.md)
 _SWEEP_QUICK: dict[str, dict[str, Any]] = {
     "digits": {"sweep_epochs": 5, "sweep_max_train": None, "sweep_grids": dict(_SWEEP_GRIDS)},
     "fashion-mnist": {"sweep_epochs": 1, "sweep_max_train": None, "sweep_grids": dict(_SWEEP_GRIDS)},
@@ -150,7 +90,7 @@ _QUICK: dict[str, dict[str, Any]] = {
         "batch_size": 128,
         "lr_schedule": "cosine",
         "warmup_epochs": 0.5,
-        "lrs": {"adam": 1e-3, "lp-md:1.1": 3e-1, "sgd": 1e-1},  # chosen by vision-sweep (QUICK_NOTES)
+        "lrs": {"adam": 1e-3, "lp-md:1.1": 3e-1, "sgd": 1e-1},  # chosen by vision-sweep (docs/presets.md)
     },
     "cifar10": {
         "augment": False,
