@@ -237,12 +237,12 @@ def analyse_run(model: nn.Module, prepared: Any, config: Any, out_dir: Path, wri
 # ------------------------------------------------------------------------------------- report
 def write_report(out: Path, config: Any, results: dict[str, Any]) -> None:
     """``results.md`` (mean ± std over seeds beside the paper's numbers) and the figures."""
-    from mirrorattn.experiments.text_presets import PAPER_RESULTS
+    from mirrorattn.paper import IMDB_ACCURACY
 
     agg = results["aggregate"]
     # the paper's model at our depth, else its main 3-block model; its GD is l_2-MD (= SGD without momentum)
-    paper_blocks = int(config.blocks) if int(config.blocks) in PAPER_RESULTS else 3
-    paper = dict(PAPER_RESULTS[paper_blocks]) if config.dataset == "imdb" else {}
+    paper_blocks = int(config.blocks) if int(config.blocks) in IMDB_ACCURACY else 3
+    paper = dict(IMDB_ACCURACY[paper_blocks]) if config.dataset == "imdb" else {}
     if "lp-md:2" in paper:
         paper.setdefault("sgd", paper["lp-md:2"])
     topk = f"cls_top{config.topk}_mass_last"
@@ -299,13 +299,13 @@ def write_report(out: Path, config: Any, results: dict[str, Any]) -> None:
 
 def _regime_lines(config: Any, results: dict[str, Any]) -> str:
     """How many runs reached the stopping rule (the others: their stop reason), beside the paper's epochs."""
-    from mirrorattn.experiments.text_presets import PAPER_EPOCHS
+    from mirrorattn.paper import IMDB_EPOCHS
 
     short = [f"{opt} seed {r['seed']} ({r.get('stop_reason')}, {r.get('epochs_run')} epochs)"
              for opt, rs in results["runs"].items() for r in rs
              if not reached_stop_rule(r)]
     n = sum(len(rs) for rs in results["runs"].values())
-    paper = ", ".join(f"{opt} {e}" for opt, e in PAPER_EPOCHS[3].items())
+    paper = ", ".join(f"{opt} {e}" for opt, e in IMDB_EPOCHS[3].items())
     return (f"Stopping rule: {100 * config.stop_train_acc:.1f} % training accuracy, at most {config.epochs} epochs; "
             f"{n - len(short)} of {n} runs reached it" + (f"; not: {'; '.join(short)}" if short else "") +
             f". The paper's IMDb runs (3 blocks, width 384) took on average {paper} epochs. `Q/K move` is "

@@ -24,22 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["CONVERGE", "PAPER_EPOCHS", "PAPER_RESULTS", "PRESETS"]
-
-#: the paper's reported IMDb test accuracy (%, mean over runs, best epoch chosen on the test set)
-PAPER_RESULTS: dict[int, dict[str, float]] = {
-    3: {"lp-md:1.1": 83.47, "lp-md:2": 81.66, "lp-md:3": 82.57},
-    4: {"lp-md:1.1": 83.36, "lp-md:2": 81.05, "lp-md:3": 82.40},
-    6: {"lp-md:1.1": 82.57, "lp-md:2": 81.03, "lp-md:3": 80.65},
-}
-
-#: mean epochs to 99.5 % training accuracy of the paper's IMDb runs (10 runs each; paper.md section 7; the
-#: 6-block l_1.1 mean leaves out one run that never converged)
-PAPER_EPOCHS: dict[int, dict[str, float]] = {
-    3: {"lp-md:1.1": 72, "lp-md:2": 80, "lp-md:3": 162},
-    4: {"lp-md:1.1": 87, "lp-md:2": 88, "lp-md:3": 135},
-    6: {"lp-md:1.1": 150, "lp-md:2": 58, "lp-md:3": 95},
-}
+__all__ = ["CONVERGE", "PRESETS"]
 
 PAPER: dict[str, Any] = {
     "dataset": "imdb",

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mirrorattn.io import read_json
+from mirrorattn.paper import IMDB_ACCURACY, PROBE_SCORE, QKV_COUNTS
 from mirrorattn.report.claims_base import (
     NOT_RUN,
     Claim,
@@ -28,12 +29,6 @@ from mirrorattn.report.claims_base import (
 LP = "lp-md:1.1"
 GD_NAMES = ("lp-md:2", "sgd")
 
-#: the paper's numbers (paper.md section 5.3-5.5)
-PAPER_IMDB_ACC = {3: {"lp-md:1.1": 83.47, "lp-md:2": 81.66, "lp-md:3": 82.57},
-                  4: {"lp-md:1.1": 83.36, "lp-md:2": 81.05, "lp-md:3": 82.40},
-                  6: {"lp-md:1.1": 82.57, "lp-md:2": 81.03, "lp-md:3": 80.65}}
-PAPER_PROBE = {"lp-md:1.1": 0.44, "lp-md:2": 0.31}
-PAPER_QKV_COUNTS = {"lp-md:1.1": (18206, 13964, 7643), "lp-md:2": (27224, 14654, 10127)}
 
 
 def _results(root: Path, kind: str, dataset: str) -> tuple[dict[str, Any] | None, Path]:
@@ -144,7 +139,7 @@ def text_accuracy_claim(root: Path, dataset: str = "imdb") -> Claim:
     agg, cfg = res["aggregate"], res.get("config", {})
     gd = _gd(agg)
     blocks = int(cfg.get("blocks", 3) or 3)
-    paper = PAPER_IMDB_ACC.get(blocks, {}) if not stand_in else {}
+    paper = IMDB_ACCURACY.get(blocks, {}) if not stand_in else {}
     if LP in agg and gd and _diverged(agg, (LP, gd)):
         c.note = _diverged(agg, (LP, gd))
         return c
@@ -195,7 +190,7 @@ def token_selection_claim(root: Path) -> Claim:
     for opt, row in agg.items():
         rows.append([opt, fmt(_stat(row, "cls_entropy_last")[0]), fmt(_stat(row, "cls_max_prob_last")[0]),
                      f"{fmt(_stat(row, 'probe_score')[0])} ± {fmt(_stat(row, 'probe_score')[1])}",
-                     fmt(_stat(row, "probe_other")[0]), fmt(PAPER_PROBE.get(opt))])
+                     fmt(_stat(row, "probe_other")[0]), fmt(PROBE_SCORE.get(opt))])
     c.body.append(f"Data set: {dataset}. [CLS]-row attention of the last layer on test sequences (real tokens only); "
                   "probe: mean min-max-scaled attention on the sentiment word of each probe sentence "
                   "(probe other = the mean on the other words).")
@@ -334,7 +329,7 @@ def weight_sparsity_claim(root: Path) -> Claim:
             continue
         ok = sum(lp_counts) < sum(base_counts)
         checks.append(ok)
-        paper = PAPER_QKV_COUNTS if dataset == "imdb" else {}
+        paper = QKV_COUNTS if dataset == "imdb" else {}
         reached, total = _stop_rule_counts(res)
         trained = f"{reached}/{total} at the rule" if res.get("config", {}).get("stop_train_acc") else "short"
         for opt in (LP, base):
