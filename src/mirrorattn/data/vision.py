@@ -540,31 +540,44 @@ def load_vision_dataset(
         ValueError: a bad argument.
     """
     key = dataset_kind(name, data_root)
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    for arg, val in (("max_train", max_train), ("max_test", max_test), ("max_per_class", max_per_class),
-                     ("image_size", image_size)):
-        if val is not None and val < 1:
-            raise ValueError(f"{arg} must be a positive integer or None, got {val}")
+    _check_load_args(val_fraction, test_fraction, max_train=max_train, max_test=max_test,
+                     max_per_class=max_per_class, image_size=image_size)
     root = _data_root(data_root)
     if key == "folder":
-        source = image_folders.resolve_image_source(name, root)
-        if source is None:
-            raise DataNotFoundError(f"image folder {name!r} not found (looked at {Path(name).expanduser()} and "
-                                    f"{root / name}); give an existing folder or a .tar/.tar.gz/.zip archive of one")
-        splits, classes, where, pool_hist = _read_folder(source, cache_dir, image_size, workers)
-        if "test" not in splits:
-            seed = int(np.random.SeedSequence([split_seed, 4]).generate_state(1)[0])
-            splits, pool_hist = _hold_out_test(splits, classes, test_fraction, seed, where), None
-        key = image_folders.source_name(source)
+        key, splits, classes, where, pool_hist = _load_folder(name, root, cache_dir, image_size, workers,
+                                                              test_fraction, split_seed)
     else:
         splits, classes, where, pool_hist = _read_source(
             key, root, cache_dir, download, url, max_per_class, workers, progress, official
         )
     ds = _split(key, splits, tuple(classes), where, pool_hist, val_fraction, split_seed, max_train, max_test)
     return ds if image_size is None else resize_dataset(ds, image_size)
+
+
+def _check_load_args(val_fraction: float, test_fraction: float, **positive: int | None) -> None:
+    """``ValueError`` naming the first bad argument of :func:`load_vision_dataset`."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    for arg, val in positive.items():
+        if val is not None and val < 1:
+            raise ValueError(f"{arg} must be a positive integer or None, got {val}")
+
+
+def _load_folder(name: str, root: Path, cache_dir: str | None, image_size: int | None, workers: int,
+                 test_fraction: float, split_seed: int) -> tuple[str, dict[str, Arrays], Any, str, Any]:
+    """(key, splits, classes, where, pool histogram) of an image folder or archive; without ``test/`` a seeded,
+    stratified ``test_fraction`` of every class is held out as the test split."""
+    source = image_folders.resolve_image_source(name, root)
+    if source is None:
+        raise DataNotFoundError(f"image folder {name!r} not found (looked at {Path(name).expanduser()} and "
+                                f"{root / name}); give an existing folder or a .tar/.tar.gz/.zip archive of one")
+    splits, classes, where, pool_hist = _read_folder(source, cache_dir, image_size, workers)
+    if "test" not in splits:
+        seed = int(np.random.SeedSequence([split_seed, 4]).generate_state(1)[0])
+        splits, pool_hist = _hold_out_test(splits, classes, test_fraction, seed, where), None
+    return image_folders.source_name(source), splits, classes, where, pool_hist
 
 
 def _split(
