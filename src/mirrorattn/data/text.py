@@ -1,9 +1,10 @@
 """Text classification data sets with train / validation / test splits, and their tokenisation.
 
 :func:`load_text_dataset` reads ``"imdb"``, ``"polarity"`` (Pang & Lee sentence polarity), a
-user file (``.jsonl``, ``.csv``, ``.tsv``; ``"file:PATH"`` also works) or a folder of GLUE /
-Hugging Face style split files (``train.tsv``, ``dev.tsv``, ``test.tsv`` ...) and returns a
-:class:`TextDataset`. The validation split is carved from the training split (seeded,
+user file (``.jsonl``, ``.csv``, ``.tsv``; ``"file:PATH"`` also works), a folder of GLUE /
+Hugging Face style split files (``train.tsv``, ``dev.tsv``, ``test.tsv`` ...), or a Hugging Face
+``save_to_disk`` folder or ``.parquet`` file (:mod:`mirrorattn.data.hf_sources`, the ``[hf]`` extra)
+and returns a :class:`TextDataset`. The validation split is carved from the training split (seeded,
 stratified), never from the test split, unless the data gives one (a split column's val rows, a
 dev file). Tokenisation lives in :mod:`mirrorattn.data.tokenize`
 and is re-exported here (:func:`build_tokenizer`, :func:`encode_texts`, ``PAD_ID``, ``CLS_ID`` ...).
@@ -13,11 +14,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mirrorattn.data.hf_sources import read_hf_source, resolve_hf_source
 from mirrorattn.data.paths import DataError
 from mirrorattn.data.paths import data_root as _data_root
 from mirrorattn.data.text_files import BUILTIN_DATASETS, read_text_file, resolve_user_file
@@ -30,7 +31,7 @@ from mirrorattn.data.text_sources import (
     read_imdb,
     read_polarity,
 )
-from mirrorattn.data.text_splits import read_split_folder, resolve_split_folder
+from mirrorattn.data.text_splits import SplitFiles, read_split_folder, resolve_split_folder
 from mirrorattn.data.tokenize import (
     CLS_ID,
     CLS_TOKEN,
@@ -181,10 +182,9 @@ def _finish(
     return TextDataset(name=name, train=train, val=val, test=test, label_names=list(label_names), source=source)
 
 
-def _from_split_folder(folder: Path, text_column: str, label_column: str, test_fraction: float,
-                       common: dict[str, Any]) -> TextDataset:
-    """A folder of train/dev/test files (:mod:`mirrorattn.data.text_splits`); missing splits are held out."""
-    got = read_split_folder(folder, text_column=text_column, label_column=label_column)
+def _from_splits(name: str, got: SplitFiles, test_fraction: float, common: dict[str, Any]) -> TextDataset:
+    """Labelled splits (:mod:`mirrorattn.data.text_splits`, :mod:`~mirrorattn.data.hf_sources`); missing
+    splits are held out."""
     train = TextSplit(*got.parts["train"])
     if "test" in got.parts:
         test = TextSplit(*got.parts["test"])
@@ -192,7 +192,7 @@ def _from_split_folder(folder: Path, text_column: str, label_column: str, test_f
         train, test = stratified_split(train, test_fraction, np.random.default_rng([common["split_seed"], 0]),
                                        "test_fraction")
     val = TextSplit(*got.parts["val"]) if "val" in got.parts else None
-    return _finish(folder.name, train, test, val, got.label_names, got.describe(), **common)
+    return _finish(name, train, test, val, got.label_names, got.describe(), **common)
 
 
 # ------------------------------------------------------------------------------------ entry point
@@ -219,7 +219,8 @@ def load_text_dataset(
     ``test_fraction`` applies unless the file's ``split_column`` marks test rows), or a folder of
     ``train.*`` / ``dev.*`` / ``test.*`` files (:mod:`mirrorattn.data.text_splits`: columns found per
     file while ``text_column`` / ``label_column`` are the defaults; ``test_fraction`` applies when it
-    has neither a labelled test file nor a validation file).
+    has neither a labelled test file nor a validation file), or a Hugging Face ``save_to_disk`` folder
+    or ``.parquet`` file (:mod:`mirrorattn.data.hf_sources`; needs the ``[hf]`` extra).
     ``val_fraction`` of the training pool becomes the validation split (unless a user file marks
     validation rows). ``max_train`` caps the training pool (train + val) and ``max_test`` the test
     split, both by seeded stratified subsampling. ``download``: fetch IMDb if it is missing
@@ -244,9 +245,14 @@ def load_text_dataset(
             TextSplit(texts, labels), test_fraction, np.random.default_rng([split_seed, 0]), "test_fraction"
         )
         return _finish("polarity", rest, test, None, POLARITY_LABEL_NAMES, str(path), **common)
+    source = resolve_hf_source(name, root)
+    if source is not None:
+        got = read_hf_source(source, text_column=text_column, label_column=label_column, split_column=split_column)
+        return _from_splits(source.name if source.is_dir() else source.stem, got, test_fraction, common)
     folder = resolve_split_folder(name, root)
     if folder is not None:
-        return _from_split_folder(folder, text_column, label_column, test_fraction, common)
+        got = read_split_folder(folder, text_column=text_column, label_column=label_column)
+        return _from_splits(folder.name, got, test_fraction, common)
     path = resolve_user_file(name, root)
     texts, labels, splits, names = read_text_file(
         path, text_column=text_column, label_column=label_column, split_column=split_column

@@ -2,7 +2,8 @@
 
 The folder holds ``train.*``, optionally ``dev.*`` / ``val.*`` / ``valid.*`` / ``validation.*``
 and ``test.*``, each a ``.tsv``, ``.csv``, ``.jsonl`` / ``.ndjson`` or ``.json`` file (JSON Lines,
-as ``Dataset.to_json`` writes, or one array of objects); names are matched case-insensitively.
+as ``Dataset.to_json`` writes, or one array of objects), or a ``.parquet`` file (read by
+:mod:`mirrorattn.data.hf_sources`, with the optional ``[hf]`` extra); names are matched case-insensitively.
 
 Columns are found per file: the text column is ``text_column`` if the file has it, else the first
 of :data:`TEXT_COLUMNS` it has (exact name, then any case); the label column likewise from
@@ -12,7 +13,8 @@ of :data:`TEXT_COLUMNS` it has (exact name, then any case); the label column lik
 
 Labels are strings or integers (:func:`mirrorattn.data.text_files.normalise_labels`), numbered
 from the training file (integers 0..C-1 keep their ids, other labels are numbered in sorted
-order), the same in every file; a validation or test label not seen in training is an error.
+order; a Hugging Face ``ClassLabel`` column keeps its ids and names), the same in every file; a
+validation or test label not seen in training is an error.
 
 Roles: ``train`` is the training pool; the validation file is the validation split and the test
 file the test split. A test file without any label column (GLUE's test files are unlabelled) is
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +37,7 @@ import numpy as np
 from mirrorattn.data.paths import DataError
 from mirrorattn.data.text_files import column_values, label_lookup, normalise_labels, read_rows
 
-SPLIT_FILE_SUFFIXES = (".tsv", ".csv", ".jsonl", ".ndjson", ".json")
+SPLIT_FILE_SUFFIXES = (".tsv", ".csv", ".jsonl", ".ndjson", ".json", ".parquet")
 #: file stem -> split
 SPLIT_STEMS = {"train": "train", "dev": "val", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 #: text columns tried, in order, when ``text_column`` is the default
@@ -42,6 +45,8 @@ TEXT_COLUMNS = ("text", "sentence", "review", "content", "document", "comment", 
 #: label columns tried, in order, when ``label_column`` is the default
 LABEL_COLUMNS = ("label", "labels", "sentiment", "class", "category", "target", "y")
 DEFAULT_TEXT_COLUMN, DEFAULT_LABEL_COLUMN = "text", "label"
+#: one split's rows (dicts), its column names and ``{column: class names}`` of its ClassLabel columns
+SplitTable = tuple[list[dict[str, Any]], list[str], dict[str, list[str]]]
 
 
 @dataclass
@@ -116,11 +121,23 @@ def _missing(path: Path, columns: list[str], what: str, wanted: str, default: st
                      f"{', '.join(repr(c) for c in columns)}. Name it with {option} COLUMN")
 
 
-def _read_split(
-    path: Path, text_column: str, label_column: str, split: str
-) -> tuple[list[str], list[Any], str, str] | None:
-    """(texts, raw labels, text column, label column) of one file; None for an unlabelled test file."""
+def read_split_table(path: Path) -> SplitTable:
+    """The rows, columns and ClassLabel names of a split file (:func:`read_rows`; ``.parquet`` files through
+    :func:`mirrorattn.data.hf_sources.read_parquet`, imported only for them)."""
+    if path.suffix.lower() == ".parquet":
+        from mirrorattn.data.hf_sources import read_parquet
+
+        return read_parquet(path)
     rows, columns = read_rows(path)
+    return rows, columns, {}
+
+
+def _read_split(
+    path: Path, text_column: str, label_column: str, split: str, read: Callable[[Path], SplitTable]
+) -> tuple[list[str], list[Any], str, str, list[str] | None] | None:
+    """(texts, raw labels, text column, label column, its ClassLabel names or None) of one file; None for an
+    unlabelled test file."""
+    rows, columns, class_names = read(path)
     text = pick_column(columns, text_column, DEFAULT_TEXT_COLUMN, TEXT_COLUMNS)
     if text is None:
         raise _missing(path, columns, "text", text_column, DEFAULT_TEXT_COLUMN, TEXT_COLUMNS, "--text-column")
@@ -130,7 +147,7 @@ def _read_split(
     if label is None:
         raise _missing(path, columns, "label", label_column, DEFAULT_LABEL_COLUMN, LABEL_COLUMNS, "--label-column")
     texts, values = column_values(rows, path, text, label)
-    return texts, values, text, label
+    return texts, values, text, label, class_names.get(label)
 
 
 def read_split_folder(
@@ -142,23 +159,41 @@ def read_split_folder(
     test file comes back as ``"test"`` (GLUE's dev set as the evaluation set).
     """
     folder = Path(folder)
-    paths = find_split_files(folder)
-    read: dict[str, tuple[list[str], list[Any], str, str]] = {}
+    return read_splits(folder, find_split_files(folder), text_column=text_column, label_column=label_column)
+
+
+def read_splits(
+    folder: Path,
+    paths: dict[str, Path],
+    *,
+    text_column: str = DEFAULT_TEXT_COLUMN,
+    label_column: str = DEFAULT_LABEL_COLUMN,
+    reader: Callable[[Path], SplitTable] = read_split_table,
+) -> SplitFiles:
+    """:func:`read_split_folder` of the splits ``{split: source}`` (``"train"`` required), each read by
+    ``reader(source)``; ``folder`` is the data set, for messages. A training label column of ClassLabel type
+    keeps its ids (its names are the class names)."""
+    if "train" not in paths:
+        raise DataError(f"{folder}: no training split; the splits found are {', '.join(paths) or 'none'}")
+    paths = dict(paths)
+    read: dict[str, tuple[list[str], list[Any], str, str, list[str] | None]] = {}
     unused = []
     for split in ("train", "val", "test"):
         if split in paths:
-            got = _read_split(paths[split], text_column, label_column, split)
+            got = _read_split(paths[split], text_column, label_column, split, reader)
             if got is None:
                 fallback = "the validation file" if "val" in paths else "a held-out share of the training file"
                 warnings.warn(f"{paths[split]} has no label column (GLUE's test files are unlabelled): it is not "
-                              f"used; the test split is {fallback}", stacklevel=2)
+                              f"used; the test split is {fallback}", stacklevel=3)
                 unused.append(paths.pop(split).name)
             else:
                 read[split] = got
     if "test" not in read and "val" in read:
         read["test"], paths["test"] = read.pop("val"), paths.pop("val")
     norm = {s: normalise_labels(r[1], paths[s], r[3]) for s, r in read.items()}
-    lookup, names = label_lookup(norm["train"])
+    class_names = read["train"][4]
+    lookup, names = label_lookup(norm["train"]) if class_names is None else (
+        {i: i for i in range(len(class_names))}, list(class_names))
     parts: dict[str, tuple[list[str], np.ndarray]] = {}
     for split in read:
         unknown = next(((i, v) for i, v in enumerate(norm[split], 1) if v not in lookup), None)
@@ -176,8 +211,11 @@ __all__ = [
     "SPLIT_STEMS",
     "TEXT_COLUMNS",
     "SplitFiles",
+    "SplitTable",
     "find_split_files",
     "pick_column",
     "read_split_folder",
+    "read_split_table",
+    "read_splits",
     "resolve_split_folder",
 ]
