@@ -9,7 +9,8 @@
   (``SVMError``, the ``~`` form keeping the last component as Sphinx does), and the literal-block
   marker ``::`` at the end of a line becomes ``:`` (the indented block after it is code either way).
 
-Static: nothing of the package is imported.
+The comment reading is ``mirrorattn.config.comment_doc`` (the one the command-line help uses); the
+documented modules themselves are read statically.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import re
 from typing import Any
 
 import griffe
+
+from mirrorattn.config import comment_doc
 
 _ROLE = re.compile(r":(?:py:)?(?:class|func|meth|data|attr|mod|exc|obj|const):`(~?)([^`]+)`")
 #: reStructuredText's literal-block marker at the end of a line ("each step)::"), shown as ":" by Sphinx
@@ -64,11 +67,4 @@ def _field_comment(attr: griffe.Attribute) -> str:
         lines = attr.lines_collection[attr.filepath]  # the module's source lines (lineno is 1-based)
     except (KeyError, TypeError):
         return ""
-    first, last = attr.lineno, attr.endlineno or attr.lineno
-    above: list[str] = []
-    i = first - 2
-    while i >= 0 and lines[i].strip().startswith("#:"):
-        above.insert(0, lines[i].strip()[2:].strip())
-        i -= 1
-    inline = lines[last - 1].partition("#:")[2].strip() if "#:" in lines[last - 1] else ""
-    return " ".join(part for part in (*above, inline) if part).strip()
+    return comment_doc(list(lines), attr.lineno, attr.endlineno or attr.lineno)

@@ -281,6 +281,18 @@ def build_config(
 __all__ = ["ConfigError", "build_config", "describe_type"]
 
 
+def comment_doc(lines: list[str], first: int, last: int) -> str:
+    """The ``#:`` documentation of the statement on lines ``first`` .. ``last`` (1-based) of ``lines``: the
+    ``#:`` lines right above it and the ``#:`` comment on its last line, joined ('' when there is none).
+    Shared with the docs build (docs/_mkdocs/field_comments.py)."""
+    above, i = [], first - 2
+    while i >= 0 and lines[i].strip().startswith("#:"):
+        above.insert(0, lines[i].strip()[2:].strip())
+        i -= 1
+    inline = lines[last - 1].partition("#:")[2].strip()
+    return " ".join(part for part in (*above, inline) if part).strip()
+
+
 def _class_field_docs(cls: type) -> dict[str, str]:
     """The ``#:`` comments of the fields declared in ``cls`` itself (inline after the field, or the ``#:`` lines
     right above it, as Sphinx autodoc reads them)."""
@@ -297,12 +309,7 @@ def _class_field_docs(cls: type) -> dict[str, str]:
     for node in getattr(body, "body", []):
         if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
             continue
-        above, i = [], node.lineno - 2
-        while i >= 0 and lines[i].strip().startswith("#:"):
-            above.insert(0, lines[i].strip()[2:].strip())
-            i -= 1
-        inline = lines[(node.end_lineno or node.lineno) - 1].partition("#:")[2].strip()
-        text = " ".join([*above, inline]).strip()
+        text = comment_doc(lines, node.lineno, node.end_lineno or node.lineno)
         if text:
             docs[node.target.id] = text
     return docs
