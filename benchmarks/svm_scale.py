@@ -9,6 +9,11 @@ W0, which makes the problem feasible.
 
     nice -n 10 python benchmarks/svm_scale.py [--out results.json] [--max-one-shot-constraints 40000]
     python benchmarks/svm_scale.py --shared-query 400,51,64 60,11,16,full --p 1.1 2 3   # the shared-query reduction
+    python benchmarks/svm_scale.py --no-million --sizes 400,51,64 --max-one-shot-constraints 0 --p 1.1 2 3  # d = 64
+    python benchmarks/svm_scale.py --no-million --sizes 60,11,32 --conic-one-shot --p 1.1 2 3  # dual against Clarabel
+
+A query per sample and d >= 32 solve the working sets on the dual (:mod:`mirrorattn.svm.dual`, method
+"... (dual)"); ``--conic-one-shot`` solves the one-shot reference with Clarabel alone.
 
 The JSON is rewritten (atomically) after every case, so an interrupted run keeps what it measured.
 """
@@ -24,6 +29,7 @@ import time
 
 import numpy as np
 
+import mirrorattn.svm.dual as dual
 from mirrorattn.io import to_jsonable, write_json
 from mirrorattn.svm import attention_svm
 
@@ -54,7 +60,7 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_case(n: int, T: int, d: int, p: float, seed: int, one_shot: bool) -> dict:
+def run_case(n: int, T: int, d: int, p: float, seed: int, one_shot: bool, conic_one_shot: bool = False) -> dict:
     X, z, alpha = make_data(n, T, d, seed)
     case: dict = {"n": n, "T": T, "d": d, "p": p, "constraints": n * (T - 1)}
     c0 = time.process_time()
@@ -66,11 +72,18 @@ def run_case(n: int, T: int, d: int, p: float, seed: int, one_shot: bool) -> dic
         active_set_iterations=act.iterations,
         active_set_working=act.n_working,
         active_set_polished=act.polished,
+        active_set_method=act.method,
         n_support=int(act.support.sum()),
     )
     if one_shot:
         c0 = time.process_time()
-        one = attention_svm(X, z, alpha, p, active_set="off")
+        saved = dual.DUAL_MIN_VARS
+        dual.DUAL_MIN_VARS = 10**9 if conic_one_shot else saved  # the reference on Clarabel alone
+        try:
+            one = attention_svm(X, z, alpha, p, active_set="off")
+        finally:
+            dual.DUAL_MIN_VARS = saved
+        case["one_shot_method"] = one.method
         one_cpu = time.process_time() - c0
         case.update(
             one_shot_seconds=one.solve_seconds,
@@ -121,6 +134,8 @@ def main() -> int:
     ap.add_argument("--million-only", action="store_true", help="only the 1,000,000-constraint run")
     ap.add_argument("--p", type=float, nargs="+", default=P_VALUES)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--conic-one-shot", action="store_true",
+                    help="solve the one-shot reference with Clarabel alone (not on the dual) for d >= 32")
     ap.add_argument("--sizes", nargs="+", default=None, help="n,T,d triples such as 2000,32,16 (default: the issue's)")
     ap.add_argument("--shared-query", nargs="+", default=None, metavar="n,T,d[,full]",
                     help="shared-query instances (one z for every sample), e.g. 400,51,64 or 60,21,16,full (the d x d "
@@ -175,7 +190,7 @@ def main() -> int:
             for p in args.p:
                 m = n * (T - 1)
                 one_shot = args.max_one_shot_constraints is None or m <= args.max_one_shot_constraints
-                out["cases"].append(run_case(n, T, d, p, args.seed, one_shot))
+                out["cases"].append(run_case(n, T, d, p, args.seed, one_shot, args.conic_one_shot))
                 emit()
     print(json.dumps(to_jsonable(out), indent=2))
     return 0

@@ -224,6 +224,30 @@ def _raise_infeasible(cs: ConstraintSet, flat: np.ndarray, A: np.ndarray, status
     )
 
 
+#: a working-set solver other than the conic one: ``sub(flat)`` -> (w, duals, status), or None when it did not
+#: converge (the conic solve is used instead); ``sub.unbounded`` True when its dual was unbounded (infeasible rows)
+Subsolver = Callable[[np.ndarray], Union[tuple[np.ndarray, np.ndarray, str], None]]
+
+
+def _solve_set(cs: ConstraintSet, flat: np.ndarray, objective: Objective, name: str, tol: float, what: str,
+               subsolver: Subsolver | None) -> tuple[np.ndarray, np.ndarray, str]:
+    """One solve on the rows ``flat``: the subsolver when given (the conic solve if it fails), else the conic
+    solve; infeasible rows raise :class:`InfeasibleSVMError` naming their samples."""
+    if subsolver is not None:
+        out = subsolver(flat)
+        if out is not None:
+            return out
+        if getattr(subsolver, "unbounded", False):
+            A = cs.rows(flat)
+            if infeasibility_certificate(A) is not None:
+                _raise_infeasible(cs, flat, A, "unbounded dual", what)
+    A = cs.rows(flat)
+    try:
+        return _solve_rows(A, objective, name, tol)
+    except _Infeasible as inf:
+        _raise_infeasible(cs, flat, A, inf.status, what)
+
+
 def solve(
     cs: ConstraintSet,
     objective: Objective,
@@ -235,6 +259,7 @@ def solve(
     initial_size: int | None = None,
     max_add: int | None = None,
     polish_p: float | None = None,
+    subsolver: Subsolver | None = None,
 ) -> CoreSolution:
     """Solve min f(w) s.t. every constraint of ``cs`` has margin >= 1; see the module docstring.
 
@@ -243,6 +268,7 @@ def solve(
     the solver's answer falls short of a margin of 1 by its own tolerance, so that it is exactly
     feasible (``rescale`` records the factor). With ``polish_p`` (the objective is ||w||_p), the
     answer is refined by Newton on its support set (:mod:`mirrorattn.svm.polish`) when that is safe.
+    ``subsolver`` solves the working sets instead of the conic solver (:mod:`mirrorattn.svm.dual`).
     """
     t0 = time.perf_counter()
     name = resolve_solver(solver)
@@ -257,11 +283,7 @@ def solve(
     polished = False
     if not mode:
         flat = np.flatnonzero(cs.valid.reshape(-1))
-        A = cs.rows(flat)
-        try:
-            w, lam, status = _solve_rows(A, objective, name, tol)
-        except _Infeasible as inf:
-            _raise_infeasible(cs, flat, A, inf.status, what)
+        w, lam, status = _solve_set(cs, flat, objective, name, tol, what, subsolver)
         iterations, method, history = 1, "one-shot", []
     else:
         # measured at 30,000 constraints, d = 16 (benchmarks/svm_scale.py): starting from 2 n_vars
@@ -270,10 +292,11 @@ def solve(
         k0 = initial_size or max(2 * cs.n_vars, 200)
         add_cap = max_add or max(4 * cs.n_vars, 200)
         w, lam, status, flat, iterations, history, polished = _active_set(
-            cs, objective, name, tol, what, k0, add_cap, polish_p, t0)
+            cs, objective, name, tol, what, k0, add_cap, polish_p, t0, subsolver)
         method = "active-set"
     if polish_p is not None and not polished:
-        out, extra = _final_polish(cs, objective, name, tol, w, lam, flat, polish_p, method == "active-set")
+        out, extra = _final_polish(cs, objective, name, tol, w, lam, flat, polish_p,
+                                   method == "active-set" and subsolver is None)
         iterations += extra
         if out is not None:
             (w, lam), polished = out, True
@@ -286,7 +309,7 @@ def solve(
 
 
 def _active_set(cs: ConstraintSet, objective: Objective, name: str, tol: float, what: str, k0: int, add_cap: int,
-                polish_p: float | None, t0: float) -> tuple:
+                polish_p: float | None, t0: float, subsolver: Subsolver | None = None) -> tuple:
     """Constraint generation from ``k0`` rows, adding at most ``add_cap`` per round.
 
     Returns (w, duals of the working rows, status, working rows, solves, history, polished)."""
@@ -296,11 +319,7 @@ def _active_set(cs: ConstraintSet, objective: Objective, name: str, tol: float, 
     iterations, history, polished = 0, [], False
     cur_tol = max(tol, _LOOSE_TOL)  # working sets are solved to a loose tolerance first; the final one to ``tol``
     while True:
-        A = cs.rows(flat)
-        try:
-            w, lam, status = _solve_rows(A, objective, name, cur_tol)
-        except _Infeasible as inf:
-            _raise_infeasible(cs, flat, A, inf.status, what)
+        w, lam, status = _solve_set(cs, flat, objective, name, cur_tol, what, subsolver)
         iterations += 1
         marg = cs.margins(w).reshape(-1)
         viol = (marg < 1.0 - cur_tol) & ~in_work

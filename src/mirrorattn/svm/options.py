@@ -59,10 +59,11 @@ class SolveSettings:
                             f"the solver options are {sorted(names)}")
         return cls(**options)
 
-    def solve(self, cs: Any, objective: Objective, what: str, polish_p: float | None = None) -> CoreSolution:
+    def solve(self, cs: Any, objective: Objective, what: str, polish_p: float | None = None,
+              subsolver: Any = None) -> CoreSolution:
         """Solve the constraint set ``cs`` with :func:`mirrorattn.svm.core.solve` under these settings."""
         return solve(cs, objective, solver=self.solver, active_set=self.active_set, tol=self.tol, what=what,
-                     polish_p=polish_p)
+                     polish_p=polish_p, subsolver=subsolver)
 
     def result_fields(self, cs: Any, sol: CoreSolution, p: float | str, objective: float) -> dict[str, Any]:
         """The :class:`MaxMarginResult` fields of ``sol`` on the constraint grid ``cs`` (arrays shaped ``cs.shape``).
