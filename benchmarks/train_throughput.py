@@ -8,9 +8,11 @@ quick IMDb model, length 256, dropout 0.1, mean pooling, batch 64; both summed B
 - ``speedup_vs_plain_loop``: training samples per CPU-second of our loop's step with SGD (what
   :func:`mirrorattn.train.fit` does per batch: ``loop._train_step`` - padding trimmed to the
   batch's longest sequence, sparse token-embedding gradient, fused QKV, the loss statistics and the
-  non-finite check) over a plain PyTorch loop (the authors' style: the same model and batches, padded
-  to ``max_length``, dense embedding gradient, ``F.binary_cross_entropy_with_logits(reduction="sum")``,
-  ``torch.optim.SGD``); same model initialisation, same batches.
+  non-finite check; with [CLS] pooling the model's last block computes the [CLS] row only, the one
+  row the output reads) over a plain PyTorch loop (the authors' style: the same model and batches,
+  padded to ``max_length``, every row of every block, dense embedding gradient,
+  ``F.binary_cross_entropy_with_logits(reduction="sum")``, ``torch.optim.SGD``); same model
+  initialisation, same batches.
 - ``speedup_vs_plain_loop_length_buckets``: the same with ``TrainConfig(length_buckets=8)`` batch
   composition (the same samples, grouped into batches of similar length: other batches, an opt-in).
 - ``ratio_lp11_over_sgd``: our loop with l_1.1-MD over our loop with SGD (same batches).
@@ -73,9 +75,16 @@ def _samples(name: str, n: int, vocab: int, length: int, seed: int) -> tuple[tor
     return ids, mask, torch.randint(0, 2, (n,), generator=g)
 
 
+def _plain_forward(model: TextTransformer, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The authors' forward: every block computes every token's output, then the pooling reads its rows."""
+    x = model.encode(ids, mask)
+    pooled = x[:, 0] if model.config.pooling == "cls" else (x * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+    return model.head(pooled).squeeze(-1)
+
+
 def _plain_step(model, opt, ids, mask, labels) -> None:
-    """The authors' style: full padding, summed BCE, dense gradients, a torch optimizer."""
-    loss = F.binary_cross_entropy_with_logits(model(ids, mask), labels.float(), reduction="sum")
+    """The authors' style: full padding, every row of every block, summed BCE, dense gradients, a torch optimizer."""
+    loss = F.binary_cross_entropy_with_logits(_plain_forward(model, ids, mask), labels.float(), reduction="sum")
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()

@@ -160,3 +160,70 @@ def test_attention_gradients_match_finite_differences():
     assert torch.autograd.gradcheck(lambda a: layer(a, mask), (x,))
     with record_attention(layer):
         assert torch.autograd.gradcheck(lambda a: layer(a, mask), (x,))
+
+
+def _text(blocks: int, mask_kind: str, dropout: float = 0.0, dtype=torch.float32):
+    from mirrorattn.models.transformer import TextTransformer, TextTransformerConfig
+
+    torch.manual_seed(0)
+    cfg = TextTransformerConfig(vocab_size=50, max_length=12, width=16, blocks=blocks, heads=2, mlp_ratio=2.0,
+                                dropout=dropout, init="torch", attention_mask=mask_kind)
+    model = TextTransformer(cfg).to(dtype)
+    ids = torch.randint(4, 50, (7, 12))
+    mask = torch.arange(12)[None] < torch.tensor([12, 3, 7, 1, 12, 5, 9])[:, None]
+    return model, ids, mask
+
+
+def _full_forward(model, ids, mask):
+    """The authors' forward: every row of every block, then the [CLS] row."""
+    return model.head(model.encode(ids, mask)[:, 0]).squeeze(-1)
+
+
+@pytest.mark.parametrize("mask_kind", ["keys", "paper"])
+@pytest.mark.parametrize("blocks", [1, 2])
+def test_cls_pooling_computes_the_last_block_for_the_cls_row_only_with_the_same_result(mask_kind, blocks):
+    model, ids, mask = _text(blocks, mask_kind, dtype=torch.float64)
+    calls = []
+    hook = model.blocks[-1].mlp.register_forward_hook(lambda m, a, out: calls.append(tuple(out.shape)))
+    fast = model(ids, mask)
+    hook.remove()
+    assert calls == [(7, 1, 16)]  # the last block's MLP ran on the [CLS] row alone
+    full = _full_forward(model, ids, mask)
+    torch.testing.assert_close(fast, full, rtol=1e-13, atol=1e-13)
+    g_fast = torch.autograd.grad(fast.sum(), list(model.parameters()))
+    g_full = torch.autograd.grad(full.sum(), list(model.parameters()))
+    for a, b in zip(g_fast, g_full):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-12)
+
+
+def test_cls_row_only_forward_is_bitwise_the_full_one_in_float32():
+    model, ids, mask = _text(1, "paper")
+    assert torch.equal(model(ids, mask), _full_forward(model, ids, mask))
+
+
+def test_dropout_in_training_keeps_the_full_block_and_its_random_stream():
+    model, ids, mask = _text(1, "keys", dropout=0.3)
+    model.train()
+    torch.manual_seed(5)
+    got = model(ids, mask)
+    torch.manual_seed(5)
+    assert torch.equal(got, _full_forward(model, ids, mask))
+
+
+def test_recording_attention_keeps_every_query_row():
+    model, ids, mask = _text(2, "keys")
+    with torch.no_grad(), record_attention(model) as maps:
+        out = model(ids, mask)
+    assert [tuple(m.shape) for m in maps] == [(7, 2, 12, 12)] * 2
+    torch.testing.assert_close(out, _full_forward(model, ids, mask))
+
+
+def test_vit_cls_row_only_equals_the_full_last_block():
+    from mirrorattn.models.vit import ViT, ViTConfig
+
+    torch.manual_seed(0)
+    vit = ViT(ViTConfig(image_size=8, patch=4, width=16, depth=2, heads=2, mlp_hidden=32, dropout=0.0,
+                        init="torch", num_classes=3)).double()
+    images = torch.rand(5, 3, 8, 8, dtype=torch.float64)
+    full = vit.head(vit.encode(images)[:, 0])
+    torch.testing.assert_close(vit(images), full, rtol=1e-13, atol=1e-13)

@@ -6,6 +6,8 @@
   the stacked weights, scaled dot-product attention with a key padding mask.
 * :class:`EncoderBlock` - attention + GELU MLP with residuals, post-LN (the paper's text model)
   or pre-LN (the vision transformer) by a flag.
+* ``first_only`` (both forwards): compute the outputs of the first token only - the [CLS] row of a
+  model that reads nothing else from its last block (:func:`first_row_only` says when that is exact).
 * :func:`record_attention` - a context manager that collects every attention layer's
   probabilities (B, H, T, T) during the forward passes run inside it. Off by default: outside
   the context the layers call ``F.scaled_dot_product_attention`` (fused kernels); inside it they
@@ -28,6 +30,7 @@ __all__ = [
     "MLP",
     "MultiHeadSelfAttention",
     "attention_layers",
+    "first_row_only",
     "qk_parameters",
     "record_attention",
 ]
@@ -89,19 +92,38 @@ class MultiHeadSelfAttention(nn.Module):
         q, k, v = F.linear(x, w, b).split(self.dim, dim=-1)  # split's backward is one cat (no zero-filled buffers)
         return self._split(q), self._split(k), self._split(v)
 
-    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def _first_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q of the first :data:`_FIRST_ROWS` tokens (B, H, 2, Dh), k and v of every token (B, H, T, Dh): the
+        same dot products as :meth:`_qkv`'s, for the rows they keep."""
+        q = F.linear(x[:, :_FIRST_ROWS].contiguous(), self.q_proj.weight, self.q_proj.bias)
+        w = torch.cat([self.k_proj.weight, self.v_proj.weight])
+        b = None if self.k_proj.bias is None else torch.cat([self.k_proj.bias, self.v_proj.bias])
+        k, v = F.linear(x, w, b).split(self.dim, dim=-1)
+        return self._split(q), self._split(k), self._split(v)
+
+    def _mask(self, key_padding_mask: torch.Tensor | None, B: int, T: int, rows: int) -> torch.Tensor | None:
+        """The boolean attention mask (B, 1, 1 or ``rows``, T) (True = attend), or None without padding."""
+        if key_padding_mask is None:
+            return None
+        if key_padding_mask.shape != (B, T):
+            got = tuple(key_padding_mask.shape)
+            raise ValueError(f"key_padding_mask must have shape (B, T) = {(B, T)}, got {got}")
+        real = key_padding_mask.to(torch.bool)
+        if self.paper_mask:
+            return _paper_mask(real)[:, :, :rows]
+        return real[:, None, None, :]  # (B, 1, 1, T)
+
+    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
+                first_only: bool = False) -> torch.Tensor:
+        """(B, T, D) -> (B, T, D); with ``first_only`` the first query's output only, (B, 1, D). The probabilities
+        are recorded (:func:`record_attention`) for every query, so recording ignores ``first_only``."""
         if x.ndim != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"expected input of shape (B, T, {self.dim}), got {tuple(x.shape)}")
         B, T, _ = x.shape
-        q, k, v = self._qkv(x)
-        mask = None
-        if key_padding_mask is not None:
-            if key_padding_mask.shape != (B, T):
-                got = tuple(key_padding_mask.shape)
-                raise ValueError(f"key_padding_mask must have shape (B, T) = {(B, T)}, got {got}")
-            mask = key_padding_mask.to(torch.bool)[:, None, None, :]  # (B, 1, 1, T), True = attend
-            if self.paper_mask:
-                mask = _paper_mask(key_padding_mask.to(torch.bool))
+        first_only = first_only and self._record is None
+        q, k, v = self._first_qkv(x) if first_only else self._qkv(x)
+        rows = q.shape[2]
+        mask = self._mask(key_padding_mask, B, T, rows)
         p_drop = self.dropout if self.training else 0.0
         if self._record is None:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p_drop)
@@ -113,7 +135,14 @@ class MultiHeadSelfAttention(nn.Module):
             probs = torch.softmax(scores, dim=-1, dtype=torch.float32 if low else scores.dtype).to(q.dtype)
             self._record.append(probs.detach())
             out = F.dropout(probs, p_drop, training=self.training) @ v
-        return self.out_proj(out.transpose(1, 2).reshape(B, T, self.dim))
+        if first_only:
+            out, rows = out[:, :, :1], 1
+        return self.out_proj(out.transpose(1, 2).reshape(B, rows, self.dim))
+
+
+#: query rows ``first_only`` computes (the first is kept): PyTorch's CPU attention kernel takes another path
+#: for a single query, whose rounding differs from the full block's; with two the first row is the same
+_FIRST_ROWS = 2
 
 
 def _paper_mask(real: torch.Tensor) -> torch.Tensor:
@@ -183,13 +212,25 @@ class EncoderBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps, bias=bias)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, T, D), key_padding_mask (B, T) bool (True = real token) or None -> (B, T, D)."""
+    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
+                first_only: bool = False) -> torch.Tensor:
+        """x (B, T, D), key_padding_mask (B, T) bool (True = real token) or None -> (B, T, D); with
+        ``first_only`` the first token's output only, (B, 1, D) (keys and values still from every token)."""
+        first_only = first_only and self.attn._record is None
+        rest = x[:, :1] if first_only else x
         if self.pre_norm:
-            x = x + self.drop(self.attn(self.norm1(x), key_padding_mask))
+            x = rest + self.drop(self.attn(self.norm1(x), key_padding_mask, first_only))
             return x + self.drop(self.mlp(self.norm2(x)))
-        x = self.norm1(x + self.drop(self.attn(x, key_padding_mask)))
+        x = self.norm1(rest + self.drop(self.attn(x, key_padding_mask, first_only)))
         return self.norm2(x + self.drop(self.mlp(x)))
+
+
+def first_row_only(model: nn.Module, dropout: float) -> bool:
+    """Whether ``model``'s last block may compute its first (the [CLS]) token's output only: exact when the
+    model reads nothing else from it (the caller's [CLS] pooling), no dropout draws random numbers for the
+    other rows (so the random stream, and with it every result, stays that of the full block: ``dropout``
+    0 or eval mode) and no attention is being recorded. The dropped rows cost about two thirds of the block."""
+    return (dropout == 0.0 or not model.training) and all(a._record is None for a in attention_layers(model))
 
 
 def attention_layers(model: nn.Module) -> list[MultiHeadSelfAttention]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mirrorattn.models.layers import INITS, EncoderBlock
+from mirrorattn.models.layers import INITS, EncoderBlock, first_row_only
 
 __all__ = ["ATTENTION_MASKS", "INITS", "TextTransformer", "TextTransformerConfig"]
 
@@ -145,8 +145,9 @@ class TextTransformer(nn.Module):
         touches few of its rows; the position embedding is small and every batch touches its rows)."""
         return [self.tok_emb]
 
-    def encode(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Token outputs of the last block, (B, T, width)."""
+    def encode(self, ids: torch.Tensor, mask: torch.Tensor | None = None, first_only: bool = False) -> torch.Tensor:
+        """Token outputs of the last block, (B, T, width); ``first_only``: the [CLS] output only, (B, 1, width)
+        (the last block computes that row alone; :func:`~mirrorattn.models.layers.first_row_only`)."""
         if ids.ndim != 2:
             raise ValueError(f"ids must have shape (B, T), got {tuple(ids.shape)}")
         T = ids.shape[1]
@@ -154,13 +155,15 @@ class TextTransformer(nn.Module):
             raise ValueError(f"sequence length {T} exceeds max_length {self.config.max_length}")
         pos = torch.arange(T, device=ids.device)
         x = self.drop(self.tok_emb(ids) + self.pos_emb(pos)[None])
-        for block in self.blocks:
-            x = block(x, mask)
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask, first_only and i == last)
         return self.final_norm(x)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.encode(ids, mask)
-        if self.config.pooling == "cls":
+        cls = self.config.pooling == "cls"
+        x = self.encode(ids, mask, first_only=cls and first_row_only(self, self.config.dropout))
+        if cls:
             pooled = x[:, 0]
         else:
             if mask is None:

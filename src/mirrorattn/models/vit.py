@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mirrorattn.models.layers import INITS, EncoderBlock, record_attention
+from mirrorattn.models.layers import INITS, EncoderBlock, first_row_only, record_attention
 
 __all__ = ["ViT", "ViTConfig"]
 
@@ -140,15 +140,17 @@ class ViT(nn.Module):
         cls = self.cls_token.expand(x.shape[0], -1, -1)
         return self.drop(torch.cat([cls, x], dim=1) + self.pos_emb)
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Token outputs of the last block after the final layer norm, (B, 1 + N, width)."""
+    def encode(self, images: torch.Tensor, first_only: bool = False) -> torch.Tensor:
+        """Token outputs of the last block after the final layer norm, (B, 1 + N, width); ``first_only``: the
+        [CLS] output only, (B, 1, width) (:func:`~mirrorattn.models.layers.first_row_only`)."""
         x = self.tokens(images)
-        for block in self.blocks:
-            x = block(x)
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            x = block(x, None, first_only and i == last)
         return self.final_norm(x)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encode(images)[:, 0])
+        return self.head(self.encode(images, first_only=first_row_only(self, self.config.dropout))[:, 0])
 
     @torch.no_grad()
     def cls_attention(self, images: torch.Tensor, layer: int = -1) -> torch.Tensor:

@@ -541,15 +541,17 @@ class LpMirrorDescent(torch.optim.Optimizer):
         fn = None
         if param.numel() >= self.compile_min_numel and param.device.type in ("cpu", "cuda") and self.use_compile:
             fn = K.get_compiled(kind, False)
-        try:
-            if fn is None:
-                raise LookupError
-            a_t = torch.tensor(-lr if maximize else lr, dtype=torch.float64, device=param.device)
-            K.compiled_step(fn, u_rows, w_rows, vals, a_t, torch.zeros((), dtype=torch.float64, device=param.device))
-        except Exception as err:  # no kernel (small tensor, compile off) or compilation failed: eager
-            if fn is not None:
+        done = False
+        if fn is not None:
+            try:
+                a_t = torch.tensor(-lr if maximize else lr, dtype=torch.float64, device=param.device)
+                K.compiled_step(fn, u_rows, w_rows, vals, a_t,
+                                torch.zeros((), dtype=torch.float64, device=param.device))
+                done = True
+            except Exception as err:  # compilation failed: eager, on fresh copies of the rows
                 K.mark_failed(kind, False, err)
-            u_rows, w_rows = u.index_select(0, rows), param.index_select(0, rows)
+                u_rows, w_rows = u.index_select(0, rows), param.index_select(0, rows)
+        if not done:  # no kernel (small tensor, compile off) or it failed
             K.eager_step([u_rows], [w_rows], [vals], lr, maximize, 0.0, kind, self.foreach)
         u.index_copy_(0, rows, u_rows)
         param.index_copy_(0, rows, w_rows)
