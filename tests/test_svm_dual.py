@@ -94,3 +94,15 @@ def test_newton_finishes_a_working_set_where_lbfgs_stops_short(monkeypatch):
         got = attention_svm(X, z, alpha, 3.0, active_set="off")
     assert calls and got.method == "one-shot (dual)"
     assert got.objective == pytest.approx(ref.objective, rel=1e-9)
+
+
+@pytest.mark.parametrize("p", [1.1, 2.0, 3.0])
+def test_dual_on_the_full_problem_equals_the_shared_query_reduction(p):
+    X, z, alpha = unit_gaussian(80, 11, 32, seed=7)
+    z[:] = z[0]  # one query for every sample: the exact d-variable reduction is an independent answer
+    alpha = np.argmax(X @ np.random.default_rng(7).standard_normal(32), axis=1)
+    reduced = attention_svm(X, z, alpha, p)
+    full = attention_svm(X, z, alpha, p, shared_query=False)
+    assert reduced.method.endswith("(shared query)") and full.method.endswith("(dual)")
+    assert full.objective == pytest.approx(reduced.objective, rel=1e-8)
+    np.testing.assert_allclose(full.W, reduced.W, atol=1e-6 * np.abs(reduced.W).max())
