@@ -184,3 +184,32 @@ def test_one_layer_model_agrees_with_the_synthetic_measures():
         want = directional_divergence(targets, Ws, float(key), batch_dims=1)
         assert [g_[key]["directional_bregman"] for g_ in got] == pytest.approx(want.tolist(), rel=1e-10)
         assert [g_[key]["cosine"] for g_ in got] == pytest.approx(cosine_or_nan(targets, Ws).tolist(), rel=1e-12)
+
+
+def test_vit_trend_solves_the_per_sample_query_problem_on_its_dual():
+    """A 2-block ViT's [CLS] state differs per image, so each head's W_mm is the d x d problem (d = 32: the dual
+    solver); the trend's last point is the divergence of the last snapshot's own matrices to those targets."""
+    from mirrorattn.experiments.token_selection import layer_attention_svm, last_attention
+    from mirrorattn.models.vit import ViT, ViTConfig
+
+    cfg = ViTConfig(image_size=8, patch=4, width=32, depth=2, heads=2, mlp_hidden=32, dropout=0.0, init="torch",
+                    num_classes=3)
+    torch.manual_seed(1)
+    first = {k: v.clone() for k, v in ViT(cfg).state_dict().items()}
+    torch.manual_seed(0)
+    model = ViT(cfg)
+    images = torch.randint(0, 256, (24, 3, 8, 8), dtype=torch.uint8)
+    labels = torch.randint(0, 3, (24,))
+    last = {k: v.clone() for k, v in model.state_dict().items()}
+    trend = selection_trend(model, [(0, first), (5, last)], images, None, labels, svm_samples=16, ps=(1.1, 2.0))
+    direct = layer_attention_svm(model, images[:16], None, ps=(1.1, 2.0))
+    Ws = head_matrices(last_attention(model))
+    for h, head in enumerate(trend["heads"]):
+        for key in ("1.1", "2"):
+            row, ref = head["p"][key], direct["heads"][h]["p"][key]
+            assert row["method"].endswith("(dual)") and row["n_used"] + row["n_dropped"] == 16
+            assert row["objective"] == pytest.approx(ref["objective"], rel=1e-8)
+            assert row["directional_bregman"][-1] == pytest.approx(ref["directional_bregman"], rel=1e-6)
+            assert row["directional_bregman"][0] != pytest.approx(row["directional_bregman"][-1])
+    assert trend["epochs"] == [0, 5] and len(trend["optimal_token_share"]) == 2
+    torch.testing.assert_close(torch.as_tensor(head_matrices(last_attention(model))), torch.as_tensor(Ws))
