@@ -189,7 +189,7 @@ def test_one_layer_model_agrees_with_the_synthetic_measures():
 def test_vit_trend_solves_the_per_sample_query_problem_on_its_dual():
     """A 2-block ViT's [CLS] state differs per image, so each head's W_mm is the d x d problem (d = 32: the dual
     solver); the trend's last point is the divergence of the last snapshot's own matrices to those targets."""
-    from mirrorattn.experiments.token_selection import layer_attention_svm, last_attention
+    from mirrorattn.experiments.token_selection import last_attention, layer_attention_svm
     from mirrorattn.models.vit import ViT, ViTConfig
 
     cfg = ViTConfig(image_size=8, patch=4, width=32, depth=2, heads=2, mlp_hidden=32, dropout=0.0, init="torch",
