@@ -37,8 +37,7 @@ from mirrorattn.experiments.synthetic.common import (
     status_counts,
     token_tools,
 )
-from mirrorattn.experiments.synthetic.trainer import _dual_norms, _signed_power
-from mirrorattn.mirror import dual_exponent, forward_exponent, inverse_exponent, lp_norm
+from mirrorattn.mirror import dual_exponent, forward_exponent, inverse_exponent, lp_norm, lp_norms, signed_power
 from mirrorattn.models.attention import Forward, loss_and_grad, loss_difference, token_values
 
 __all__ = ["RegPathConfig", "run_regpath", "solve_constrained"]
@@ -92,15 +91,6 @@ def _select_forward(mask: np.ndarray, a: Forward, b: Forward) -> Forward:
     return Forward(**pick)
 
 
-def _lp_norms(W: np.ndarray, p: float) -> np.ndarray:
-    """``lp_norm(W, p, batch_dims=1)`` for W (S, d, d), the same operations (bit for bit, tested)
-    without its generality (it runs every step)."""
-    m = np.max(np.abs(W), axis=(1, 2))
-    safe = np.where(m > 0, m, 1.0)
-    r = np.sum((np.abs(W) / safe.reshape(-1, 1, 1)) ** p, axis=(1, 2)) ** (1.0 / p)
-    return np.where(m > 0, safe * r, 0.0)
-
-
 def _select_rows(fw: Forward, keep: np.ndarray) -> Forward:
     """The seeds ``keep`` (bool mask) of a forward pass."""
     return Forward(**{name: getattr(fw, name)[keep] for name in ("probs", "xv", "out", "ref", "deficit")})
@@ -132,7 +122,7 @@ def solve_constrained(
     X, z, y, v, xv_l = data.X, data.z, data.y, data.v, xv
     W_l, g_l, loss_l, fw_l, eta = W.copy(), g.copy(), loss.copy(), fw, np.full(S, eta0)
     for _ in range(max_steps):
-        gq = _dual_norms(g_l, q)[:, 0, 0]
+        gq = lp_norms(g_l, q)[:, 0, 0]
         rel_gap = (np.sum(g_l * W_l, axis=(1, 2)) + R * gq) / np.maximum(R * gq, 1e-300)
         active = rel_gap > fw_tol
         if not active.all():  # freeze the converged seeds where they are
@@ -144,9 +134,9 @@ def solve_constrained(
             fw_l = _select_rows(fw_l, active)
             X, z, y, v = data.X[live], data.z[live], data.y[live], data.v[live]
             xv_l = None if xv is None else xv[live]
-        u = _signed_power(W_l, e_fwd) - _bshape(eta * R ** (p - 1) / np.maximum(gq, 1e-300)) * g_l  # mirror map
-        Wn = _signed_power(u, e_inv)  # inverse mirror map
-        nrm = _lp_norms(Wn, p)
+        u = signed_power(W_l, e_fwd) - _bshape(eta * R ** (p - 1) / np.maximum(gq, 1e-300)) * g_l  # mirror map
+        Wn = signed_power(u, e_inv)  # inverse mirror map
+        nrm = lp_norm(Wn, p, batch_dims=1)
         Wn = Wn * _bshape(np.where(nrm > R, R / np.where(nrm > 0, nrm, 1.0), 1.0))
         ln, gn, _, fwn = loss_and_grad(X, z, y, Wn, v, xv=xv_l)
         better = loss_difference(fw_l, fwn, y) < 0  # exact even when L(W') == L(W) in float
@@ -159,7 +149,7 @@ def solve_constrained(
         steps[live] += 1
     else:
         W[live], g[live], loss[live] = W_l, g_l, loss_l
-    gq = _dual_norms(g, q)[:, 0, 0]
+    gq = lp_norms(g, q)[:, 0, 0]
     rel_gap = (np.sum(g * W, axis=(1, 2)) + R * gq) / np.maximum(R * gq, 1e-300)
     return W, loss, rel_gap, steps
 
