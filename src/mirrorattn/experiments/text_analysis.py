@@ -119,24 +119,29 @@ def cls_scalars(attention: list[dict[str, float]], k: int) -> dict[str, float]:
 
 
 @torch.no_grad()
-def attention_sparsity(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, k: int, batch: int = 128) -> list:
-    """Per layer, the mean over samples and heads of :func:`cls_row_metrics` of the [CLS] row."""
+def attention_sparsity(model: nn.Module, inputs: torch.Tensor, mask: torch.Tensor | None, k: int,
+                       batch: int = 128) -> list[dict[str, float]]:
+    """Per layer, the mean over samples and heads of :func:`cls_row_metrics` of the [CLS] row. Text: ``inputs``
+    = ids with their ``mask``; a ViT: ``inputs`` = images (B, C, S, S) and ``mask`` None (every token real)."""
     model.eval()
     device = next(model.parameters()).device
     sums: list[dict[str, float]] = []
     n = 0
-    for start in range(0, len(ids), batch):
-        i, m = ids[start : start + batch].to(device), mask[start : start + batch].to(device)
+    for start in range(0, len(inputs), batch):
+        x = inputs[start : start + batch].to(device)
+        m = None if mask is None else mask[start : start + batch].to(device)
         with record_attention(model) as maps:
-            model(i, m)
+            model(x) if m is None else model(x, m)
         for layer, probs in enumerate(maps):
-            met = cls_row_metrics(probs[:, :, 0, :].cpu(), m.cpu(), k)
+            row = probs[:, :, 0, :].cpu()  # (B, H, T)
+            real = torch.ones(row.shape[0], row.shape[-1], dtype=torch.bool) if m is None else m.cpu()
+            met = cls_row_metrics(row, real, k)
             if len(sums) <= layer:
                 sums.append({key: 0.0 for key in met})
             for key, v in met.items():
                 sums[layer][key] += float(v.mean(dim=1).sum())
-        n += len(i)
-    return [{key: v / n for key, v in layer.items()} for layer in sums]
+        n += len(x)
+    return [{key: v / max(1, n) for key, v in layer.items()} for layer in sums]
 
 
 # -------------------------------------------------------------------------------------- probe

@@ -32,7 +32,7 @@ from mirrorattn.experiments.classification import format_stat as _fmt
 from mirrorattn.experiments.classification import run_name
 from mirrorattn.experiments.text_analysis import (
     HIST_EDGES,
-    cls_row_metrics,
+    attention_sparsity,
     cls_scalars,
     plot_curves,
     plot_histograms,
@@ -45,31 +45,8 @@ from mirrorattn.experiments.token_selection import (
     split_token_selection,
 )
 from mirrorattn.io import save_figure, write_json, write_npz, write_text
-from mirrorattn.models.layers import record_attention
 
-__all__ = ["analyse_run", "attention_maps", "cls_attention_sparsity", "plot_attention_maps", "write_report"]
-
-
-@torch.no_grad()
-def cls_attention_sparsity(model: nn.Module, images: torch.Tensor, k: int, batch: int = 250) -> list[dict[str, float]]:
-    """Per layer, the mean over images and heads of the [CLS] row's entropy, normalised entropy, max
-    probability and top-k mass (images (B, C, S, S))."""
-    model.eval()
-    device = next(model.parameters()).device
-    sums: list[dict[str, float]] = []
-    for start in range(0, len(images), batch):
-        x = images[start : start + batch].to(device)
-        with record_attention(model) as maps:
-            model(x)
-        for layer, probs in enumerate(maps):
-            row = probs[:, :, 0, :].cpu()  # (B, H, T)
-            met = cls_row_metrics(row, torch.ones(row.shape[0], row.shape[-1], dtype=torch.bool), k)
-            if len(sums) <= layer:
-                sums.append({key: 0.0 for key in met})
-            for key, v in met.items():
-                sums[layer][key] += float(v.mean(dim=1).sum())
-    n = max(1, len(images))
-    return [{key: v / n for key, v in layer.items()} for layer in sums]
+__all__ = ["analyse_run", "attention_maps", "plot_attention_maps", "write_report"]
 
 
 @torch.no_grad()
@@ -93,7 +70,7 @@ def analyse_run(model: nn.Module, prepared: Any, config: Any, out_dir: Path, wri
     test = prepared.data.test
     images = test.inputs[0]
     idx = sample_indices(len(test), int(config.analysis_samples))
-    attention = cls_attention_sparsity(model, images[idx], int(config.topk))
+    attention = attention_sparsity(model, images[idx], None, int(config.topk), batch=250)
     weights, hists = weight_stats(model, config.weight_threshold)
     pick = idx[: int(config.attention_images)]
     maps, pred = attention_maps(model, images[pick])
