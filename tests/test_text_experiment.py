@@ -11,13 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from mirrorattn.experiments.text_analysis import (
-    cls_row_metrics,
-    hoyer,
-    load_probe_sentences,
-    probe_attention,
-    weight_stats,
-)
+from mirrorattn.experiments.run_analysis import cls_row_metrics, hoyer, weight_stats
+from mirrorattn.experiments.text_analysis import load_probe_sentences, probe_attention
 from mirrorattn.models.transformer import TextTransformer, TextTransformerConfig
 
 

@@ -12,8 +12,8 @@ import time
 
 import torch
 
+from mirrorattn.experiments.run_analysis import attention_sparsity
 from mirrorattn.experiments.text import TextExperimentConfig, prepare_text_data
-from mirrorattn.experiments.text_analysis import attention_sparsity
 from mirrorattn.models.transformer import TextTransformer
 from mirrorattn.train import TrainConfig, fit, seeded_init
 

@@ -4,9 +4,9 @@ Per run (:func:`analyse_run`, the validation-best weights):
 
 * attention sparsity of the [CLS] row of every layer on (a seeded subset of) the test split, over
   real tokens only: entropy (nats), entropy / log(number of real tokens), max probability, top-k
-  mass; mean over samples and heads (:func:`cls_row_metrics`);
+  mass; mean over samples and heads (:func:`mirrorattn.experiments.run_analysis.attention_sparsity`);
 * weight sparsity of the Q, K, V projection weights of all layers: count and fraction of
-  |w| > ``weight_threshold`` (0.06 as the paper) and the Hoyer sparsity (:func:`weight_stats`),
+  |w| > ``weight_threshold`` (0.06 as the paper) and the Hoyer sparsity (:func:`mirrorattn.experiments.run_analysis.weight_stats`),
   and their histograms (``qkv_hist.npz``);
 * the attention-map probe (:func:`probe_attention`): the paper's measure on the hand-written
   sentences of ``mirrorattn/resources/probe_sentences.tsv``;
@@ -30,6 +30,14 @@ from torch import nn
 
 from mirrorattn.experiments.classification import format_stat as _fmt
 from mirrorattn.experiments.classification import reached_stop_rule, run_name
+from mirrorattn.experiments.run_analysis import (
+    HIST_EDGES,
+    attention_sparsity,
+    cls_scalars,
+    plot_curves,
+    plot_histograms,
+    weight_stats,
+)
 from mirrorattn.experiments.token_selection import (
     TEXT_SAMPLES,
     sample_indices,
@@ -37,111 +45,15 @@ from mirrorattn.experiments.token_selection import (
     split_token_selection,
 )
 from mirrorattn.io import read_json, save_figure, write_json, write_npz, write_text
-from mirrorattn.metrics import attention_entropy, hoyer_sparsity, max_probability, topk_mass, weight_sparsity
-from mirrorattn.models.layers import attention_layers, record_attention
+from mirrorattn.models.layers import record_attention
 
 __all__ = [
-    "HIST_EDGES",
     "analyse_run",
-    "cls_row_metrics",
-    "cls_scalars",
-    "hoyer",
     "load_probe_sentences",
     "probe_attention",
-    "weight_stats",
     "write_report",
 ]
 
-#: bin edges of the saved Q/K/V weight histograms (values outside are clipped into the end bins)
-HIST_EDGES = np.linspace(-0.5, 0.5, 201)
-
-
-# ----------------------------------------------------------------------------------- metrics
-def cls_row_metrics(probs: torch.Tensor, mask: torch.Tensor, k: int = 5) -> dict[str, torch.Tensor]:
-    """Sparsity of attention rows restricted to real tokens (computed by :mod:`mirrorattn.metrics`).
-
-    ``probs`` (B, H, T): one attention row per (sample, head) (e.g. the [CLS] query's row);
-    ``mask`` (B, T) bool, True for real tokens. Returns (B, H) float64 tensors: ``entropy`` =
-    -sum p log p (nats, 0 log 0 = 0, :func:`~mirrorattn.metrics.attention_entropy`),
-    ``entropy_norm`` = entropy / log(n_real) (0 when n_real = 1), ``max_prob``
-    (:func:`~mirrorattn.metrics.max_probability`), ``topk_mass`` = sum of the k largest
-    probabilities (:func:`~mirrorattn.metrics.topk_mass`; k capped at T). Padded positions count as 0.
-    """
-    p = probs.double() * mask[:, None, :]
-    n_real = mask.sum(-1).double()[:, None].expand(p.shape[:2])
-    ent = attention_entropy(p, mask[:, None, :])
-    return {
-        "entropy": ent,
-        "entropy_norm": torch.where(n_real > 1, ent / n_real.clamp_min(2).log(), torch.zeros_like(ent)),
-        "max_prob": max_probability(p),
-        "topk_mass": topk_mass(p, min(int(k), p.shape[-1])),
-    }
-
-
-def hoyer(w: np.ndarray | torch.Tensor) -> float:
-    """Hoyer sparsity (:func:`mirrorattn.metrics.hoyer_sparsity`), but 0.0 where it is undefined.
-
-    (sqrt(n) - ||w||_1 / ||w||_2) / (sqrt(n) - 1): 0 for equal magnitudes, 1 for one non-zero;
-    0.0 for an all-zero array or fewer than 2 entries (a report must not fail on them).
-    """
-    a = np.asarray(w.detach().cpu() if isinstance(w, torch.Tensor) else w, dtype=np.float64)
-    if a.size < 2 or not np.any(a):
-        return 0.0
-    return hoyer_sparsity(a)
-
-
-def weight_stats(model: nn.Module, threshold: float = 0.06) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Sparsity of the Q, K, V projection weights over all attention layers, and their histograms.
-
-    Returns ({"q": {"count_above", "fraction_above", "hoyer", "size"}, "k": ..., "v": ...},
-    {"q": counts over :data:`HIST_EDGES`, ...}). ``count_above`` counts entries with |w| > threshold.
-    """
-    stats: dict[str, Any] = {}
-    hists: dict[str, np.ndarray] = {}
-    layers = attention_layers(model)
-    for name in ("q", "k", "v"):
-        w = np.concatenate(
-            [getattr(layer, f"{name}_proj").weight.detach().double().cpu().numpy().ravel() for layer in layers]
-        )
-        sp = weight_sparsity(w, threshold)
-        stats[name] = {"count_above": sp["count"], "fraction_above": sp["fraction"], "hoyer": hoyer(w),
-                       "size": sp["total"]}
-        hists[name] = np.histogram(np.clip(w, HIST_EDGES[0], HIST_EDGES[-1]), bins=HIST_EDGES)[0]
-    return stats, hists
-
-
-def cls_scalars(attention: list[dict[str, float]], k: int) -> dict[str, float]:
-    """The results-table numbers of the last layer's [CLS] row, from per-layer mean metrics (``attention``):
-    ``cls_entropy_last``, ``cls_entropy_norm_last``, ``cls_max_prob_last`` and ``cls_top{k}_mass_last``."""
-    last = attention[-1]
-    return {"cls_entropy_last": last["entropy"], "cls_entropy_norm_last": last["entropy_norm"],
-            "cls_max_prob_last": last["max_prob"], f"cls_top{k}_mass_last": last["topk_mass"]}
-
-
-@torch.no_grad()
-def attention_sparsity(model: nn.Module, inputs: torch.Tensor, mask: torch.Tensor | None, k: int,
-                       batch: int = 128) -> list[dict[str, float]]:
-    """Per layer, the mean over samples and heads of :func:`cls_row_metrics` of the [CLS] row. Text: ``inputs``
-    = ids with their ``mask``; a ViT: ``inputs`` = images (B, C, S, S) and ``mask`` None (every token real)."""
-    model.eval()
-    device = next(model.parameters()).device
-    sums: list[dict[str, float]] = []
-    n = 0
-    for start in range(0, len(inputs), batch):
-        x = inputs[start : start + batch].to(device)
-        m = None if mask is None else mask[start : start + batch].to(device)
-        with record_attention(model) as maps:
-            model(x) if m is None else model(x, m)
-        for layer, probs in enumerate(maps):
-            row = probs[:, :, 0, :].cpu()  # (B, H, T)
-            real = torch.ones(row.shape[0], row.shape[-1], dtype=torch.bool) if m is None else m.cpu()
-            met = cls_row_metrics(row, real, k)
-            if len(sums) <= layer:
-                sums.append({key: 0.0 for key in met})
-            for key, v in met.items():
-                sums[layer][key] += float(v.mean(dim=1).sum())
-        n += len(x)
-    return [{key: v / max(1, n) for key, v in layer.items()} for layer in sums]
 
 
 # -------------------------------------------------------------------------------------- probe
@@ -316,59 +228,6 @@ def _regime_lines(config: Any, results: dict[str, Any]) -> str:
             f". The paper's IMDb runs (3 blocks, width 384) took on average {paper} epochs. `Q/K move` is "
             "||W - W0||_F / ||W0||_F of the query / key weights from their initial values to the validation-best "
             "model.")
-
-
-def _legend(ax: Any) -> None:
-    """A legend when something was drawn (every run may have diverged before its first epoch)."""
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
-
-
-def plot_curves(runs: dict[str, list[Path]], path: Path, loss_name: str = "BCE") -> None:
-    """Training loss and validation accuracy against the epoch, one line per optimizer (mean over seeds, band:
-    min-max over seeds); ``loss_name`` labels the loss axis."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for opt, dirs in runs.items():
-        hists = [read_json(d / "history.json") for d in dirs if (d / "history.json").is_file()]
-        if not hists:
-            continue
-        n = min(len(h) for h in hists)
-        ep = np.arange(1, n + 1)
-        for ax, key in zip(axes, ("train_loss", "val_acc")):
-            vals = np.array([[r[key] for r in h[:n]] for h in hists])
-            ax.plot(ep, vals.mean(0), marker="o", label=opt)
-            if len(hists) > 1:
-                ax.fill_between(ep, vals.min(0), vals.max(0), alpha=0.15)
-    axes[0].set(xlabel="epoch", ylabel=f"training loss ({loss_name})", yscale="log")
-    axes[1].set(xlabel="epoch", ylabel="validation accuracy")
-    _legend(axes[1])
-    fig.tight_layout()
-    save_figure(fig, path)
-
-
-def plot_histograms(runs: dict[str, list[Path]], path: Path) -> None:
-    """Histograms of the Q, K, V weights (summed over seeds), one line per optimizer, log counts."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for opt, dirs in runs.items():
-        files = [np.load(d / "qkv_hist.npz") for d in dirs if (d / "qkv_hist.npz").is_file()]
-        if not files:
-            continue
-        edges = files[0]["edges"]
-        centers = (edges[:-1] + edges[1:]) / 2
-        for ax, name in zip(axes, ("q", "k", "v")):
-            ax.plot(centers, np.sum([f[name] for f in files], axis=0) + 1, label=opt, lw=1.2)
-    for ax, name in zip(axes, ("Q", "K", "V")):
-        ax.set(title=f"{name} weights", xlabel="weight value", yscale="log")
-        ax.axvline(0.06, color="grey", lw=0.5, ls="--")
-        ax.axvline(-0.06, color="grey", lw=0.5, ls="--")
-    axes[0].set_ylabel("count + 1 (all seeds)")
-    _legend(axes[-1])
-    fig.tight_layout()
-    save_figure(fig, path)
 
 
 def plot_attention_maps(runs: dict[str, list[Path]], path: Path, sentences: int = 4) -> None:

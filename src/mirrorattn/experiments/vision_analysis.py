@@ -4,10 +4,10 @@ Per run (:func:`analyse_run`, the validation-best weights):
 
 * attention sparsity of the [CLS] row of every layer on a seeded subset of the test split (the
   row over all 1 + N tokens, [CLS] key included): entropy (nats), entropy / log(1 + N), max
-  probability, top-k mass, mean over images and heads - :func:`mirrorattn.experiments.text_analysis.cls_row_metrics`;
+  probability, top-k mass, mean over images and heads - :func:`mirrorattn.experiments.run_analysis.cls_row_metrics`;
 * weight sparsity of the Q, K, V projection weights of all layers (count and fraction of
   |w| > ``weight_threshold``, Hoyer) and their histograms (``qkv_hist.npz``) -
-  :func:`mirrorattn.experiments.text_analysis.weight_stats`;
+  :func:`mirrorattn.experiments.run_analysis.weight_stats`;
 * attention maps (``attention_maps.npz``): for ``attention_images`` test images (the same ones
   for every optimizer) the last layer's [CLS] attention over the patches, mean over heads,
   shape (G, G) with G = image side / patch;
@@ -30,7 +30,7 @@ from torch import nn
 
 from mirrorattn.experiments.classification import format_stat as _fmt
 from mirrorattn.experiments.classification import run_name
-from mirrorattn.experiments.text_analysis import (
+from mirrorattn.experiments.run_analysis import (
     HIST_EDGES,
     attention_sparsity,
     cls_scalars,
