@@ -6,8 +6,8 @@ Per run (:func:`analyse_run`, the validation-best weights):
   real tokens only: entropy (nats), entropy / log(number of real tokens), max probability, top-k
   mass; mean over samples and heads (:func:`mirrorattn.experiments.run_analysis.attention_sparsity`);
 * weight sparsity of the Q, K, V projection weights of all layers: count and fraction of
-  |w| > ``weight_threshold`` (0.06 as the paper) and the Hoyer sparsity (:func:`mirrorattn.experiments.run_analysis.weight_stats`),
-  and their histograms (``qkv_hist.npz``);
+  |w| > ``weight_threshold`` (0.06 as the paper) and the Hoyer sparsity
+  (:func:`mirrorattn.experiments.run_analysis.weight_stats`), and their histograms (``qkv_hist.npz``);
 * the attention-map probe (:func:`probe_attention`): the paper's measure on the hand-written
   sentences of ``mirrorattn/resources/probe_sentences.tsv``;
 * token selection (:mod:`mirrorattn.experiments.token_selection`, ``token_selection``): how often the last
