@@ -76,10 +76,11 @@ def _samples(name: str, n: int, vocab: int, length: int, seed: int) -> tuple[tor
 
 
 def _plain_forward(model: TextTransformer, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The authors' forward: every block computes every token's output, then the pooling reads its rows."""
-    x = model.encode(ids, mask)
-    pooled = x[:, 0] if model.config.pooling == "cls" else (x * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
-    return model.head(pooled).squeeze(-1)
+    """The authors' forward: every block computes every token's output, then the pooling reads its rows (mean
+    pooling reads them all, so there the model's own forward is that already)."""
+    if model.config.pooling != "cls":
+        return model(ids, mask)
+    return model.head(model.encode(ids, mask)[:, 0]).squeeze(-1)
 
 
 def _plain_step(model, opt, ids, mask, labels) -> None:

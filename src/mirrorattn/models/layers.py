@@ -227,10 +227,11 @@ class EncoderBlock(nn.Module):
 
 def first_row_only(model: nn.Module, dropout: float) -> bool:
     """Whether ``model``'s last block may compute its first (the [CLS]) token's output only: exact when the
-    model reads nothing else from it (the caller's [CLS] pooling), no dropout draws random numbers for the
+    model reads nothing else from it (the caller's [CLS] pooling) and no dropout draws random numbers for the
     other rows (so the random stream, and with it every result, stays that of the full block: ``dropout``
-    0 or eval mode) and no attention is being recorded. The dropped rows cost about two thirds of the block."""
-    return (dropout == 0.0 or not model.training) and all(a._record is None for a in attention_layers(model))
+    0 or eval mode). While attention is recorded the block computes every row anyway (:class:`EncoderBlock`).
+    The dropped rows cost about two thirds of the block."""
+    return dropout == 0.0 or not model.training
 
 
 def attention_layers(model: nn.Module) -> list[MultiHeadSelfAttention]:

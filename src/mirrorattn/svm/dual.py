@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize
 
-from mirrorattn.mirror import lp_norm
+from mirrorattn.mirror import dual_exponent, inverse_mirror_map, lp_norm
 from mirrorattn.svm.polish import polish_lp
 
 #: attention problems with at least this many variables (d >= 32) and a query per sample use the dual
@@ -49,7 +49,7 @@ class DualSubsolver:
     """
 
     def __init__(self, cs, p: float) -> None:  # noqa: ANN001 - an AttentionConstraints (import cycle)
-        self.cs, self.p, self.q = cs, float(p), float(p) / (float(p) - 1.0)
+        self.cs, self.p, self.q = cs, float(p), dual_exponent(p)
         self.last = np.zeros(cs.valid.size)
         self.unbounded = False
 
@@ -57,15 +57,16 @@ class DualSubsolver:
         i, t = np.divmod(np.asarray(flat, dtype=np.int64), self.cs.T)
         return self.cs.X[i, self.cs.alpha[i]] - self.cs.X[i, t], self.cs.z[i]
 
-    def _objective(self, a: np.ndarray, z: np.ndarray):  # noqa: ANN202 - (value, gradient) callable
-        q = self.q
+    def _primal(self, lam: np.ndarray, a: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(M = sum_i lam_i a_i z_i^T, W = grad psi*(M), the margins a_i^T W z_i) of the multipliers ``lam``."""
+        M = (a * lam[:, None]).T @ z
+        W = inverse_mirror_map(M, self.p)  # sign(M) |M|^(q-1)
+        return M, W, np.einsum("kd,kd->k", a, z @ W.T)
 
+    def _objective(self, a: np.ndarray, z: np.ndarray):  # noqa: ANN202 - (value, gradient) callable
         def f(lam: np.ndarray) -> tuple[float, np.ndarray]:
-            M = (a * lam[:, None]).T @ z  # (d, d): sum_i lam_i a_i z_i^T
-            aM = np.abs(M)
-            W = np.sign(M) * aM ** (q - 1.0)
-            margins = np.einsum("kd,kd->k", a, z @ W.T)  # a_i^T W z_i
-            return float((aM**q).sum() / q - lam.sum()), margins - 1.0
+            M, _, margins = self._primal(lam, a, z)
+            return float((np.abs(M) ** self.q).sum() / self.q - lam.sum()), margins - 1.0
 
         return f
 
@@ -77,44 +78,43 @@ class DualSubsolver:
         norm_q = float(np.sum(np.abs(a.T @ z) ** self.q))
         return np.full(len(flat), (len(flat) / max(norm_q, 1e-300)) ** (1.0 / (self.q - 1.0)))
 
-    def _maximise(self, flat: np.ndarray, a: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-        """(multipliers, W, dual objective) after L-BFGS-B, restarted (a fresh curvature model) from where it
-        stopped while the working-set margins still fall short of 1 and the objective still falls."""
+    def _maximise(self, flat: np.ndarray, a: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, float,
+                                                                                  np.ndarray]:
+        """(multipliers, W, dual objective, working-set margins) after L-BFGS-B, restarted (a fresh curvature
+        model) from where it stopped while the margins still fall short of 1 and the objective still falls."""
         f = self._objective(a, z)
         lam, best = self._start(flat, a, z), np.inf
         for _ in range(_RESTARTS):
             with np.errstate(over="ignore", invalid="ignore"):
                 res = minimize(f, lam, jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * len(flat), options=_LBFGS)
             lam = np.maximum(res.x, 0.0)
-            M = (a * lam[:, None]).T @ z
-            W = np.sign(M) * np.abs(M) ** (self.q - 1.0)
+            with np.errstate(over="ignore", invalid="ignore"):
+                _, W, margins = self._primal(lam, a, z)
             if not (np.all(np.isfinite(W)) and np.isfinite(res.fun)) or res.fun >= best:
                 break
             best = float(res.fun)
-            if float(np.einsum("kd,kd->k", a, z @ W.T).min()) >= 1.0 - _ACCEPT_SLACK:
+            if float(margins.min()) >= 1.0 - _ACCEPT_SLACK:
                 break
-        return lam, W, float(res.fun)
+        return lam, W, float(res.fun), margins
 
     def __call__(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, str] | None:
         a, z = self._factors(flat)
-        lam, W, fun = self._maximise(flat, a, z)
+        lam, W, fun, margins = self._maximise(flat, a, z)
         if not np.all(np.isfinite(W)) or not np.isfinite(fun):
             self.unbounded = True
             return None
-        margins = np.einsum("kd,kd->k", a, z @ W.T)
-        scale = float(lp_norm(W, self.p)) ** (self.p - 1.0)  # duals of ||W||_p from those of ||W||_p^p / p
+        duals = lam / float(lp_norm(W, self.p)) ** (self.p - 1.0)  # of ||W||_p, from those of ||W||_p^p / p
         if float(margins.min()) < 1.0 - _ACCEPT_SLACK:
             self.unbounded = bool(fun < -1e12 * max(1.0, float(len(flat))))
-            out = None if self.unbounded else self._newton(flat, W.ravel(), lam / scale)
+            out = None if self.unbounded else self._newton(flat, W.ravel(), duals)
             if out is None:
                 return None
             w, duals = out
-            lam = duals * float(lp_norm(w, self.p)) ** (self.p - 1.0)
             W = w.reshape(W.shape)
-            scale = float(lp_norm(W, self.p)) ** (self.p - 1.0)
+            lam = duals * float(lp_norm(W, self.p)) ** (self.p - 1.0)
         self.last[:] = 0.0
         self.last[flat] = lam
-        return W.ravel(), lam / scale, "optimal"
+        return W.ravel(), duals, "optimal"
 
     def _newton(self, flat: np.ndarray, w: np.ndarray, duals: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """The working set's exact optimum by Newton on its support from where L-BFGS-B stopped (L-BFGS-B stalls
