@@ -184,7 +184,7 @@ def test_describe_os_error_paths_above_the_output() -> None:
 
 
 def test_train_entry_point_checks_out_too(a_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from mirrorattn.train.__main__ import main as train_main
+    from mirrorattn.torchrun import main as train_main
 
     rc = train_main(["vision", "--out", str(a_file)])
     err = capsys.readouterr().err

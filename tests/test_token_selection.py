@@ -126,7 +126,7 @@ def test_one_layer_model_scores_equal_the_token_scores():
     X, z = torch.randn(S, n, T, d, generator=g, dtype=torch.float64), torch.randn(S, n, d, generator=g,
                                                                                   dtype=torch.float64)
     y = torch.where(torch.rand(S, n, generator=g) > 0.5, 1.0, -1.0).double()
-    from mirrorattn.tokens import model_token_scores as reexported
+    from mirrorattn.experiments.token_selection import model_token_scores as reexported
 
     got = reexported(model, (X, z), None, y)
     assert got.shape == (S, n, T)

@@ -216,21 +216,6 @@ def selected_tokens(X: Array, z: Array, W: Array, mask: Any = None) -> Array:
     return np.argmax(s, axis=-1)
 
 
-def model_token_scores(model: Any, inputs: Any, mask: Any = None, labels: Any = None, **options: Any) -> torch.Tensor:
-    """Token scores of a trained transformer: (B, T), entry (b, t) the margin of the true class when the last
-    layer's [CLS]-row attention of every head is a one-hot on token t; -inf at padding. The globally optimal
-    token of a sample is its argmax (:func:`globally_optimal_tokens`).
-
-    ``model``: a text transformer (``inputs`` ids (B, T), ``mask`` (B, T) bool), a ViT (``inputs`` images,
-    ``mask`` None; the candidates are the patches) or a one-layer model (``inputs`` = (X, z), where the
-    result equals :func:`token_scores`); ``labels`` (B,) class indices. Defined, with its options, in
-    :func:`mirrorattn.experiments.token_selection.model_token_scores`.
-    """
-    from mirrorattn.experiments.token_selection import model_token_scores as scores
-
-    return scores(model, inputs, mask, labels, **options)
-
-
 __all__ = [
     "NonUniqueTokenError",
     "check_real",
@@ -238,7 +223,6 @@ __all__ = [
     "is_globally_optimal",
     "is_locally_optimal",
     "locally_optimal_samples",
-    "model_token_scores",
     "selected_tokens",
     "support_tokens",
     "real_array",

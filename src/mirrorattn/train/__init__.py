@@ -2,8 +2,8 @@
 
 ``fit(model, data, config, out_dir)`` is the one loop (single process or DDP under torchrun);
 ``TrainConfig`` its settings; ``TrainData``/``Split`` the in-memory data it takes.
-``python -m mirrorattn.train text|vision ...`` (or ``torchrun --nproc_per_node N -m mirrorattn.train ...``)
-runs an experiment through the same runners as the ``mirrorattn`` command.
+``torchrun --nproc_per_node N -m mirrorattn.torchrun text|vision ...`` runs an experiment under DDP
+(the entry point is part of the command line, :mod:`mirrorattn.torchrun`, not of this layer).
 """
 
 from mirrorattn.train.checkpoint import derive_seed, seeded_init

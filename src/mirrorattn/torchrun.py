@@ -1,12 +1,13 @@
-"""``python -m mirrorattn.train text|vision ...`` - also the entry point for ``torchrun``.
+"""``python -m mirrorattn.torchrun text|vision ...`` - the entry point for ``torchrun`` (DDP).
 
 Example (2 CPU processes, gloo)::
 
-    torchrun --standalone --nproc_per_node 2 -m mirrorattn.train text --dataset polarity --preset quick --out runs/p
+    torchrun --standalone --nproc_per_node 2 -m mirrorattn.torchrun text --dataset polarity --preset quick --out runs/p
 
 Each process runs the same experiment command; :func:`mirrorattn.train.fit` joins the process
 group from torchrun's environment, splits every global batch across the processes, and only
-rank 0 writes files and shows progress bars.
+rank 0 writes files and shows progress bars. It is part of the command line (beside
+:mod:`mirrorattn.cli`), so that the ``train`` layer imports nothing above it.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ TRAIN_COMMAND_MODULES = ("mirrorattn.experiments.text_cli", "mirrorattn.experime
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m mirrorattn.torchrun``: the ``text`` and ``vision`` commands (and their sweeps)."""
     parser = argparse.ArgumentParser(
-        prog="python -m mirrorattn.train",
+        prog="python -m mirrorattn.torchrun",
         description="Train a text or vision experiment (works under torchrun for DDP: "
-        "torchrun --standalone --nproc_per_node N -m mirrorattn.train text ...).",
+        "torchrun --standalone --nproc_per_node N -m mirrorattn.torchrun text ...).",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     add_subcommands(parser.add_subparsers(dest="command", metavar="COMMAND"), TRAIN_COMMAND_MODULES)
@@ -33,11 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command of ``argv`` (default: ``sys.argv``), then leave the process group; the exit code."""
     from mirrorattn.train.distributed import shutdown_distributed
 
     parser = build_parser()
     try:
-        return dispatch(parser, parser.parse_args(argv), "mirrorattn.train")
+        return dispatch(parser, parser.parse_args(argv), "mirrorattn.torchrun")
     finally:
         shutdown_distributed()
 
