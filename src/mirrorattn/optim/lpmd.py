@@ -13,6 +13,7 @@ import torch
 from mirrorattn.mirror import check_p, dual_exponent, inverse_exponent, mirror_map
 
 from . import _kernels as K
+from . import _sharded
 
 #: default smallest tensor (in elements) sent to the compiled kernel; smaller ones go eager, where
 #: a kernel launch costs more than the arithmetic and no compilation is ever triggered
@@ -399,12 +400,12 @@ class LpMirrorDescent(torch.optim.Optimizer):
                                     f"got {self._name(gi, group, pi, param)}")
                 found.append((gi, pi, param, g))
         paths: dict[str, int] = defaultdict(int)
-        if found and self._check_finite(found):
+        if found and _sharded.check_finite(self, found):  # DTensor (FSDP2) gradients: a check over processes
             by_group: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = defaultdict(list)
             for gi, _, param, g in found:
                 by_group[gi].append((param, g))
             for gi, items in by_group.items():
-                self._step_group(self.param_groups[gi], items, paths)
+                _sharded.step(self, gi, items, paths)  # DTensor parameters on their shards, the rest: _step_group
         self.last_step_paths = dict(paths)
         return loss
 
