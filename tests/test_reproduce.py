@@ -129,7 +129,7 @@ def test_corrupt_status_record_is_started_afresh(content: bytes, tmp_path: Path,
     """Issue 12, item 10: a corrupt reproduce.json gave "Expecting value: line 1 column 1 (char 0)"."""
     # a step whose data is missing (skipped with the reason): nothing trains
     monkeypatch.setattr(reproduce, "preset_steps", lambda preset: [
-        Step("text/polarity", ["text", "--dataset", "imdb"], needs="imdb")])
+        Step("text/polarity", "text", "quick", {"dataset": "imdb"}, needs="imdb")])
     out, empty = tmp_path / "rep", tmp_path / "no-data"
     out.mkdir()
     empty.mkdir()
@@ -141,3 +141,85 @@ def test_corrupt_status_record_is_started_afresh(content: bytes, tmp_path: Path,
     assert len(err) == 1 and str(out / "reproduce.json") in err[0] and "starting a new record" in err[0], err
     status = json.loads((out / "reproduce.json").read_text())
     assert status["preset"] == "tiny" and status["steps"]["text/polarity"]["status"] == "skipped"
+
+
+#: the command lines reproduce ran through the CLI before it called the experiments itself (issue 13, item 5):
+#: each step's config must be the one the CLI builds from them (the same config hash, so finished runs are reused)
+_ARGV = {
+    ("tiny", "synthetic"): ["synthetic", "all", "--preset", "quick", "--seeds", "2", "--iterations", "300",
+                            "--grid-points", "8"],
+    ("tiny", "vision/digits"): ["vision", "--dataset", "digits", "--preset", "quick", "--seeds", "1", "--epochs", "1",
+                                "--optimizers", "adam,lp-md:1.1", "--width", "16", "--depth", "1", "--heads", "2",
+                                "--mlp-hidden", "32", "--max-train", "400", "--max-test", "200"],
+    ("tiny", "text/polarity"): ["text", "--dataset", "polarity", "--preset", "converge", "--seeds", "1", "--epochs",
+                                "2", "--warmup-epochs", "1", "--optimizers", "lp-md:1.1,lp-md:2", "--max-train",
+                                "400", "--max-test", "200", "--width", "16", "--vocab-size", "2000", "--max-length",
+                                "32", "--analysis-samples", "100"],
+    ("quick", "synthetic"): ["synthetic", "all", "--preset", "quick"],
+    ("quick", "vision/digits"): ["vision", "--dataset", "digits", "--preset", "quick", "--seeds", "2", "--optimizers",
+                                 "adam,lp-md:1.1,sgd", "--threads", "1"],
+    ("quick", "text/polarity"): ["text", "--dataset", "polarity", "--preset", "converge", "--seeds", "2",
+                                 "--optimizers", "lp-md:1.1,lp-md:2,adam", "--max-train", "2000", "--width", "64",
+                                 "--epochs", "150", "--workers", "2", "--threads", "1"],
+    ("cpu", "synthetic"): ["synthetic", "all", "--preset", "paper"],
+    ("cpu", "vision/digits"): ["vision", "--dataset", "digits", "--preset", "quick"],
+    ("cpu", "text/polarity"): ["text", "--dataset", "polarity", "--preset", "converge"],
+    ("cpu", "text/imdb-quick"): ["text", "--dataset", "imdb", "--preset", "quick"],
+    ("cpu", "vision/cifar10-quick"): ["vision", "--dataset", "cifar10", "--preset", "quick"],
+    ("paper", "synthetic"): ["synthetic", "all", "--preset", "paper"],
+    ("paper", "text/imdb"): ["text", "--dataset", "imdb", "--preset", "paper"],
+    ("paper", "vision/cifar10"): ["vision", "--dataset", "cifar10", "--preset", "paper"],
+}
+
+
+def _cli_configs(argv: list[str], data_root: str | None, download: bool) -> dict[str, object]:
+    """What the ``mirrorattn`` command line builds from ``argv`` (config name -> config), without running it."""
+    from mirrorattn.cli import build_parser
+    from mirrorattn.config import build_config
+    from mirrorattn.experiments.synthetic import cli as synthetic_cli
+    from mirrorattn.experiments.synthetic.presets import preset
+    from mirrorattn.experiments.text_cli import build_text_config
+    from mirrorattn.experiments.vision_cli import build_vision_config
+
+    extra = ([] if argv[0] == "synthetic" or not data_root else ["--data-root", data_root]) + \
+        (["--download"] if download and argv[0] != "synthetic" else [])
+    args = build_parser().parse_args([*argv, "--out", "unused", *extra])
+    if argv[0] == "text":
+        return {"text": build_text_config(args)}
+    if argv[0] == "vision":
+        return {"vision": build_vision_config(args)}
+    classes = synthetic_cli._experiments()
+    return {name: build_config(classes[name][0], preset(args.preset, name), None,
+                               synthetic_cli.experiment_overrides(name, vars(args)))
+            for name in synthetic_cli.EXPERIMENTS}
+
+
+@pytest.mark.parametrize(("preset", "name"), list(_ARGV))
+@pytest.mark.parametrize(("data_root", "download"), [(None, False), ("/some/data", True)])
+def test_steps_build_the_configs_the_command_line_built(preset: str, name: str, data_root: str | None,
+                                                        download: bool) -> None:
+    """Each step's config equals the CLI's from the command line reproduce used to run (same config hash)."""
+    from mirrorattn.config import build_config
+    from mirrorattn.experiments.synthetic import cli as synthetic_cli
+    from mirrorattn.experiments.synthetic.presets import preset as synthetic_preset
+    from mirrorattn.io import config_hash
+
+    step = {s.name: s for s in preset_steps(preset)}[name]
+    assert set(_ARGV) >= {(preset, s.name) for s in preset_steps(preset)}  # the table covers every step
+    if step.needs is None and download:
+        download = False  # reproduce passes --download only to the steps that need IMDb or CIFAR-10
+    expected = _cli_configs(_ARGV[(preset, name)], data_root, download and step.needs in ("imdb", "cifar10"))
+    if step.experiment == "synthetic":
+        classes = synthetic_cli._experiments()
+        got = {job[0]: build_config(classes[job[0]][0], synthetic_preset(step.preset, job[0]), job[2], job[3])
+               for job in reproduce.synthetic_jobs(step, Path("unused"))}
+    else:
+        got = {step.experiment: reproduce.step_config(step, data_root, download)}
+    assert got.keys() == expected.keys()
+    for key in got:
+        assert got[key] == expected[key], key
+        assert config_hash(got[key]) == config_hash(expected[key])
+    argv = _ARGV[(preset, name)]
+    threads = argv[argv.index("--threads") + 1] if "--threads" in argv else None
+    workers = argv[argv.index("--workers") + 1] if "--workers" in argv else "1"
+    assert (step.threads, step.workers) == (int(threads) if threads else None, int(workers))

@@ -26,7 +26,6 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "mirrorattn.experiments.synthetic.cli",
     "mirrorattn.experiments.text_cli",
     "mirrorattn.experiments.vision_cli",
-    "mirrorattn.experiments.reproduce",
     "mirrorattn.experiments.analyse_cli",
     "mirrorattn.report.cli",
 )
@@ -53,8 +52,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mirrorattn {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    add_subcommands(parser.add_subparsers(dest="command", metavar="COMMAND"), SUBCOMMAND_MODULES)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_subcommands(subparsers, SUBCOMMAND_MODULES)
+    register_reproduce(subparsers)
     return parser
+
+
+def register_reproduce(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``reproduce`` subcommand: the experiments' steps, then the report (so it lives above both)."""
+    from mirrorattn.experiments import reproduce
+
+    p = subparsers.add_parser("reproduce", help="run the paper's experiments the data allows and write a report",
+                              description=reproduce.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=reproduce.PRESETS, default="quick",
+                   help="quick (minutes, demo), cpu (hours on a CPU), paper (the authors' settings, GPU); "
+                   "tiny (seconds, for tests)")
+    p.add_argument("--out", type=Path, default=Path("results/reproduce"), help="results folder (default %(default)s)")
+    p.add_argument("--data-root", default=None, help="data root (default $MIRRORATTN_DATA)")
+    p.add_argument("--download", action="store_true", help="download IMDb / CIFAR-10 when missing")
+    p.add_argument("--workers", type=int, default=1, help="worker processes for the synthetic suite")
+    p.add_argument("--only", nargs="+", default=None, metavar="STEP",
+                   help="run only these steps (e.g. synthetic text/polarity); the report covers all results present")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_reproduce)
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    """``mirrorattn reproduce``: run the preset's steps, build ``report.md``, print the verdicts; 1 if a step failed."""
+    from mirrorattn.experiments.reproduce import run_reproduce
+    from mirrorattn.report import build_report, collect_claims
+
+    record = run_reproduce(args.preset, args.out, data_root=args.data_root, download=args.download,
+                           workers=args.workers, progress=not args.no_progress, only=args.only)
+    print(f"report: {build_report(args.out)}")
+    for c in collect_claims(args.out):
+        print(f"  {c.verdict:>15}  {c.title}")
+    failed = [k for k, v in record["steps"].items() if v.get("status") == "failed"]
+    return 1 if failed else 0
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

@@ -19,7 +19,6 @@ Presets:
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import time
 import traceback
@@ -30,15 +29,22 @@ from typing import Any, Callable
 from mirrorattn.io import read_json, write_json
 
 
-@dataclass
+@dataclass(frozen=True)
 class Step:
-    """One experiment of a reproduce preset: a ``mirrorattn`` command line and its data needs."""
+    """One experiment of a reproduce preset: which experiment, its preset, the fields it changes, its data needs.
+
+    ``settings`` are config fields applied over the experiment's preset (for ``synthetic``: the fields of the
+    four experiments that have them; ``iterations`` a tuple, one value or one per p); ``threads``: torch's CPU
+    threads of this process from this step on; ``workers``: runs trained at once (text and vision).
+    """
 
     name: str  # also the folder under --out, e.g. "synthetic", "text/imdb"
-    argv: list[str]
+    experiment: str  # "synthetic", "text" or "vision"
+    preset: str
+    settings: dict[str, Any] = field(default_factory=dict)
     needs: str | None = None  # "imdb", "polarity", "cifar10", "fashion-mnist" or None (embedded)
-    how_to_get: str = ""
-    options: dict[str, Any] = field(default_factory=dict)
+    threads: int | None = None
+    workers: int = 1
 
 
 _GET = {
@@ -54,47 +60,47 @@ _GET = {
 #: fit minutes: a 2,000-sentence training pool (which the rule is reached on far sooner, but which generalises
 #: worse: docs/results/converge_probes.md), width 64, at most 150 epochs, two seeds of l_1.1-MD, GD and Adam,
 #: two runs at once; vision: the digits quick preset as it is (its own epochs), two seeds
-_DEMO_TEXT = ["--seeds", "2", "--optimizers", "lp-md:1.1,lp-md:2,adam", "--max-train", "2000", "--width", "64",
-              "--epochs", "150", "--workers", "2", "--threads", "1"]
-_DEMO_VISION = ["--seeds", "2", "--optimizers", "adam,lp-md:1.1,sgd", "--threads", "1"]
+_DEMO_TEXT = {"dataset": "polarity", "seeds": 2, "optimizers": ("lp-md:1.1", "lp-md:2", "adam"), "max_train": 2000,
+              "width": 64, "epochs": 150}
+_DEMO_VISION = {"dataset": "digits", "seeds": 2, "optimizers": ("adam", "lp-md:1.1", "sgd")}
+#: the tiny preset (seconds; for the tests of reproduce itself, not for conclusions)
+_TINY_SYNTHETIC = {"seeds": 2, "iterations": (300,), "grid_points": 8}
+_TINY_VISION = {"dataset": "digits", "seeds": 1, "epochs": 1, "optimizers": ("adam", "lp-md:1.1"), "width": 16,
+                "depth": 1, "heads": 2, "mlp_hidden": 32, "max_train": 400, "max_test": 200}
+_TINY_TEXT = {"dataset": "polarity", "seeds": 1, "epochs": 2, "warmup_epochs": 1,
+              "optimizers": ("lp-md:1.1", "lp-md:2"), "max_train": 400, "max_test": 200, "width": 16,
+              "vocab_size": 2000, "max_length": 32, "analysis_samples": 100}
 
 
 def preset_steps(preset: str) -> list[Step]:
-    """The steps of a reproduce preset (``quick``, ``cpu`` or ``paper``)."""
-    if preset == "quick":
-        return [
-            Step("synthetic", ["synthetic", "all", "--preset", "quick"]),
-            Step("vision/digits", ["vision", "--dataset", "digits", "--preset", "quick", *_DEMO_VISION]),
-            Step("text/polarity", ["text", "--dataset", "polarity", "--preset", "converge", *_DEMO_TEXT]),
-        ]
-    if preset == "tiny":  # seconds; for the tests of reproduce itself, not for conclusions
-        return [
-            Step("synthetic", ["synthetic", "all", "--preset", "quick", "--seeds", "2", "--iterations", "300",
-                               "--grid-points", "8"]),
-            Step("vision/digits", ["vision", "--dataset", "digits", "--preset", "quick", "--seeds", "1", "--epochs",
-                                   "1", "--optimizers", "adam,lp-md:1.1", "--width", "16", "--depth", "1", "--heads",
-                                   "2", "--mlp-hidden", "32", "--max-train", "400", "--max-test", "200"]),
-            Step("text/polarity", ["text", "--dataset", "polarity", "--preset", "converge", "--seeds", "1",
-                                   "--epochs", "2", "--warmup-epochs", "1", "--optimizers", "lp-md:1.1,lp-md:2",
-                                   "--max-train", "400",
-                                   "--max-test", "200", "--width", "16", "--vocab-size", "2000", "--max-length", "32",
-                                   "--analysis-samples", "100"]),
-        ]
-    if preset == "cpu":
-        return [
-            Step("synthetic", ["synthetic", "all", "--preset", "paper"]),
-            Step("vision/digits", ["vision", "--dataset", "digits", "--preset", "quick"]),
-            Step("text/polarity", ["text", "--dataset", "polarity", "--preset", "converge"]),
-            Step("text/imdb-quick", ["text", "--dataset", "imdb", "--preset", "quick"], needs="imdb"),
-            Step("vision/cifar10-quick", ["vision", "--dataset", "cifar10", "--preset", "quick"], needs="cifar10"),
-        ]
-    if preset == "paper":
-        return [
-            Step("synthetic", ["synthetic", "all", "--preset", "paper"]),
-            Step("text/imdb", ["text", "--dataset", "imdb", "--preset", "paper"], needs="imdb"),
-            Step("vision/cifar10", ["vision", "--dataset", "cifar10", "--preset", "paper"], needs="cifar10"),
-        ]
-    raise ValueError(f"unknown reproduce preset {preset!r}; choose {', '.join(PRESETS)}")
+    """The steps of a reproduce preset (``quick``, ``cpu``, ``paper`` or ``tiny``)."""
+    steps = {
+        "quick": [
+            Step("synthetic", "synthetic", "quick"),
+            Step("vision/digits", "vision", "quick", _DEMO_VISION, threads=1),
+            Step("text/polarity", "text", "converge", _DEMO_TEXT, threads=1, workers=2),
+        ],
+        "tiny": [
+            Step("synthetic", "synthetic", "quick", _TINY_SYNTHETIC),
+            Step("vision/digits", "vision", "quick", _TINY_VISION),
+            Step("text/polarity", "text", "converge", _TINY_TEXT),
+        ],
+        "cpu": [
+            Step("synthetic", "synthetic", "paper"),
+            Step("vision/digits", "vision", "quick", {"dataset": "digits"}),
+            Step("text/polarity", "text", "converge", {"dataset": "polarity"}),
+            Step("text/imdb-quick", "text", "quick", {"dataset": "imdb"}, needs="imdb"),
+            Step("vision/cifar10-quick", "vision", "quick", {"dataset": "cifar10"}, needs="cifar10"),
+        ],
+        "paper": [
+            Step("synthetic", "synthetic", "paper"),
+            Step("text/imdb", "text", "paper", {"dataset": "imdb"}, needs="imdb"),
+            Step("vision/cifar10", "vision", "paper", {"dataset": "cifar10"}, needs="cifar10"),
+        ],
+    }
+    if preset not in steps:
+        raise ValueError(f"unknown reproduce preset {preset!r}; choose {', '.join(PRESETS)}")
+    return steps[preset]
 
 
 #: the reproduce presets; "tiny" exists for the tests of reproduce itself
@@ -157,6 +163,92 @@ def read_record(path: Path) -> dict[str, Any]:
     return {}
 
 
+def step_config(step: Step, data_root: str | None = None, download: bool = False) -> Any:
+    """The validated experiment config of a ``text`` or ``vision`` step: its preset, then its settings.
+
+    ``data_root`` and ``download`` (for the steps that need IMDb or CIFAR-10) are set as the fields of those
+    names; the config equals what ``mirrorattn text|vision --preset P --field value ...`` builds.
+    """
+    from mirrorattn.config import build_config
+
+    settings = dict(step.settings)
+    if data_root:
+        settings["data_root"] = str(data_root)
+    if download and step.needs in ("imdb", "cifar10"):
+        settings["download"] = True
+    if step.experiment == "text":
+        from mirrorattn.experiments.text import TextExperimentConfig
+        from mirrorattn.experiments.text_presets import PRESETS as TEXT_PRESETS
+
+        config = build_config(TextExperimentConfig, dict(TEXT_PRESETS[step.preset]), None, settings)
+        config.lrs = dict(config.lrs)
+    elif step.experiment == "vision":
+        from mirrorattn.data.vision import dataset_kind
+        from mirrorattn.experiments.vision import VisionExperimentConfig
+        from mirrorattn.experiments.vision_presets import preset_values
+
+        values = preset_values(step.preset, dataset_kind(settings["dataset"], settings.get("data_root")))
+        config = build_config(VisionExperimentConfig, values, None, settings)
+        config.lrs = {k: v for k, v in config.lrs.items() if k in config.optimizers}
+    else:
+        raise ValueError(f"step {step.name!r}: experiment {step.experiment!r} has no config; expected text or vision")
+    config.validate()
+    return config
+
+
+def synthetic_jobs(step: Step, out: Path) -> list[tuple[str, Path, None, dict[str, Any]]]:
+    """The (experiment, run folder, config file, overrides) of a ``synthetic`` step's four experiments."""
+    from mirrorattn.experiments.synthetic.cli import EXPERIMENTS, experiment_overrides
+
+    return [(name, out / name, None, experiment_overrides(name, step.settings)) for name in EXPERIMENTS]
+
+
+def run_step(step: Step, out: Path, *, data_root: str | None = None, download: bool = False, workers: int = 1,
+             progress: bool = True) -> None:
+    """Run the experiment of ``step`` into ``out`` (finished runs reused, interrupted ones resumed).
+
+    ``workers``: processes of the synthetic suite (1: its default, min(2, CPU count)); text and vision steps
+    train ``step.workers`` runs at once.
+    """
+    if step.threads:
+        import torch
+
+        torch.set_num_threads(step.threads)
+    if step.experiment == "synthetic":
+        from mirrorattn.experiments.synthetic.cli import default_workers, run_all
+
+        run_all(synthetic_jobs(step, out), step.preset, workers if workers > 1 else default_workers(), progress)
+        return
+    config = step_config(step, data_root, download)
+    if step.experiment == "text":
+        from mirrorattn.experiments.text import run_text_experiment as run
+    else:
+        from mirrorattn.experiments.vision import run_vision_experiment as run
+    run(config, out, progress=progress, workers=step.workers)
+
+
+#: errors of a step reported in one line (its settings, data or disk); any other is a bug: with its traceback
+_STEP_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
+
+
+def _run_recorded(step: Step, out: Path, log: Callable[[str], None], **options: Any) -> dict[str, Any]:
+    """Run ``step`` into ``out / step.name``; its status entry (done, or failed with the error)."""
+    entry: dict[str, Any] = {"experiment": step.experiment, "preset": step.preset, "settings": step.settings}
+    t0 = time.perf_counter()
+    try:
+        run_step(step, out / step.name, **options)
+        entry["status"] = "done"
+    except Exception as exc:  # a failure of one experiment must not stop the others: report it, go on
+        if not isinstance(exc, _STEP_ERRORS):
+            traceback.print_exc()
+        error = " ".join(f"{type(exc).__name__}: {exc}".split())
+        entry.update(status="failed", reason=f"step {step.name} ({step.experiment}, preset {step.preset}) "
+                     f"failed: {error}")
+        log(f"[fail] {step.name}: {error}")
+    entry["seconds"] = time.perf_counter() - t0
+    return entry
+
+
 def run_reproduce(
     preset: str,
     out: str | Path,
@@ -168,11 +260,14 @@ def run_reproduce(
     only: list[str] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run the steps of ``preset`` into ``out`` and build ``out/report.md``; return the status record."""
-    from mirrorattn.cli import main as cli_main
-    from mirrorattn.report import build_report
+    """Run the steps of ``preset`` into ``out``, recording each in ``out/reproduce.json``; return the record.
 
+    The report is not built here (it is a layer above the experiments): ``mirrorattn reproduce`` then calls
+    :func:`mirrorattn.report.build_report` on ``out``.
+    """
     check_only(preset, only)
+    if workers < 1:
+        raise ValueError(f"--workers must be a positive integer, got {workers}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     status_path = out / "reproduce.json"
@@ -186,74 +281,17 @@ def run_reproduce(
     for step in preset_steps(preset):
         if only and step.name not in only:
             continue
-        if step.needs:
-            ok, reason = data_available(step.needs, data_root, download)
-            if not ok:
-                log(f"[skip] {step.name}: {reason}")
-                steps[step.name] = {"status": "skipped", "reason": reason}
-                write_json(status_path, record)
-                continue
-        argv = [*step.argv, "--out", str(out / step.name)]
-        if step.argv[0] in ("text", "vision"):
-            if data_root:
-                argv += ["--data-root", str(data_root)]
-            if download and step.needs in ("imdb", "cifar10"):
-                argv += ["--download"]
-            if not progress:
-                argv += ["--no-progress"]
-        elif not progress:
-            argv += ["--no-progress"]
-        if step.argv[0] == "synthetic" and workers > 1:
-            argv += ["--workers", str(workers)]
-        log(f"[run] {step.name}: mirrorattn {' '.join(argv)}")
-        steps[step.name] = {"status": "running", "argv": argv}
-        write_json(status_path, record)
-        t0 = time.perf_counter()
-        try:
-            rc, error = cli_main(argv), ""
-        except Exception as exc:  # a bug in one experiment must not stop the others: report it, go on
-            traceback.print_exc()
-            rc, error = 1, f"{type(exc).__name__}: {exc}"
-        seconds = time.perf_counter() - t0
-        steps[step.name] = {"status": "done" if rc == 0 else "failed", "argv": argv, "seconds": seconds,
-                            "exit_code": rc}
-        if rc != 0:
-            why = error or "see the error above"
-            steps[step.name]["reason"] = f"`mirrorattn {' '.join(argv)}` failed ({why})"
-            log(f"[fail] {step.name}: {why}")
+        ok, reason = data_available(step.needs, data_root, download) if step.needs else (True, "")
+        if not ok:
+            log(f"[skip] {step.name}: {reason}")
+            steps[step.name] = {"status": "skipped", "reason": reason}
+        else:
+            log(f"[run] {step.name}: {step.experiment}, preset {step.preset}, {step.settings}")
+            steps[step.name] = {"status": "running"}
+            write_json(status_path, record)
+            steps[step.name] = _run_recorded(step, out, log, data_root=data_root, download=download,
+                                             workers=workers, progress=progress)
         write_json(status_path, record)
     record["finished"] = _dt.datetime.now().isoformat(timespec="seconds")
     write_json(status_path, record)
-    report = build_report(out)
-    log(f"report: {report}")
     return record
-
-
-def _main(args: argparse.Namespace) -> int:
-    if args.workers < 1:
-        raise ValueError(f"--workers must be a positive integer, got {args.workers}")
-    record = run_reproduce(args.preset, args.out, data_root=args.data_root, download=args.download,
-                           workers=args.workers, progress=not args.no_progress, only=args.only)
-    from mirrorattn.report import collect_claims
-
-    for c in collect_claims(args.out):
-        print(f"  {c.verdict:>15}  {c.title}")
-    failed = [k for k, v in record["steps"].items() if v.get("status") == "failed"]
-    return 1 if failed else 0
-
-
-def register(subparsers: Any) -> None:
-    """Add the ``reproduce`` subcommand."""
-    p = subparsers.add_parser("reproduce", help="run the paper's experiments the data allows and write a report",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=PRESETS, default="quick",
-                   help="quick (minutes, demo), cpu (hours on a CPU), paper (the authors' settings, GPU); "
-                   "tiny (seconds, for tests)")
-    p.add_argument("--out", type=Path, default=Path("results/reproduce"), help="results folder (default %(default)s)")
-    p.add_argument("--data-root", default=None, help="data root (default $MIRRORATTN_DATA)")
-    p.add_argument("--download", action="store_true", help="download IMDb / CIFAR-10 when missing")
-    p.add_argument("--workers", type=int, default=1, help="worker processes for the synthetic suite")
-    p.add_argument("--only", nargs="+", default=None, metavar="STEP",
-                   help="run only these steps (e.g. synthetic text/polarity); the report covers all results present")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=_main)

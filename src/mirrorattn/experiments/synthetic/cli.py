@@ -26,7 +26,7 @@ from mirrorattn.config import ConfigError, build_config
 from mirrorattn.experiments.synthetic.presets import PRESETS, preset
 from mirrorattn.mirror import P_MAX, P_MIN
 
-__all__ = ["EXPERIMENTS", "default_workers", "register", "run_all", "run_experiment"]
+__all__ = ["EXPERIMENTS", "default_workers", "experiment_overrides", "register", "run_all", "run_experiment"]
 
 
 def default_workers() -> int:
@@ -101,15 +101,21 @@ def register(subparsers: Any) -> None:
     syn.set_defaults(func=lambda args: (syn.print_help(), 2)[1])
 
 
-def _overrides(args: argparse.Namespace, cls: type, strict: bool) -> dict[str, Any]:
+def experiment_overrides(name: str, values: dict[str, Any], strict: bool = False) -> dict[str, Any]:
+    """The config overrides of experiment ``name`` among the option values ``values`` (option -> value or None).
+
+    Only the fields the experiment has (``strict``: a ``ConfigError`` for one it lacks); lists become tuples,
+    and kq takes one ``iterations`` value as a number.
+    """
+    cls, _ = _experiments()[name]
     fields = {f.name for f in dataclasses.fields(cls)}
     out = {}
     for key in _OVERRIDES:
-        val = getattr(args, key, None)
+        val = values.get(key)
         if val is None:
             continue
         if key in fields:
-            out[key] = tuple(val) if isinstance(val, list) else val
+            out[key] = tuple(val) if isinstance(val, (list, tuple)) else val
         elif strict:
             raise ConfigError(f"option --{key.replace('_', '-')} does not apply to the {cls.__name__} experiment")
     if "iterations" in out and cls.__name__ == "KQConfig":
@@ -236,9 +242,8 @@ def _main(args: argparse.Namespace) -> int:
         _check_all_tables(Path(args.config))
     jobs = []
     for name in names:
-        cls, _ = _experiments()[name]
         out = Path(base) / name if every else Path(base)
-        jobs.append((name, out, args.config, _overrides(args, cls, not every)))
+        jobs.append((name, out, args.config, experiment_overrides(name, vars(args), not every)))
     run_all(jobs, args.preset, args.workers, args.progress, done=_report, sections=every)
     if len(names) > 1:
         print(f"synthetic all: {time.perf_counter() - t0:.1f} s in total")
