@@ -32,6 +32,7 @@ import threading
 from typing import Callable, Sequence
 
 import torch
+import torch.fx.experimental._config as _fx_config
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,36 @@ def _compiled_body(kind: Kind, has_beta: bool) -> Callable[..., None]:
     return body
 
 
+#: list lengths of the multi-tensor kernels: a list of tensors is cut into chunks of these sizes (largest
+#: first), so that at most this many list lengths are ever compiled per kernel
+CHUNKS = (8, 4, 2, 1)
+
+
+def _compiled_multi_body(kind: Kind, has_beta: bool, n: int) -> Callable[..., None]:
+    """The step of :func:`_compiled_body` on ``n`` tensors in one call: ``alphas`` is an (n,) float64 tensor.
+
+    One call (one guard check, one C++ kernel with a loop per tensor) instead of n: the per-call overhead of a
+    compiled function (~30 us on a CPU) is paid once per chunk. Each tensor gets exactly the arithmetic of the
+    one-tensor kernel (alpha rounded to u's dtype, the same fused expression)."""
+
+    def body(us: list[torch.Tensor], ws: list[torch.Tensor], gs: list[torch.Tensor], alphas: torch.Tensor,
+             beta: torch.Tensor) -> None:
+        for i in range(n):
+            u, w = us[i], ws[i]
+            gd = gs[i].to(u.dtype)
+            if has_beta:
+                u.sub_(alphas[i] * gd + beta * w.to(u.dtype))
+            else:
+                u.sub_(alphas[i] * gd)
+            w.copy_(signed_pow(u, kind, exp_log=True))
+
+    tag = "_".join(str(x).replace(".", "p").replace("-", "m") for x in kind)
+    name = f"lpmd_multi{n}_{tag}_{'wd' if has_beta else 'nowd'}"
+    body.__code__ = body.__code__.replace(co_name=name, co_qualname=name)
+    body.__name__ = body.__qualname__ = name
+    return body
+
+
 _CACHE: dict[tuple, Callable[..., None]] = {}
 _FAILED: dict[tuple, str] = {}
 _LOCK = threading.Lock()
@@ -188,6 +219,51 @@ def get_compiled(kind: Kind, has_beta: bool) -> Callable[..., None] | None:
                 fn = torch.compile(_compiled_body(kind, has_beta), dynamic=True, fullgraph=True)
                 _CACHE[key] = fn
     return fn
+
+
+def get_compiled_multi(kind: Kind, has_beta: bool, n: int) -> Callable[..., None] | None:
+    """The cached compiled multi-tensor kernel for ``n`` tensors (one of :data:`CHUNKS`), or None if compilation
+    is unavailable (compilation switched off, or the one-tensor kernel of ``(kind, has_beta)`` failed)."""
+    if (kind, has_beta) in _FAILED or compile_disabled() or not hasattr(torch, "compile"):
+        return None
+    key = (kind, has_beta, n)
+    fn = _CACHE.get(key)
+    if fn is None:
+        with _LOCK:
+            fn = _CACHE.get(key)
+            if fn is None:
+                fn = torch.compile(_compiled_multi_body(kind, has_beta, n), dynamic=True, fullgraph=True)
+                _CACHE[key] = fn
+    return fn
+
+
+def compiled_multi_step(
+    kind: Kind, has_beta: bool, us: Sequence[torch.Tensor], ws: Sequence[torch.Tensor],
+    gs: Sequence[torch.Tensor], alphas: torch.Tensor, beta: torch.Tensor,
+) -> int:
+    """The compiled step on lists of contiguous tensors (one device and dtype combination) in chunks of
+    :data:`CHUNKS`; ``alphas`` is an (n,) float64 tensor, one coefficient per tensor, ``beta`` a 0-d one.
+
+    Returns how many tensors (from the start of the lists) were updated: all of them, or fewer when a kernel
+    could not be compiled (that kernel is then marked failed and the caller steps the rest eagerly)."""
+    i, n = 0, len(us)
+    # sizes are not duck-shaped: two tensors of equal size at the first call get symbols of their own, so a later
+    # list whose sizes differ (or coincide) differently is not a recompilation
+    with _fx_config.patch(use_duck_shape=False):
+        while i < n:
+            k = next(c for c in CHUNKS if c <= n - i)
+            fn = get_compiled_multi(kind, has_beta, k)
+            if fn is None:
+                return i
+            a = alphas if k == n else alphas[i:i + k].clone()
+            try:
+                fn([u.view(-1) for u in us[i:i + k]], [w.view(-1) for w in ws[i:i + k]],
+                   [g.view(-1) for g in gs[i:i + k]], a, beta)
+            except Exception as err:  # compilation unavailable (no compiler, unsupported backend...)
+                mark_failed(kind, has_beta, err)
+                return i
+            i += k
+    return n
 
 
 def mark_failed(kind: Kind, has_beta: bool, err: BaseException) -> None:

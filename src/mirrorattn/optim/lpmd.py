@@ -444,7 +444,6 @@ class LpMirrorDescent(torch.optim.Optimizer):
         if not dual:
             return
 
-        sign = -1.0 if maximize else 1.0
         if normalized:
             gs, alphas = [], []
             for param, g, u in dual:
@@ -460,29 +459,10 @@ class LpMirrorDescent(torch.optim.Optimizer):
             alphas = None
             beta = lr * wd
 
-        use_compile = None  # looked up once, and only when a tensor is large enough to need it
         eager: dict[tuple, list[int]] = defaultdict(list)
-        for i, (param, _, u) in enumerate(dual):
-            g = gs[i]
-            if param.numel() >= self.compile_min_numel and param.device.type in ("cpu", "cuda") \
-                    and param.is_contiguous() and g.is_contiguous() and u.is_contiguous() \
-                    and (use_compile := self.use_compile if use_compile is None else use_compile):
-                fn = K.get_compiled(kind, beta != 0.0)
-                if fn is not None:
-                    a = alphas[i] if alphas is not None else lr * sign
-                    a_t = a.to(torch.float64) if isinstance(a, torch.Tensor) else torch.tensor(a, dtype=torch.float64)
-                    b_t = torch.tensor(beta, dtype=torch.float64)
-                    if param.device.type != "cpu":
-                        a_t, b_t = a_t.to(param.device), b_t.to(param.device)
-                    try:
-                        K.compiled_step(fn, u, param, g, a_t, b_t)
-                    except Exception as err:  # compilation unavailable (no compiler, unsupported backend...)
-                        K.mark_failed(kind, beta != 0.0, err)
-                    else:
-                        paths["compiled"] += 1
-                        continue
+        for i in self._compiled_update(dual, gs, alphas, -lr if maximize else lr, beta, kind, paths):
+            param, _, u = dual[i]
             eager[(param.device, param.dtype, u.dtype)].append(i)
-
         for idx in eager.values():
             us = [dual[i][2] for i in idx]
             ws = [dual[i][0] for i in idx]
@@ -495,6 +475,36 @@ class LpMirrorDescent(torch.optim.Optimizer):
 
         for param, _, _ in dual:
             self._stamp(param)
+
+    def _compiled_update(self, dual: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], gs: list[torch.Tensor],
+                         alphas: list[torch.Tensor] | None, signed_lr: float, beta: float, kind: K.Kind,
+                         paths: dict[str, int]) -> list[int]:
+        """Step the tensors that the compiled kernels take (at least ``compile_min_numel`` elements, contiguous, on
+        CPU/CUDA), one multi-tensor call per chunk of a device and dtype combination; returns the indices into
+        ``dual`` left to the eager path. ``alphas``: per-tensor coefficients (normalised mode), else ``signed_lr``
+        for every tensor."""
+        lists: dict[tuple, list[int]] = defaultdict(list)
+        rest: list[int] = []
+        use = None  # looked up once, and only when a tensor is large enough to need it
+        for i, (param, _, u) in enumerate(dual):
+            g = gs[i]
+            if param.numel() >= self.compile_min_numel and param.device.type in ("cpu", "cuda") \
+                    and param.is_contiguous() and g.is_contiguous() and u.is_contiguous() \
+                    and (use := self.use_compile if use is None else use):
+                lists[(param.device, param.dtype, u.dtype, g.dtype)].append(i)
+            else:
+                rest.append(i)
+        for (device, *_), idx in lists.items():
+            if alphas is None:
+                a_t = torch.full((len(idx),), signed_lr, dtype=torch.float64, device=device)
+            else:
+                a_t = torch.stack([alphas[i].to(torch.float64) for i in idx]).to(device)
+            b_t = torch.tensor(beta, dtype=torch.float64, device=device)
+            done = K.compiled_multi_step(kind, beta != 0.0, [dual[i][2] for i in idx], [dual[i][0] for i in idx],
+                                         [gs[i] for i in idx], a_t, b_t)
+            paths["compiled"] += done
+            rest += idx[done:]
+        return sorted(rest)
 
     def _route(self, items: list[tuple[torch.Tensor, torch.Tensor]], p: float, kind: K.Kind, lr: float,
                dense_only: bool, maximize: bool, paths: dict[str, int]) -> tuple[list, list]:
