@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import mirrorattn.svm.dual as dual
+import mirrorattn.svm.ipm as ipm
 from mirrorattn.svm import InfeasibleSVMError, attention_svm
 from svm_data import unit_gaussian
 
@@ -14,6 +15,7 @@ def _conic(monkeypatch, *args, **kwargs):
     """The same problem with the dual switched off: Clarabel on every working set (the reference)."""
     with monkeypatch.context() as m:
         m.setattr(dual, "DUAL_MIN_VARS", 10**9)
+        m.setattr(ipm, "IPM_MAX_VARS", 0)
         return attention_svm(*args, **kwargs)
 
 

@@ -153,7 +153,9 @@ def test_decoder_errors():
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_solver_retries_then_reports_status(monkeypatch):
     import mirrorattn.svm.core as core
+    import mirrorattn.svm.ipm as ipm
 
+    monkeypatch.setattr(ipm, "IPM_MAX_VARS", 0)  # the conic solver on every working set
     X, z, alpha = data()
     good = core._solver_attempts("CLARABEL", 1e-8)[0]
     stopped = dict(good, max_iter=1)  # stops after one iteration: status 'user_limit'

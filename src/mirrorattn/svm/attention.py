@@ -31,6 +31,7 @@ from mirrorattn.mirror import lp_norm
 from mirrorattn.svm.constraints import AttentionConstraints, SharedQueryConstraints, solver_p
 from mirrorattn.svm.core import CoreSolution, _exactly_feasible
 from mirrorattn.svm.dual import DualSubsolver, dual_applies
+from mirrorattn.svm.ipm import IPMSubsolver, ipm_applies
 from mirrorattn.svm.options import SolveSettings, SVMOptions
 from mirrorattn.svm.result import AttentionSVMResult
 
@@ -78,6 +79,18 @@ def soc_tower_exponent(p: float) -> float:
     return float(1 / inv) if inv else 0.0
 
 
+def working_set_solver(cs: Any, p: float, settings: SolveSettings) -> DualSubsolver | IPMSubsolver | None:
+    """The working-set solver of an l_p problem with Clarabel asked for: the smooth dual for d x d attention
+    problems from :data:`~mirrorattn.svm.dual.DUAL_MIN_VARS` variables, the dense interior-point method up to
+    :data:`~mirrorattn.svm.ipm.IPM_MAX_VARS`, else None (Clarabel through cvxpy, also the fallback of both)."""
+    if settings.solver.upper() != "CLARABEL":
+        return None
+    if isinstance(cs, AttentionConstraints) and not isinstance(cs, SharedQueryConstraints) and dual_applies(
+            cs.n_vars, p):
+        return DualSubsolver(cs, p)
+    return IPMSubsolver(cs, p) if ipm_applies(cs.n_vars, p) else None
+
+
 def finish_attention(cs: AttentionConstraints, sol: CoreSolution, p: Any, objective: float,
                      settings: SolveSettings) -> AttentionSVMResult:
     """Wrap a core solution of the attention constraints into an :class:`AttentionSVMResult`."""
@@ -103,7 +116,8 @@ def _shared_query_svm(cs: AttentionConstraints, z: np.ndarray, p: float,
     W_mm = v s^T (module docstring); duals scale by 1 / ||z||_q (the gradient of ||v s^T||_p is
     grad ||v||_p z^T / ||z||_q). ``method`` gets the suffix " (shared query)"."""
     reduced = SharedQueryConstraints(cs)
-    sol = settings.solve(reduced, lp_objective(p), "l_p-AttSVM (shared query)", polish_p=p)
+    sol = settings.solve(reduced, lp_objective(p), "l_p-AttSVM (shared query)", polish_p=p,
+                         subsolver=working_set_solver(reduced, p, settings))
     q = p / (p - 1.0)
     zq = float(lp_norm(z, q))
     s = np.sign(z) * np.abs(z) ** (q - 1.0) / zq**q
@@ -143,9 +157,9 @@ def attention_svm(X: Any, z: Any, alpha: Any, p: float, **options: Unpack[SVMOpt
     z0 = shared_query(cs.z) if settings.shared_query and cs.n > 1 and cs.d > 1 else None
     if z0 is not None:
         return _shared_query_svm(cs, z0, p, settings)
-    sub = DualSubsolver(cs, p) if settings.solver.upper() == "CLARABEL" and dual_applies(cs.n_vars, p) else None
+    sub = working_set_solver(cs, p, settings)
     sol = settings.solve(cs, lp_objective(p), "l_p-AttSVM", polish_p=p, subsolver=sub)
-    if sub is not None:
+    if isinstance(sub, DualSubsolver):
         sol = dataclasses.replace(sol, method=f"{sol.method} (dual)")
     return finish_attention(cs, sol, p, float(lp_norm(sol.w.reshape(cs.d, cs.d), p)), settings)
 

@@ -191,6 +191,14 @@ class AttentionConstraints:
         dx = self.X[i, self.alpha[i]] - self.X[i, t]
         return (dx[:, :, None] * self.z[i][:, None, :]).reshape(len(i), self.n_vars)
 
+    def adjoint(self, lam: np.ndarray) -> np.ndarray:
+        """A^T lam for multipliers ``lam`` on the (n, T) grid (zero outside ``valid`` is assumed): vec of
+        sum_i g_i z_i^T with g_i = sum_t lam_it (x_ia - x_it), O(n T d + n d^2), never the constraint matrix."""
+        lam = np.where(self.valid, np.asarray(lam, dtype=np.float64).reshape(self.shape), 0.0)
+        xa = self.X[np.arange(self.n), self.alpha]
+        g = lam.sum(axis=1)[:, None] * xa - np.einsum("nt,ntd->nd", lam, self.X)
+        return (g.T @ self.z).ravel()
+
     def scores(self, W: np.ndarray) -> np.ndarray:
         """s_it = x_it^T W z_i, (n, T), computed in chunks (never forms the constraint matrix)."""
         W = np.asarray(W, dtype=np.float64).reshape(self.d, self.d)
@@ -291,6 +299,10 @@ class DecoderConstraints:
     def rows(self, flat: np.ndarray) -> np.ndarray:
         """Rows y_i x_{i,alpha_i} of the given constraints: (k, d)."""
         return self.rows_all[np.asarray(flat, dtype=np.int64)]
+
+    def adjoint(self, lam: np.ndarray) -> np.ndarray:
+        """A^T lam = sum_i lam_i y_i x_{i,alpha_i} for multipliers ``lam`` (n values)."""
+        return self.rows_all.T @ np.asarray(lam, dtype=np.float64).reshape(-1)
 
     def margins(self, w: np.ndarray) -> np.ndarray:
         """Margins (n, 1) for ``w`` = v."""

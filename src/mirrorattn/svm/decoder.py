@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Unpack
 
 from mirrorattn.mirror import lp_norm
-from mirrorattn.svm.attention import attention_svm, lp_objective
+from mirrorattn.svm.attention import attention_svm, lp_objective, working_set_solver
 from mirrorattn.svm.constraints import AttentionConstraints, DecoderConstraints, solver_p
 from mirrorattn.svm.options import SolveSettings, SVMOptions
 from mirrorattn.svm.result import DecoderSVMResult, JointSVMResult
@@ -31,7 +31,8 @@ def decoder_svm(X: Any, y: Any, alpha: Any, p: float, **options: Unpack[SVMOptio
     settings = SolveSettings.of("decoder_svm", options)
     p = solver_p(p)
     cs = DecoderConstraints(X, y, alpha, settings.mask)
-    sol = settings.solve(cs, lp_objective(p), "decoder l_p-SVM", polish_p=p)
+    sol = settings.solve(cs, lp_objective(p), "decoder l_p-SVM", polish_p=p,
+                         subsolver=working_set_solver(cs, p, settings))
     fields = settings.result_fields(cs, sol, p, float(lp_norm(sol.w, p)))
     # one constraint per sample: the (n, 1) grid's single column
     fields.update({k: fields[k][:, 0] for k in ("support", "duals", "margins")})

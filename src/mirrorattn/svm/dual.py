@@ -22,7 +22,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from mirrorattn.mirror import dual_exponent, inverse_mirror_map, lp_norm
-from mirrorattn.svm.polish import polish_lp
+from mirrorattn.svm.polish import polish_working_set
 
 #: attention problems with at least this many variables (d >= 32) and a query per sample use the dual
 DUAL_MIN_VARS = 1024
@@ -119,15 +119,7 @@ class DualSubsolver:
     def _newton(self, flat: np.ndarray, w: np.ndarray, duals: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """The working set's exact optimum by Newton on its support from where L-BFGS-B stopped (L-BFGS-B stalls
         where W has zeros and q < 2 makes the dual's curvature unbounded), or None."""
-        work = np.zeros(self.cs.valid.size, dtype=bool)
-        work[flat] = True
-
-        def margins(v: np.ndarray) -> np.ndarray:
-            m = self.cs.margins(v).reshape(-1)
-            m[~work] = np.inf
-            return m
-
-        return polish_lp(w, duals, self.cs.rows, flat, margins, work, self.p, 1e-9)
+        return polish_working_set(self.cs, flat, w, duals, self.p)
 
 
 __all__ = ["DUAL_MIN_VARS", "DUAL_P_RANGE", "DualSubsolver", "dual_applies"]

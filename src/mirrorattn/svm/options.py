@@ -15,6 +15,7 @@ from typing import Any, TypedDict
 
 import numpy as np
 
+from mirrorattn.mirror import dual_exponent, lp_norm
 from mirrorattn.svm.core import CoreSolution, Objective, solve
 
 
@@ -89,7 +90,29 @@ class SolveSettings:
             "support_tol": float(self.support_tol),
             "solver": str(self.solver).upper(),
             "polished": sol.polished,
+            "duality_gap": duality_gap(cs, sol.duals, float(objective), p),
         }
 
 
-__all__ = ["SVMOptions", "SolveSettings"]
+def duality_gap(cs: Any, duals: np.ndarray, objective: float, p: float | str) -> float:
+    """(objective - D(lam)) / objective: the relative gap between a primal objective and the dual bound of
+    the multipliers ``duals`` alone, D(lam) = sum(lam) / ||A^T lam||_* (||.||_* the dual norm: l_q, 1/p + 1/q = 1,
+    or the spectral norm for ``p == "nuclear"``; ``cs.adjoint`` forms A^T lam from the constraints' factors).
+
+    For every lam >= 0 and feasible w, sum(lam) <= lam^T A w <= ||A^T lam||_* ||w||, so D(lam) is a lower bound
+    on the optimum whatever w is (weak duality) and the gap is >= 0 up to rounding; it is the dual
+    max 1^T lam - ||A^T lam||_q^q / q of min ||w||_p^p / p maximised over the scale of lam (the p-th root of
+    p times that value). NaN when every multiplier is 0.
+    """
+    lam = np.maximum(np.asarray(duals, dtype=np.float64), 0.0)
+    v = cs.adjoint(lam)
+    if p == "nuclear":
+        dual_norm = float(np.linalg.norm(v.reshape(cs.d, cs.d), 2))
+    else:
+        dual_norm = float(lp_norm(v, dual_exponent(float(p))))
+    if dual_norm <= 0 or not lam.any():
+        return float("nan")
+    return (objective - float(lam.sum()) / dual_norm) / objective
+
+
+__all__ = ["SVMOptions", "SolveSettings", "duality_gap"]

@@ -15,7 +15,7 @@ The duals of the norm objective ||w||_p are mu / ||w||_p^(p-1).
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import scipy.linalg
@@ -138,4 +138,19 @@ def polish_lp(
     return None
 
 
-__all__ = ["newton_support", "polish_lp"]
+def polish_working_set(cs: Any, flat: np.ndarray, w: np.ndarray, duals: np.ndarray,
+                       p: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """The exact optimum (w, duals) of the constraints ``flat`` of ``cs`` alone (a working set) by :func:`polish_lp`
+    from an approximate one, or None. The working-set solvers finish with it where their own iteration stalls."""
+    work = np.zeros(cs.valid.size, dtype=bool)
+    work[flat] = True
+
+    def margins(v: np.ndarray) -> np.ndarray:
+        m = cs.margins(v).reshape(-1)
+        m[~work] = np.inf
+        return m
+
+    return polish_lp(w, duals, cs.rows, flat, margins, work, p, 1e-9)
+
+
+__all__ = ["newton_support", "polish_lp", "polish_working_set"]

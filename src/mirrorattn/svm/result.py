@@ -9,7 +9,7 @@ import numpy as np
 
 #: the keys of :meth:`MaxMarginResult.summary`, in the order they are written
 SUMMARY_KEYS = ("objective", "status", "min_margin", "n_support", "n_constraints", "n_working", "method",
-                "iterations", "solve_seconds", "rescale", "polished", "p", "solver")
+                "iterations", "solve_seconds", "rescale", "polished", "duality_gap", "p", "solver")
 
 
 @dataclass
@@ -39,6 +39,8 @@ class MaxMarginResult:
         solver: the conic solver used.
         polished: True when the solution was refined by Newton on the support set (see
             :mod:`mirrorattn.svm.polish`); it and the duals are then exact to ~1e-12.
+        duality_gap: (objective - D) / objective with D = sum(duals) / ||A^T duals||_* the dual bound of the
+            multipliers alone (:func:`mirrorattn.svm.options.duality_gap`): >= 0 by weak duality, ~1e-12 polished.
     """
 
     objective: float
@@ -57,6 +59,7 @@ class MaxMarginResult:
     support_tol: float = 1e-6
     solver: str = "CLARABEL"
     polished: bool = False
+    duality_gap: float = float("nan")
 
     #: the keys :meth:`summary` writes, in order
     summary_keys: ClassVar[tuple[str, ...]] = SUMMARY_KEYS
