@@ -79,7 +79,7 @@ DIVERGED_POLICIES = ("raise", "best-epoch", "record")
 #: config fields passed on to every run's TrainConfig as they are
 _TRAIN_FIELDS = ("md_scope", "other_optimizer", "other_lr", "weight_decay", "batch_size", "eval_batch_size",
                  "grad_clip", "lr_schedule", "warmup_epochs", "amp", "loss_reduction", "stop_train_acc", "patience",
-                 "device", "snapshots")
+                 "device", "snapshots", "fsdp")
 
 
 
@@ -130,6 +130,8 @@ class ClassificationConfig:
     device: str = "auto"  #: auto (cuda if present, else cpu), cpu, cuda, cuda:N or mps
     #: weights kept per epoch for ``mirrorattn analyse --trend`` (mirrorattn.train.TrainConfig.snapshots)
     snapshots: str = "none"
+    #: shard parameters and optimizer state across torchrun processes with FSDP2 (mirrorattn.train.TrainConfig.fsdp)
+    fsdp: bool = False
     # analysis
     analysis_samples: int = 1000  #: test samples used for the attention-sparsity statistics
     topk: int = 5  #: k of the top-k attention mass

@@ -123,6 +123,10 @@ class TrainConfig:
     #: "none", "log" (the initial weights, epochs 1-4, 6, 8, 12, 16, 24, ... (2^k and 3 * 2^k) and the last)
     #: or "every" (the initial weights and every epoch); no effect on the result, so not part of the identity
     snapshots: str = "none"
+    #: shard the model's parameters, gradients and optimizer state across the torchrun processes with FSDP2
+    #: (``fully_shard``, :mod:`mirrorattn.train.fsdp`) instead of DDP's replicas, with a sharded
+    #: ``torch.distributed.checkpoint`` checkpoint; needs torchrun (a one-line error without it)
+    fsdp: bool = False
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the bad field and the allowed values."""
@@ -149,7 +153,7 @@ class TrainConfig:
             raise ValueError(f"patience must be a positive integer or None, got {self.patience}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
-        for name in ("trim_padding", "sparse_embedding"):
+        for name in ("trim_padding", "sparse_embedding", "fsdp"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if isinstance(self.length_buckets, bool) or int(self.length_buckets) != self.length_buckets \
@@ -189,8 +193,11 @@ class TrainConfig:
 
 
 #: the training-speed fields at the values left out of :meth:`TrainConfig.identity` (trimming and sparse
-#: gradients give the old results up to float rounding; no length buckets is the old batch composition)
-_FAST_PATH_DEFAULTS: dict[str, Any] = {"trim_padding": True, "sparse_embedding": True, "length_buckets": 0}
+#: gradients give the old results up to float rounding; no length buckets is the old batch composition;
+#: no FSDP the runs from before it - an FSDP run differs by float rounding but resumes only from its own
+#: sharded checkpoint, so fsdp = True is part of its identity)
+_FAST_PATH_DEFAULTS: dict[str, Any] = {"trim_padding": True, "sparse_embedding": True, "length_buckets": 0,
+                                       "fsdp": False}
 
 #: fields that may differ between a run and its resumption (more epochs, logging, device)
 RESUME_NEUTRAL_FIELDS: tuple[str, ...] = (

@@ -12,6 +12,11 @@ slice of it; each process's loss is scaled so that DDP's gradient averaging give
 gradient of the global batch's loss (mean or sum), so N processes x (batch / N) follow the
 same path as one process on the whole batch (up to floating-point summation order; dropout
 masks differ, so compare with dropout 0).
+
+FSDP2 (``config.fsdp``, :mod:`mirrorattn.train.fsdp`): the model is sharded with ``fully_shard`` instead
+of wrapped in DDP (the same batches and loss scaling: its reduce-scatter averages as DDP does), the
+checkpoint's model and optimizer state are sharded ``torch.distributed.checkpoint`` files, and the
+best weights and snapshots are gathered on rank 0.
 """
 
 from __future__ import annotations
@@ -44,6 +49,16 @@ from mirrorattn.train.checkpoint import (
 from mirrorattn.train.config import TrainConfig
 from mirrorattn.train.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, resolve_device
 from mirrorattn.train.fast import bucketed_batches, coalesce_sparse_grads, enable_sparse_gradients, input_trimmer
+from mirrorattn.train.fsdp import (
+    check_fsdp,
+    drop_old_sharded,
+    full_state_dict,
+    is_fsdp,
+    load_full_state_dict,
+    load_sharded,
+    save_sharded,
+    shard_model,
+)
 from mirrorattn.train.param_groups import MultiOptimizer, build_optimizers
 
 __all__ = ["Augment", "NonFiniteLossError", "Split", "TrainData", "evaluate", "fit", "loss_and_correct"]
@@ -143,15 +158,19 @@ def evaluate(
     idx = torch.arange(len(split))[sl]
     totals = torch.zeros(3, dtype=torch.float64, device=device)
     trim = input_trimmer(model, config.trim_padding)
-    for start in range(0, len(idx), config.eval_batch_size):
+    rows = math.ceil(len(split) / info.world_size) if is_fsdp(model) else len(idx)  # FSDP: as many forwards each
+    for start in range(0, rows, config.eval_batch_size):
         b = idx[start : start + config.eval_batch_size]
+        pad = len(b) == 0  # a process with a batch fewer than rank 0: one sample, not counted
+        b = torch.arange(1) if pad else b
         inputs = tuple(t[b] for t in split.inputs)
         inputs = tuple(t.to(device, non_blocking=True) for t in (trim(*inputs) if trim else inputs))
         labels = split.labels[b].to(device, non_blocking=True)
         with _autocast(device, config.amp):
             out = model(*inputs)
         loss, correct = loss_and_correct(out, labels)
-        totals += torch.stack([loss.double().sum(), correct.double().sum(), torch.tensor(len(b), device=device)])
+        if not pad:
+            totals += torch.stack([loss.double().sum(), correct.double().sum(), torch.tensor(len(b), device=device)])
     all_reduce_sum(totals)
     model.train(was_training)
     n = max(1.0, float(totals[2]))
@@ -159,7 +178,18 @@ def evaluate(
 
 
 def _state_dict_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights on the CPU; under FSDP gathered on rank 0 ({} elsewhere; every process must call it)."""
+    if is_fsdp(model):
+        return full_state_dict(model)
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _load_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load what :func:`_state_dict_cpu` gave (under FSDP: rank 0's full weights into every process's shards)."""
+    if is_fsdp(model):
+        load_full_state_dict(model, state)
+    else:
+        model.load_state_dict(state)
 
 
 def _progress_bar(total: int, desc: str, enabled: bool):
@@ -204,8 +234,9 @@ def _load_resume_state(model: nn.Module, optimizer: MultiOptimizer, ckpt: dict[s
     (a checkpoint of plain types, but not of this run): the caller restores the fresh model.
     """
     try:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        if not load_sharded(path.parent, model, optimizer, ckpt):  # an FSDP run's sharded checkpoint, else:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
         history, best = list(ckpt["history"]), dict(ckpt["best"])
         resumed = (history, best, ckpt.get("stop_reason"), int(ckpt["epoch"]), best_state)
         set_rng_state(ckpt["rng"])
@@ -228,7 +259,7 @@ def _start_state(model: nn.Module, optimizer: MultiOptimizer, config: TrainConfi
         return optimizer, fresh
     resumed = _load_resume_state(model, optimizer, *restored, main, out_dir / CHECKPOINT)
     if resumed is None:  # the checkpoint did not fit the model: back to the fresh model
-        model.load_state_dict(fresh[4])
+        _load_weights(model, fresh[4])
         return build_optimizers(model, config), fresh
     return optimizer, resumed
 
@@ -269,6 +300,9 @@ def fit(
     main = info.is_main
     show = progress and main
     model.to(device)
+    if config.fsdp:  # shard before the optimizer is built: it holds the sharded (DTensor) parameters
+        check_fsdp(info)
+        shard_model(model)
     optimizer: MultiOptimizer = build_optimizers(model, config)
     base_lrs = [float(g["lr"]) for g in optimizer.param_groups]  # before a checkpoint's lrs are loaded
     scheduled = config.lr_schedule != "constant" or config.warmup_epochs > 0
@@ -278,13 +312,13 @@ def fit(
     optimizer, (history, best, stop_reason, start_epoch, best_state) = _start_state(
         model, optimizer, config, out_dir, identity, resume=resume and ckpt_path.is_file(), main=main)
     train_model: nn.Module = model
-    if info.world_size > 1:
+    if info.world_size > 1 and not config.fsdp:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         train_model = DDP(model, device_ids=[device] if device.type == "cuda" else None)
     run = _Run(model, train_model, optimizer, config, data, device, info, augment, show, base_lrs, scheduled,
                trim=input_trimmer(model, config.trim_padding), lengths=_train_lengths(model, data, config))
-    sparse = enable_sparse_gradients(model, optimizer, enabled=config.sparse_embedding,
+    sparse = enable_sparse_gradients(model, optimizer, enabled=config.sparse_embedding and not config.fsdp,
                                      world_size=info.world_size, grad_clip=config.grad_clip)
     run.sparse_params = [m.weight for m in sparse]
     try:
@@ -305,8 +339,10 @@ def _train_epochs(run: _Run, out_dir: Path, identity: dict[str, Any], history: l
     """The epochs from ``start_epoch`` until the stopping rule or ``epochs``: train, validate, select, checkpoint."""
     config, model, main = run.config, run.model, run.info.is_main
     steps = math.ceil(len(run.data.train) / config.batch_size)
-    if main and start_epoch == 0 and stop_reason is None and snapshot_due(config.snapshots, 0, last=False):
-        save_snapshot(out_dir, 0, _state_dict_cpu(model))  # the initial weights
+    if start_epoch == 0 and stop_reason is None and snapshot_due(config.snapshots, 0, last=False):
+        initial = _state_dict_cpu(model) if main or is_fsdp(model) else {}  # FSDP: every process gathers
+        if main:
+            save_snapshot(out_dir, 0, initial)  # the initial weights
     for epoch in range(start_epoch, config.epochs):
         if stop_reason is not None:
             break
@@ -318,15 +354,22 @@ def _train_epochs(run: _Run, out_dir: Path, identity: dict[str, Any], history: l
             best = {"val_acc": val["acc"], "epoch": epoch + 1}
             best_state = _state_dict_cpu(model)
         stop_reason = _stop_reason(config, row, epoch, best)
+        last = stop_reason is not None or epoch + 1 == config.epochs
+        snap = None
+        if snapshot_due(config.snapshots, epoch + 1, last) and (main or is_fsdp(model)):
+            snap = _state_dict_cpu(model)  # FSDP: every process gathers
+        sharded = save_sharded(out_dir, epoch + 1, model, run.optimizer) if is_fsdp(model) else None  # every process
         if main:
             if improved:
                 torch_save(out_dir / BEST_MODEL, best_state)
             write_json(out_dir / HISTORY, history)
-            last = stop_reason is not None or epoch + 1 == config.epochs
-            if snapshot_due(config.snapshots, epoch + 1, last):  # before the checkpoint: a resume never skips it
-                save_snapshot(out_dir, epoch + 1, _state_dict_cpu(model))
-            save_checkpoint(out_dir / CHECKPOINT, identity=identity, epoch=epoch + 1, model=_state_dict_cpu(model),
-                            optimizer=run.optimizer.state_dict(), history=history, best=best, stop_reason=stop_reason)
+            if snap is not None:  # before the checkpoint: a resume never skips it
+                save_snapshot(out_dir, epoch + 1, snap)
+            save_checkpoint(out_dir / CHECKPOINT, identity=identity, epoch=epoch + 1,
+                            model=sharded or _state_dict_cpu(model), optimizer=sharded or run.optimizer.state_dict(),
+                            history=history, best=best, stop_reason=stop_reason)
+        if sharded:
+            drop_old_sharded(out_dir, sharded, run.info)
         if run.show:
             print(
                 f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | "
@@ -492,7 +535,7 @@ def _final_result(run: _Run, history: list[dict[str, Any]], best: dict[str, Any]
     if test is not None:
         test_last = evaluate(run.model, test, run.config, run.device, run.info)
         result["test_acc_last"] = test_last["acc"]
-    run.model.load_state_dict(best_state)
+    _load_weights(run.model, best_state)
     if test is not None:
         at_best = test_last if last_is_best else evaluate(run.model, test, run.config, run.device, run.info)
         result.update(test_acc=at_best["acc"], test_loss=at_best["loss"])
