@@ -1,6 +1,6 @@
 """The README's layering holds: each layer of ``mirrorattn`` imports no module of a layer above it.
 
-The layers, bottom to top (README "Layout"): the base (``mirror``, ``io``, ``config``, ``paper``) ->
+The layers, bottom to top (README "Layout"): the base (``mirror``, ``io``, ``config``, ``paper``, ``checks``) ->
 ``data`` -> ``models`` -> ``optim`` -> ``train``; the analysis (``svm``, ``tokens``, ``metrics``) on the base
 alone; ``experiments`` on all of these; ``report`` on top of them (it reads results folders); the command line
 (``cli``, ``__main__``, ``torchrun``) outermost, imported by nothing.
@@ -39,7 +39,7 @@ ALLOWED: dict[str, set[str]] = {
 
 #: first part of a module name below ``mirrorattn`` -> its layer (the package itself is "base")
 _TOP: dict[str, str] = {
-    "mirror": "base", "io": "base", "config": "base", "paper": "base", "resources": "base",
+    "mirror": "base", "io": "base", "config": "base", "paper": "base", "resources": "base", "checks": "base",
     "data": "data", "models": "models", "optim": "optim", "train": "train",
     "svm": "analysis", "tokens": "analysis", "metrics": "analysis",
     "experiments": "experiments", "report": "report",

@@ -165,7 +165,6 @@ def test_text_cli_end_to_end_on_polarity(tmp_path, shared_data, cache, monkeypat
 def test_a_diverged_run_keeps_its_validation_best_epoch(tmp_path, monkeypatch):
     """train_one(keep_diverged=True): a NaN in epoch 2 leaves the epoch-1 model, measured on the test split."""
     import mirrorattn.experiments.classification as classification
-    import mirrorattn.experiments.text as text
     from mirrorattn.experiments.text import PreparedText, TextExperimentConfig, train_one
     from mirrorattn.train import NonFiniteLossError, Split, TrainData, fit
 
@@ -201,7 +200,7 @@ def test_a_diverged_run_keeps_its_validation_best_epoch(tmp_path, monkeypatch):
                     progress=False)
     assert not ref["diverged"]
     assert s["test_acc"] == ref["test_acc"] and s["val_acc_best"] == ref["val_acc_best"]
-    agg = text.aggregate({"adam": [s, ref]})["adam"]
+    agg = classification.aggregate({"adam": [s, ref]})["adam"]
     assert agg["diverged_runs"] == 1 and agg["test_acc_last"]["n"] == 1
 
 

@@ -16,6 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
+from mirrorattn.checks import check_int
+
 __all__ = ["SyntheticData", "joint_dataset", "make_synthetic", "make_synthetic_batch", "unit_rows"]
 
 
@@ -46,8 +48,7 @@ def unit_rows(a: np.ndarray) -> np.ndarray:
 
 def _check_dims(n: int, T: int, d: int) -> None:
     for name, val, low in (("n", n, 1), ("T", T, 2), ("d", d, 1)):
-        if not isinstance(val, (int, np.integer)) or isinstance(val, bool) or val < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {val!r}")
+        check_int(val, name, low)
 
 
 def make_synthetic(n: int, T: int, d: int, seed: int) -> SyntheticData:

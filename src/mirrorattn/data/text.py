@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from mirrorattn.checks import check_fraction, check_int
 from mirrorattn.data.hf_sources import read_hf_source, resolve_hf_source
 from mirrorattn.data.paths import DataError
 from mirrorattn.data.paths import data_root as _data_root
@@ -142,14 +143,6 @@ def stratified_split(
     return split.subset(rest), split.subset(hold)
 
 
-def _check_fraction(name: str, value: float, allow_zero: bool) -> float:
-    value = float(value)
-    if not ((0.0 <= value if allow_zero else 0.0 < value) and value < 1.0):
-        lo = "0 <=" if allow_zero else "0 <"
-        raise ValueError(f"{name} must satisfy {lo} {name} < 1, got {value}")
-    return value
-
-
 def _finish(
     name: str,
     train_pool: TextSplit,
@@ -227,11 +220,10 @@ def load_text_dataset(
     (``progress``: with a progress bar). A fraction > 0 that rounds to an empty split is an error.
     Raises :class:`DataNotFoundError` if data is missing/corrupt, ``ValueError`` for bad arguments.
     """
-    val_fraction = _check_fraction("val_fraction", val_fraction, allow_zero=True)
-    test_fraction = _check_fraction("test_fraction", test_fraction, allow_zero=False)
+    val_fraction = check_fraction(val_fraction, "val_fraction", allow_zero=True)
+    test_fraction = check_fraction(test_fraction, "test_fraction")
     for arg, v in (("max_train", max_train), ("max_test", max_test)):
-        if v is not None and int(v) < 1:
-            raise ValueError(f"{arg} must be a positive count, got {v}")
+        check_int(v, arg, optional=True)
     root = _data_root(data_root)
     common = dict(val_fraction=val_fraction, split_seed=int(split_seed), max_train=max_train, max_test=max_test)
     key = name.strip().lower()

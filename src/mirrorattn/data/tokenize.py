@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from mirrorattn.checks import check_choice, check_int
 from mirrorattn.data.paths import cache_dir as _cache_dir
 from mirrorattn.io import atomic_path
 
@@ -158,8 +159,7 @@ def build_tokenizer(
         raise ValueError(f"unknown tokenizer kind {kind!r}; use one of {', '.join(TOKENIZER_KINDS)}")
     if int(vocab_size) <= len(SPECIAL_TOKENS):
         raise ValueError(f"vocab_size must be larger than {len(SPECIAL_TOKENS)} (the special tokens), got {vocab_size}")
-    if int(min_frequency) < 1:
-        raise ValueError(f"min_frequency must be >= 1, got {min_frequency}")
+    check_int(min_frequency, "min_frequency")
     if isinstance(texts, str):
         raise TypeError("texts must be a list of strings, not one string")
     texts = list(texts)
@@ -201,10 +201,8 @@ def encode_texts(
     tokenizer, the texts and the settings (encoding IMDb's 25k reviews takes tens of seconds on two
     cores; loading them back a fraction of a second).
     """
-    if int(max_length) < 2:
-        raise ValueError(f"max_length must be >= 2 ([CLS] plus at least one token), got {max_length}")
-    if pad_to not in ("max_length", "longest"):
-        raise ValueError(f"pad_to must be 'max_length' or 'longest', got {pad_to!r}")
+    check_int(max_length, "max_length ([CLS] plus at least one token)", 2)
+    check_choice(pad_to, "pad_to", ("max_length", "longest"))
     if isinstance(texts, str):
         raise TypeError("texts must be a list of strings, not one string")
     texts = list(texts)

@@ -50,6 +50,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mirrorattn.checks import check_fraction, check_int
 from mirrorattn.data import image_folders
 from mirrorattn.data import vision_sources as src
 from mirrorattn.data.download import fetch, file_digest
@@ -556,13 +557,10 @@ def load_vision_dataset(
 
 def _check_load_args(val_fraction: float, test_fraction: float, **positive: int | None) -> None:
     """``ValueError`` naming the first bad argument of :func:`load_vision_dataset`."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    check_fraction(val_fraction, "val_fraction", allow_zero=True)
+    check_fraction(test_fraction, "test_fraction")
     for arg, val in positive.items():
-        if val is not None and val < 1:
-            raise ValueError(f"{arg} must be a positive integer or None, got {val}")
+        check_int(val, arg, optional=True)
 
 
 def _load_folder(name: str, root: Path, cache_dir: str | None, image_size: int | None, workers: int,
@@ -647,8 +645,7 @@ class RandomCropFlip:
     """
 
     def __init__(self, padding: int = 4, flip: bool = True) -> None:
-        if padding < 0:
-            raise ValueError(f"padding must be >= 0, got {padding}")
+        check_int(padding, "padding", 0)
         self.padding, self.flip = int(padding), bool(flip)
 
     def __repr__(self) -> str:

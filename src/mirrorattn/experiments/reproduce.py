@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from mirrorattn.checks import check_int
 from mirrorattn.io import read_json, write_json
 
 
@@ -266,8 +267,7 @@ def run_reproduce(
     :func:`mirrorattn.report.build_report` on ``out``.
     """
     check_only(preset, only)
-    if workers < 1:
-        raise ValueError(f"--workers must be a positive integer, got {workers}")
+    check_int(workers, "--workers")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     status_path = out / "reproduce.json"

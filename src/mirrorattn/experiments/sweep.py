@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 import torch
 
+from mirrorattn.checks import check_int
 from mirrorattn.experiments.classification import ClassificationConfig, preflight, run_name
 from mirrorattn.experiments.parallel import prepared_once, run_in_processes, worker_threads
 from mirrorattn.io import read_json, save_figure, write_json
@@ -202,8 +203,7 @@ def run_sweep(target: SweepTarget, config: ClassificationConfig, out: str | Path
     """
     config.validate()
     out = Path(out)
-    if workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers}")
+    check_int(workers, "workers")
     info = init_distributed(config.device)  # under torchrun: join the process group first
     prepared = sweep_data(target, config, progress)
     val_labels = prepared.data.val.labels

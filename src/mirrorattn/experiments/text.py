@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from mirrorattn.checks import check_choice, check_finite, check_fraction, check_int
 from mirrorattn.experiments.classification import (
     ClassificationConfig,
     RunSpec,
@@ -25,7 +26,6 @@ from mirrorattn.experiments.classification import (
     run_one,
     write_results,
 )
-from mirrorattn.experiments.classification import aggregate as aggregate  # importable here, as before
 from mirrorattn.experiments.parallel import prepared_once, run_in_processes, worker_threads
 from mirrorattn.experiments.sweep import SweepTarget, run_sweep
 from mirrorattn.experiments.sweep import select_step as select_step  # importable here, as before
@@ -89,18 +89,14 @@ class TextExperimentConfig(ClassificationConfig):
         from mirrorattn.data.tokenize import SPECIAL_TOKENS, TOKENIZER_KINDS
 
         self.check_runs("lp-md:1.1,sgd,adam", unrun_steps=True)
-        if self.tokenizer not in TOKENIZER_KINDS:
-            raise ValueError(f"tokenizer must be one of {', '.join(TOKENIZER_KINDS)}, got {self.tokenizer!r}")
+        check_choice(self.tokenizer, "tokenizer", TOKENIZER_KINDS)
         if self.vocab_size <= len(SPECIAL_TOKENS):
             raise ValueError(f"vocab_size must be larger than {len(SPECIAL_TOKENS)} (the special tokens), "
                              f"got {self.vocab_size}")
         for name in ("min_frequency", "analysis_samples", "topk"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if not 0 < self.test_fraction < 1:
-            raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
-        if not self.weight_threshold >= 0:
-            raise ValueError(f"weight_threshold must be >= 0, got {self.weight_threshold}")
+            check_int(getattr(self, name), name)
+        check_fraction(self.test_fraction, "test_fraction")
+        check_finite(self.weight_threshold, "weight_threshold", low=0.0)
         if not (self.dataset and self.text_column and self.label_column):
             raise ValueError("dataset, text_column and label_column must be non-empty strings")
         self.model_config(num_classes=2).validate()
@@ -223,8 +219,7 @@ def run_text_experiment(
     refused (nothing trained) unless ``overwrite``.
     """
     config.validate()
-    if workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers}")
+    check_int(workers, "workers")
     out = Path(out)
     info = init_distributed(config.device)  # under torchrun: join the process group first
     prepared = prepare_text_data(config, progress=progress)  # trains and caches the tokenizer, before any worker

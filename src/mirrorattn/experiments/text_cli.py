@@ -18,8 +18,6 @@ import argparse
 from typing import Any
 
 from mirrorattn.experiments import classification_cli as options
-from mirrorattn.experiments.classification_cli import NONE as NONE  # importable from here, as before
-from mirrorattn.experiments.classification_cli import add_config_options as add_config_options
 
 __all__ = ["build_text_config", "register"]
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from mirrorattn.checks import check_finite, check_fraction, check_int
 from mirrorattn.data.vision import (
     RandomCropFlip,
     VisionDataset,
@@ -98,20 +99,14 @@ class VisionExperimentConfig(ClassificationConfig):
         except ValueError:
             raise ValueError(f"dataset must be one of {', '.join(DATASETS)} or the path of an image folder / archive, "
                              f"got {self.dataset!r}") from None
-        if not 0 < self.test_fraction < 1:
-            raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+        check_fraction(self.test_fraction, "test_fraction")
         self.check_runs("adam,lp-md:1.1,sgd", unrun_steps=False)
-        if not self.weight_threshold >= 0:
-            raise ValueError(f"weight_threshold must be >= 0, got {self.weight_threshold}")
-        if self.image_size is not None and self.image_size < 1:
-            raise ValueError(f"image_size must be a positive integer or None, got {self.image_size}")
-        if self.crop_padding is not None and self.crop_padding < 0:
-            raise ValueError(f"crop_padding must be >= 0, got {self.crop_padding}")
+        check_finite(self.weight_threshold, "weight_threshold", low=0.0)
+        check_int(self.image_size, "image_size", optional=True)
+        check_int(self.crop_padding, "crop_padding", 0, optional=True)
         for name in ("analysis_samples", "attention_images", "topk"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.patch < 0:
-            raise ValueError(f"patch must be a positive integer, or 0 (chosen from the image side), got {self.patch}")
+            check_int(getattr(self, name), name)
+        check_int(self.patch, "patch (0: chosen from the image side)", 0)
         side = self.patch or 8
         self.model_config((1, side, side), 10).validate()  # image-size checks come with the data
 
@@ -245,8 +240,7 @@ def run_vision_experiment(config: VisionExperimentConfig, out: str | Path, *, pr
     separate processes (single-process mode only; the same results as one at a time).
     """
     config.validate()
-    if workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers}")
+    check_int(workers, "workers")
     out = Path(out)
     info = dist_info()
     prepared = prepare_vision_data(config, progress=progress)

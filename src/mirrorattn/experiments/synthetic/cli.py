@@ -22,6 +22,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Callable
 
+from mirrorattn.checks import check_int
 from mirrorattn.config import ConfigError, build_config
 from mirrorattn.experiments.synthetic.presets import PRESETS, preset
 from mirrorattn.mirror import P_MAX, P_MIN
@@ -231,8 +232,7 @@ def run_all(
 
 def _main(args: argparse.Namespace) -> int:
     names = list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
-    if args.workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    check_int(args.workers, "--workers")
     base = args.out
     if base is None:
         base = Path("runs/synthetic") if args.experiment == "all" else Path("runs/synthetic") / args.experiment

@@ -6,7 +6,6 @@ built around an experiment's own part, and progress bars."""
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from mirrorattn.checks import check_finite, check_int
 from mirrorattn.experiments.synthetic.runner import Piece, PieceResult, run_per_p, run_pieces
 from mirrorattn.io import config_hash, write_json, write_npz
 from mirrorattn.mirror import P_MAX, P_MIN, bregman_divergence, check_p_range, lp_norm
@@ -21,8 +21,6 @@ from mirrorattn.mirror import P_MAX, P_MIN, bregman_divergence, check_p_range, l
 __all__ = [
     "RunFolder",
     "SolveBatch",
-    "check_finite",
-    "check_int",
     "check_positive",
     "check_ps",
     "check_solver",
@@ -80,26 +78,6 @@ def check_positive(cfg: Any, names: Sequence[str], at_least_two: Sequence[str] =
         check_finite(cfg.eps, "eps (added to the dual norm)", low=0.0, strict=True)  # 0: a zero gradient gives NaN
 
 
-def check_int(value: Any, name: str, low: int) -> int:
-    """``value`` as an int, or a ``ValueError`` unless it is an integer >= ``low`` (bools are not integers here)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        need = {0: "an integer >= 0", 1: "a positive integer (>= 1)"}.get(low, f"an integer >= {low}")
-        raise ValueError(f"{name} must be {need}, got {value!r}")
-    return int(value)
-
-
-def check_finite(value: Any, name: str, low: float | None = None, strict: bool = False) -> float:
-    """``value`` as a float, or a ``ValueError`` unless it is a finite number (and > ``low`` when ``strict``,
-    else >= ``low``, when ``low`` is given)."""
-    ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and low is not None:
-        ok = value > low if strict else value >= low
-    if not ok:
-        bound = "" if low is None else f" {'>' if strict else '>='} {low:g}"
-        raise ValueError(f"{name} must be a finite number{bound}, got {value!r}")
-    return float(value)
-
-
 def check_solver(name: Any, field: str = "svm_solver") -> str:
     """``name`` if it is an installed cvxpy conic solver, else a ``ValueError`` listing the installed ones (an
     unknown solver would otherwise fail every SVM solve, each recorded as 'failed')."""
@@ -135,8 +113,7 @@ def init_weights(seeds: list[int], shape: tuple[int, ...], scale: float, stream:
     The stream is separate from the data stream (``default_rng(seed)``), and the same seed gives
     the same W_0 whatever p is trained.
     """
-    if not (scale >= 0 and math.isfinite(scale)):
-        raise ValueError(f"init scale must be a finite number >= 0, got {scale}")
+    check_finite(scale, "init scale", low=0.0)
     out = np.zeros((len(seeds),) + tuple(shape))
     for i, s in enumerate(seeds):
         out[i] = scale * np.random.default_rng([int(s), stream]).standard_normal(shape)

@@ -21,11 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from mirrorattn.checks import check_finite, check_int
 from mirrorattn.data.synthetic import make_synthetic_batch
 from mirrorattn.experiments.synthetic.common import (
     RunFolder,
-    check_finite,
-    check_int,
     check_positive,
     check_ps,
     check_solver,

@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from mirrorattn.checks import check_int
 from mirrorattn.io import read_json, write_json, write_npz
 
 __all__ = ["Piece", "PieceResult", "load_piece", "mp_context", "run_per_p", "run_pieces"]
@@ -100,8 +101,7 @@ def run_pieces(
     log: Callable[[str], None] | None = None,
 ) -> dict[str, PieceResult]:
     """Run (or reload) every piece; ``workers`` > 1 runs the missing ones in worker processes."""
-    if workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {workers}")
+    check_int(workers, "--workers")
     folder = Path(folder)
     out: dict[str, PieceResult] = {}
     todo: list[Piece] = []
