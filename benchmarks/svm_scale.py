@@ -12,8 +12,10 @@ W0, which makes the problem feasible.
     python benchmarks/svm_scale.py --no-million --sizes 400,51,64 --max-one-shot-constraints 0 --p 1.1 2 3  # d = 64
     python benchmarks/svm_scale.py --no-million --sizes 60,11,32 --conic-one-shot --p 1.1 2 3  # dual against Clarabel
 
-A query per sample and d >= 32 solve the working sets on the dual (:mod:`mirrorattn.svm.dual`, method
-"... (dual)"); ``--conic-one-shot`` solves the one-shot reference with Clarabel alone.
+The active set solves its working sets by the dense interior-point method for d <= 31 (:mod:`mirrorattn.svm.ipm`)
+and on the dual for a query per sample and d >= 32 (:mod:`mirrorattn.svm.dual`, method "... (dual)"). The one-shot
+reference is one cvxpy (Clarabel) solve of every constraint; for d >= 32 it is solved on the dual unless
+``--conic-one-shot``. Every case records the duality gap of the answers (``duality_gap``: from the duals alone).
 
 The JSON is rewritten (atomically) after every case, so an interrupted run keeps what it measured.
 """
@@ -30,6 +32,7 @@ import time
 import numpy as np
 
 import mirrorattn.svm.dual as dual
+import mirrorattn.svm.ipm as ipm
 from mirrorattn.io import to_jsonable, write_json
 from mirrorattn.svm import attention_svm
 
@@ -73,16 +76,18 @@ def run_case(n: int, T: int, d: int, p: float, seed: int, one_shot: bool, conic_
         active_set_working=act.n_working,
         active_set_polished=act.polished,
         active_set_method=act.method,
+        active_set_duality_gap=act.duality_gap,
         n_support=int(act.support.sum()),
     )
     if one_shot:
         c0 = time.process_time()
-        saved = dual.DUAL_MIN_VARS
-        dual.DUAL_MIN_VARS = 10**9 if conic_one_shot else saved  # the reference on Clarabel alone
+        saved = dual.DUAL_MIN_VARS, ipm.IPM_MAX_VARS
+        # the reference: one cvxpy (Clarabel) solve of every constraint; d >= 32 on the dual unless --conic-one-shot
+        dual.DUAL_MIN_VARS, ipm.IPM_MAX_VARS = (10**9 if conic_one_shot else saved[0]), 0
         try:
             one = attention_svm(X, z, alpha, p, active_set="off")
         finally:
-            dual.DUAL_MIN_VARS = saved
+            dual.DUAL_MIN_VARS, ipm.IPM_MAX_VARS = saved
         case["one_shot_method"] = one.method
         one_cpu = time.process_time() - c0
         case.update(
@@ -91,6 +96,7 @@ def run_case(n: int, T: int, d: int, p: float, seed: int, one_shot: bool, conic_
             speedup_cpu=one_cpu / case["active_set_cpu_seconds"],
             one_shot_objective=one.objective,
             one_shot_polished=one.polished,
+            one_shot_duality_gap=one.duality_gap,
             speedup=one.solve_seconds / act.solve_seconds,
             objective_rel_diff=abs(act.objective - one.objective) / one.objective,
             W_max_rel_diff=float(np.abs(act.W - one.W).max() / np.abs(one.W).max()),
@@ -180,6 +186,8 @@ def main() -> int:
             "n_support": int(res.support.sum()),
             "min_margin": res.min_margin,
             "polished": res.polished,
+            "duality_gap": res.duality_gap,
+            "method": res.method,
             "peak_rss_mib": peak_rss_mib(),
         }
         del X, z, alpha, res

@@ -36,6 +36,8 @@ _ACCEPT = 1e-5
 _STEP_TO_BOUNDARY = 0.99
 #: a shorter step to the boundary counts as a stall
 _MIN_STEP = 1e-6
+#: steps taken although the merit did not fall (Mehrotra's own rule), at most this many per solve
+_NONMONOTONE = 20
 #: iterative-refinement steps of the dual form's Woodbury solve
 _REFINE = 4
 #: Hessian entries (p < 2, near w_j = 0) are capped at this multiple of the largest off-zero one
@@ -185,7 +187,7 @@ def _iterate(form: Any) -> tuple[tuple[np.ndarray, ...], float] | None:
     """Mehrotra predictor-corrector on ``form`` (:class:`_Primal` or :class:`_Dual`): the last point (s, lam[, w])
     and its merit when that is at most :data:`_TOL`, or where the steps stall at a merit of at most
     :data:`_ACCEPT`; else None."""
-    x = form.start()
+    x, free = form.start(), _NONMONOTONE
     for _ in range(_MAX_ITER):
         merit, state = form.evaluate(*x)
         if not np.isfinite(merit):
@@ -203,8 +205,13 @@ def _iterate(form: Any) -> tuple[tuple[np.ndarray, ...], float] | None:
         d = step(s * lam + d[0] * d[1] - sigma * mu)  # corrector
         alpha = _STEP_TO_BOUNDARY * min(_max_step(s, d[0]), _max_step(lam, d[1]))
         nxt = _line_search(form, x, d, alpha, merit) if alpha > _MIN_STEP else None
-        if nxt is None:  # rounding level: good enough for the polish, or a stall
-            return (x, merit) if merit <= _ACCEPT else None
+        if nxt is None and merit <= _ACCEPT:  # rounding level: Newton on the support finishes
+            return x, merit
+        if nxt is None:  # far from the optimum the merit may rise for a while: take the step (a few times)
+            free -= 1
+            if free < 0 or alpha <= _MIN_STEP:
+                return None
+            nxt = tuple(xi + alpha * di for xi, di in zip(x, d))
         x = nxt
     return None
 
