@@ -113,3 +113,34 @@ def test_experiment_commands_take_fsdp():
     for command in ("text", "vision"):
         args = parser.parse_args([command, "--out", "x", "--fsdp"])
         assert args.fsdp is True
+
+
+@pytest.mark.slow
+def test_text_command_with_fsdp_trains_and_analyses(tmp_path):
+    """``torchrun ... -m mirrorattn.torchrun text --fsdp`` runs to its analysis (on whole weights) and gives the
+    DDP command's validation-best weights (float32, to rounding) and test accuracy (the quick preset has dropout,
+    whose masks are per process: a one-process run differs)."""
+    import json
+    import random
+
+    rng = random.Random(0)
+    words = ("good great fine nice lovely superb".split(), "bad awful poor sad ugly terrible".split())
+    with open(tmp_path / "toy.jsonl", "w") as f:
+        for i in range(160):
+            text = rng.choices(words[i % 2], k=4) + rng.choices(words[0] + words[1], k=4)
+            f.write(json.dumps({"text": " ".join(text), "label": i % 2}) + "\n")
+    args = ["text", "--dataset", str(tmp_path / "toy.jsonl"), "--preset", "quick", "--optimizers", "lp-md:1.1",
+            "--seeds", "1", "--epochs", "2", "--no-progress", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    for cmd in (torchrun + ["-m", "mirrorattn.torchrun", *args, "--fsdp", "--out", str(tmp_path / "fsdp")],
+                torchrun + ["-m", "mirrorattn.torchrun", *args, "--out", str(tmp_path / "ddp")]):
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs = [tmp_path / out / "runs" / "lp-md-1.1-seed0" for out in ("fsdp", "ddp")]
+    summaries = [json.loads((run / "summary.json").read_text()) for run in runs]
+    assert all(s["analysis"] for s in summaries) and summaries[0]["test_acc"] == summaries[1]["test_acc"]
+    assert summaries[0]["config_hash"] != summaries[1]["config_hash"]  # an FSDP run has a checkpoint of its own
+    a, b = (torch.load(run / "best_model.pt", weights_only=True) for run in runs)
+    for k in b:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)

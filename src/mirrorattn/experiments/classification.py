@@ -51,6 +51,7 @@ from mirrorattn.metrics import relative_change
 from mirrorattn.train import NonFiniteLossError, TrainConfig, TrainData, dist_info, fit, seeded_init
 from mirrorattn.train.checkpoint import load_weights
 from mirrorattn.train.distributed import barrier
+from mirrorattn.train.fsdp import unsharded_copy
 
 __all__ = [
     "DIVERGED_POLICIES",
@@ -336,6 +337,8 @@ def _train_run(spec: RunSpec, out_dir: Path, *, resume: bool, progress: bool) ->
             return summary
         result = diverged_result(model, spec.data, spec.train, out_dir, exc)
         analyse = analyse if result["best_epoch"] > 0 else None
+    if spec.train.fsdp:  # the analysis reads whole weights: a plain copy of the (validation-best) sharded model
+        model = unsharded_copy(model, spec.build_model)
     summary: dict[str, Any] = {**head, **{k: v for k, v in result.items() if k != "history"}}
     if spec.seconds_per_epoch:
         summary["seconds_per_epoch"] = result["train_seconds"] / max(1, int(result["epochs_run"] or 0))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -30,7 +30,7 @@ from torch import nn
 from mirrorattn.train.distributed import DistInfo, barrier
 
 __all__ = ["SHARDED_DIR", "check_fsdp", "full_state_dict", "is_fsdp", "load_full_state_dict", "load_sharded",
-           "save_sharded", "shard_model"]
+           "save_sharded", "shard_model", "unsharded_copy"]
 
 #: folder of the sharded checkpoints in a run folder (one ``epoch_NNNN`` subfolder per kept epoch)
 SHARDED_DIR = "checkpoint_dcp"
@@ -89,6 +89,17 @@ def load_full_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> No
 
     options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
     set_model_state_dict(_resharded(model), state, options=options)
+
+
+def unsharded_copy(model: nn.Module, build: Callable[[], nn.Module]) -> nn.Module:
+    """A plain module ``build()`` holding the sharded ``model``'s weights, on every process and on the model's
+    device (for code that reads whole weights, e.g. an analysis after training). Every process must call it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(_resharded(model), options=StateDictOptions(full_state_dict=True))
+    plain = build()
+    plain.load_state_dict(state)
+    return plain.to(next(iter(state.values())).device) if state else plain
 
 
 def _optimizers(optimizer: Any) -> list[torch.optim.Optimizer]:
