@@ -42,7 +42,7 @@ def check_fsdp(info: DistInfo) -> None:
     """``ValueError`` (one line) unless a process group is active (the process was started by ``torchrun``)."""
     if not info.active:
         raise ValueError("fsdp (--fsdp) shards the model across torchrun processes; start the command with "
-                         "torchrun --nproc_per_node N -m mirrorattn.train ... (one process trains without it)")
+                         "torchrun --nproc_per_node N -m mirrorattn.torchrun ... (one process trains without it)")
 
 
 def shard_model(model: nn.Module) -> nn.Module:
