@@ -45,6 +45,8 @@ _DROP_DUAL = 1e-9
 #: interior-point rounds (cheap, but one per round) cycle, adding and dropping the same rows for ~60 rounds at
 #: 1,000,000 constraints (benchmarks/svm_scale.py)
 _DROP_ABOVE = 8
+#: ... except with this many variables or more (the d >= 32 dual's L-BFGS-B rounds slow down with larger sets)
+_DROP_ALWAYS_VARS = 1024
 #: give up constraint generation after this many solves
 MAX_ACTIVE_SET_ITERATIONS = 200
 #: constraint matrices with at most this many entries are solved through a cached, parametrised
@@ -353,7 +355,7 @@ def _next_working_set(cs: ConstraintSet, flat: np.ndarray, marg: np.ndarray, lam
     """Drop clearly slack rows, add the most violated row of each group (at most ``add_cap``); updates ``in_work``."""
     # drop clearly slack constraints (margin well above 1, negligible dual): the working-set
     # optimum stays the same, so the objective still rises strictly with every addition
-    if len(flat) > _DROP_ABOVE * cs.n_vars:
+    if len(flat) > _DROP_ABOVE * cs.n_vars or cs.n_vars >= _DROP_ALWAYS_VARS:
         slack = flat[(marg[flat] > 1.0 + _DROP_SLACK) & (lam <= _DROP_DUAL * max(float(lam.max()), 1e-300))]
         in_work[slack] = False
     cand = np.flatnonzero(viol)
