@@ -185,11 +185,16 @@ class AttentionConstraints:
                 samples=bad,
             )
 
+    def factors(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(a, z) with a_k = x_ia - x_it and z_k = z_i, (k, d) each: the rank-one factors of the rows of the
+        constraints with flat indices i * T + t (row k = vec(a_k z_k^T), margin a_k^T W z_k)."""
+        i, t = np.divmod(np.asarray(flat, dtype=np.int64), self.T)
+        return self.X[i, self.alpha[i]] - self.X[i, t], self.z[i]
+
     def rows(self, flat: np.ndarray) -> np.ndarray:
         """Rows vec((x_ia - x_it) z_i^T) of the constraints with flat indices i * T + t: (k, d*d)."""
-        i, t = np.divmod(np.asarray(flat, dtype=np.int64), self.T)
-        dx = self.X[i, self.alpha[i]] - self.X[i, t]
-        return (dx[:, :, None] * self.z[i][:, None, :]).reshape(len(i), self.n_vars)
+        dx, z = self.factors(flat)
+        return (dx[:, :, None] * z[:, None, :]).reshape(len(dx), self.n_vars)
 
     def adjoint(self, lam: np.ndarray) -> np.ndarray:
         """A^T lam for multipliers ``lam`` on the (n, T) grid (zero outside ``valid`` is assumed): vec of

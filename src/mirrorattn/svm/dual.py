@@ -53,10 +53,6 @@ class DualSubsolver:
         self.last = np.zeros(cs.valid.size)
         self.unbounded = False
 
-    def _factors(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        i, t = np.divmod(np.asarray(flat, dtype=np.int64), self.cs.T)
-        return self.cs.X[i, self.cs.alpha[i]] - self.cs.X[i, t], self.cs.z[i]
-
     def _primal(self, lam: np.ndarray, a: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(M = sum_i lam_i a_i z_i^T, W = grad psi*(M), the margins a_i^T W z_i) of the multipliers ``lam``."""
         M = (a * lam[:, None]).T @ z
@@ -98,7 +94,7 @@ class DualSubsolver:
         return lam, W, float(res.fun), margins
 
     def __call__(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, str] | None:
-        a, z = self._factors(flat)
+        a, z = self.cs.factors(flat)
         lam, W, fun, margins = self._maximise(flat, a, z)
         if not np.all(np.isfinite(W)) or not np.isfinite(fun):
             self.unbounded = True
