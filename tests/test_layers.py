@@ -196,9 +196,12 @@ def test_cls_pooling_computes_the_last_block_for_the_cls_row_only_with_the_same_
         torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-12)
 
 
-def test_cls_row_only_forward_is_bitwise_the_full_one_in_float32():
+def test_cls_row_only_forward_is_the_full_one_in_float32_to_rounding():
+    """In float32 the [CLS]-row forward equals the full one to rounding: bit for bit on some CPUs, one ulp apart
+    on others (the matrix-product kernels block a 2-row query differently from a 12-row one)."""
     model, ids, mask = _text(1, "paper")
-    assert torch.equal(model(ids, mask), _full_forward(model, ids, mask))
+    fast, full = model(ids, mask), _full_forward(model, ids, mask)
+    torch.testing.assert_close(fast, full, rtol=4 * 2.0 ** -23, atol=4 * 2.0 ** -23)
 
 
 def test_dropout_in_training_keeps_the_full_block_and_its_random_stream():

@@ -141,7 +141,8 @@ class MultiHeadSelfAttention(nn.Module):
 
 
 #: query rows ``first_only`` computes (the first is kept): PyTorch's CPU attention kernel takes another path
-#: for a single query, whose rounding differs from the full block's; with two the first row is the same
+#: for a single query, whose rounding differs from the full block's; with two the first row is the same (bit for
+#: bit on some CPUs; on others the matrix products round it one ulp apart in float32)
 _FIRST_ROWS = 2
 
 
