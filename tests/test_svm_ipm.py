@@ -132,3 +132,9 @@ def test_duality_gap_of_the_decoder_nuclear_and_shared_query_results():
     assert shared.method.endswith("(shared query)")
     assert abs(shared.duality_gap) <= 1e-8 and shared.duality_gap == pytest.approx(
         _dense_gap(shared, X, z, alpha, 3.0), abs=1e-12)
+
+
+@pytest.mark.parametrize("p", [1.5, 2.0, 3.0])
+def test_an_infeasible_working_set_is_not_answered(p):
+    a = np.random.default_rng(0).standard_normal((5, 8))
+    assert ipm.solve_lp_ipm(np.vstack([a, -a[:1]]), p) is None  # rows a and -a: no w has both margins >= 1

@@ -14,7 +14,9 @@ at w_j = v_j s, s = sign(z)|z|^(q-1) / ||z||_q^q), so W_mm = v* s^T with v* = ar
 
 A query per sample and d^2 >= 1,024 variables (d >= 32, 1.05 <= p <= 10, Clarabel): the working sets are
 solved on the smooth dual with rank-one rows (:mod:`mirrorattn.svm.dual`; ``method`` ends in " (dual)"),
-the answer polished to a KKT certificate as always.
+the answer polished to a KKT certificate as always. Up to 1,023 variables (d <= 31, the shared-query
+reduction) a dense interior-point method solves them (:mod:`mirrorattn.svm.ipm`; ``method`` unchanged).
+Every result carries the duality gap of its duals (:func:`mirrorattn.svm.options.duality_gap`).
 """
 
 from __future__ import annotations

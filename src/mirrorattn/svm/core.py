@@ -13,9 +13,12 @@ for all constraints it is optimal for the full problem. Details that keep it fas
   separate), the ``2 n_vars`` hardest samples; each round adds at most ``4 n_vars``;
 - once nothing is violated the answer is polished exactly by Newton on its support set (l_p
   objectives, :mod:`mirrorattn.svm.polish`);
-- constraints with margin > 1.001 and a negligible dual leave the working set (the working-set
-  optimum does not change, so the objective still rises strictly and the loop cannot cycle).
+- constraints with margin > 1.001 and a negligible dual leave working sets of more than 8 rows per
+  variable (any size from 1,024 variables) (the working-set optimum does not change, so the objective
+  still rises strictly and the loop cannot cycle).
 One-shot mode solves all constraints at once (the reference the active set is tested against).
+A ``subsolver`` (:mod:`mirrorattn.svm.ipm` for small problems, :mod:`mirrorattn.svm.dual` for d x d
+attention problems from d = 32) solves the working sets instead of cvxpy; cvxpy is its fallback.
 """
 
 from __future__ import annotations

@@ -4,14 +4,25 @@ For up to a few hundred variables (the attention's d x d with d <= 31, every dec
 solver spends its time factorising a KKT system whose constraint block is dense (Clarabel's sparse
 LDL has no dense kernels: ~30 ms per iteration at 600 rows x 256 variables). This module solves
 
-    min f(w) = ||w||_p^p / p   s.t.  A w - s = 1,  s >= 0
+    min f(w) = ||w||_p^p / p   s.t.  A w - s = 1,  s >= 0      (multipliers lam >= 0)
 
-by Mehrotra's predictor-corrector with the separable Hessian H = diag((p - 1) |w|^(p - 2)): the Newton
-step needs one Cholesky factorisation of the n_vars x n_vars matrix H + A^T diag(lam / s) A (O(k m^2) to
-form, O(m^3) to factor) and two solves. Its multipliers lam are those of f; the duals of the norm
-objective ||w||_p are lam / ||w||_p^(p - 1). Steps keep s, lam > 0 (fraction to the boundary) and are
-halved until the residuals fall. The answer is then certified by the core's Newton polish on the support
-(:mod:`mirrorattn.svm.polish`); when the iteration stalls the round falls back to the conic solver.
+by Mehrotra's predictor-corrector, whose Newton step needs one Cholesky factorisation of an
+n_vars x n_vars matrix (O(k m^2) to form for k rows and m variables, O(m^3) to factor) and two solves:
+
+- p >= 2 (:class:`_Primal`): iterates (w, s, lam), matrix H + A^T diag(lam / s) A with the bounded
+  separable Hessian H = diag((p - 1) |w|^(p - 2));
+- p < 2 (:class:`_Dual`): |w|^(p - 2) blows up where w_j -> 0 (p = 1.1 solutions have many tiny entries),
+  so the iterates are (s, lam) with w = grad f*(A^T lam) = sign(u) |u|^(q - 1) (q = p / (p - 1) >= 2: smooth).
+  Its Newton matrix diag(s / lam) + A Phi A^T (Phi = Hess f*, k x k) is solved through the m x m matrix
+  I + B^T diag(lam / s) B, B = A Phi^(1/2) (Woodbury), with iterative refinement (Woodbury loses digits
+  as s -> 0 on the support).
+
+Steps keep s, lam > 0 (fraction to the boundary) and are halved until the merit (the largest of the
+residuals and the complementarity, relative) falls; far from the optimum a few steps are taken
+although it rises. Where the steps stall at rounding error short of the tolerance, Newton on the
+support set (:func:`mirrorattn.svm.polish.polish_working_set`) finishes; where the iteration fails
+(an infeasible working set, a stall) the round falls back to the conic solver. The multipliers lam
+are those of f; the duals of the norm objective ||w||_p are lam / ||w||_p^(p - 1).
 """
 
 from __future__ import annotations
@@ -40,8 +51,6 @@ _MIN_STEP = 1e-6
 _NONMONOTONE = 20
 #: iterative-refinement steps of the dual form's Woodbury solve
 _REFINE = 4
-#: Hessian entries (p < 2, near w_j = 0) are capped at this multiple of the largest off-zero one
-_HESS_CAP = 1e12
 
 
 def ipm_applies(n_vars: int, p: float) -> bool:
@@ -50,18 +59,9 @@ def ipm_applies(n_vars: int, p: float) -> bool:
 
 
 def _derivatives(w: np.ndarray, p: float) -> tuple[np.ndarray, np.ndarray]:
-    """(grad f, diag of Hess f) at w for f = ||w||_p^p / p; the Hessian capped where |w_j| -> 0 and p < 2."""
-    a = np.abs(w)
+    """(grad f, diag of Hess f) at w for f = ||w||_p^p / p, p >= 2."""
     g = signed_power(w, p - 1.0)
-    if p == 2.0:
-        return g, np.ones_like(w)
-    with np.errstate(divide="ignore"):
-        h = (p - 1.0) * a ** (p - 2.0)
-    if p < 2.0:
-        finite = h[np.isfinite(h)]
-        cap = _HESS_CAP * (float(finite.max()) if finite.size else 1.0)
-        h = np.minimum(h, cap)
-    return g, h
+    return g, (np.ones_like(w) if p == 2.0 else (p - 1.0) * np.abs(w) ** (p - 2.0))
 
 
 def _start(A: np.ndarray, p: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -69,7 +69,6 @@ def _start(A: np.ndarray, p: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     lam balancing grad f."""
     v = A.sum(axis=0)
     w = v * (2.0 * A.shape[0] / max(float(v @ v), 1e-300)) if v.any() else np.ones(A.shape[1])
-    w = np.where(w == 0, 1e-3 * float(np.abs(w).max() or 1.0), w)
     s = np.maximum(A @ w - 1.0, 1.0)
     g, _ = _derivatives(w, p)
     lam = np.full(A.shape[0], max(float(np.abs(g).max()) / max(float(np.abs(A).sum(axis=0).max()), 1e-300), 1e-8))
@@ -94,6 +93,7 @@ class _Primal:
         self.A, self.p = A, p
 
     def start(self) -> tuple[np.ndarray, ...]:
+        """(s, lam, w) of :func:`_start`."""
         w, s, lam = _start(self.A, self.p)
         return s, lam, w
 
@@ -107,6 +107,7 @@ class _Primal:
         return _merit(r_d, r_p, s, lam, self.gscale), (r_d, r_p, h)
 
     def direction(self, s: np.ndarray, lam: np.ndarray, state: Any) -> Callable[[np.ndarray], tuple] | None:
+        """The Newton step (ds, dlam, dw) as a function of the complementarity residual r_c; None if singular."""
         r_d, r_p, h = state
         A = self.A
         K = (A.T * (lam / s)) @ A
@@ -131,25 +132,29 @@ class _Dual:
     def __init__(self, A: np.ndarray, p: float) -> None:
         self.A, self.p, self.q = A, p, p / (p - 1.0)
 
-    def _w(self, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def primal(self, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(w = grad f*(A^T lam), diag of Hess f* there)."""
         u = self.A.T @ lam
         return signed_power(u, self.q - 1.0), (self.q - 1.0) * np.abs(u) ** (self.q - 2.0)
 
     def start(self) -> tuple[np.ndarray, ...]:
+        """lam = c 1 with the mean margin of grad f*(A^T lam) equal to 2, s = max(A w - 1, 1)."""
         k = self.A.shape[0]
-        w1, _ = self._w(np.ones(k))
+        w1, _ = self.primal(np.ones(k))
         mean = float((self.A @ w1).mean())
         c = (2.0 / mean) ** (1.0 / (self.q - 1.0)) if mean > 0 else 1.0
         lam = np.full(k, c)
-        w, _ = self._w(lam)
+        w, _ = self.primal(lam)
         return np.maximum(self.A @ w - 1.0, 1.0), lam
 
     def evaluate(self, s: np.ndarray, lam: np.ndarray, trial: bool = False) -> tuple[float, Any]:
-        w, phi = self._w(lam)
+        """(merit, state for :meth:`direction`) at the point (no dual residual: it is 0 by construction)."""
+        w, phi = self.primal(lam)
         r_p = self.A @ w - s - 1.0
         return _merit(np.empty(0), r_p, s, lam, 1.0), (r_p, phi)
 
     def direction(self, s: np.ndarray, lam: np.ndarray, state: Any) -> Callable[[np.ndarray], tuple] | None:
+        """The Newton step (ds, dlam) as a function of the complementarity residual r_c; None if singular."""
         r_p, phi = state
         B = self.A * np.sqrt(phi)
         E = lam / s  # the inverse of N = diag(s / lam)
@@ -237,7 +242,7 @@ def solve_lp_ipm(A: np.ndarray, p: float) -> tuple[np.ndarray, np.ndarray, float
     if out is None:
         return None
     x, merit = out
-    w = x[2] if len(x) > 2 else form._w(x[1])[0]
+    w = x[2] if len(x) > 2 else form.primal(x[1])[0]
     return w, x[1], merit
 
 
