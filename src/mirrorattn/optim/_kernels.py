@@ -171,29 +171,69 @@ def _compiled_body(kind: Kind, has_beta: bool) -> Callable[..., None]:
 CHUNKS = (8, 4, 2, 1)
 
 
+def _name_kernel(body: Callable[..., object], name: str) -> Callable[..., object]:
+    """Give ``body`` a code object of its own: dynamo keeps its compiled-graph cache (and its recompilation
+    limit) per code object, and every kernel would otherwise share one."""
+    body.__code__ = body.__code__.replace(co_name=name, co_qualname=name)
+    body.__name__ = body.__qualname__ = name
+    return body
+
+
+def _tag(kind: Kind) -> str:
+    return "_".join(str(x).replace(".", "p").replace("-", "m") for x in kind)
+
+
 def _compiled_multi_body(kind: Kind, has_beta: bool, n: int) -> Callable[..., None]:
-    """The step of :func:`_compiled_body` on ``n`` tensors in one call: ``alphas`` is an (n,) float64 tensor.
+    """The step of :func:`_compiled_body` on ``n`` tensors in one call, u <- u - (alphas[i] g + betas[i] w):
+    ``alphas`` and ``betas`` are (n,) float64 tensors (one coefficient per tensor).
 
     One call (one guard check, one C++ kernel with a loop per tensor) instead of n: the per-call overhead of a
-    compiled function (~30 us on a CPU) is paid once per chunk. Each tensor gets exactly the arithmetic of the
-    one-tensor kernel (alpha rounded to u's dtype, the same fused expression)."""
+    compiled function (~30 us on a CPU) is paid once per chunk. Each tensor gets the arithmetic of the one-tensor
+    kernel (coefficients rounded to u's dtype, the same fused expression)."""
 
     def body(us: list[torch.Tensor], ws: list[torch.Tensor], gs: list[torch.Tensor], alphas: torch.Tensor,
-             beta: torch.Tensor) -> None:
+             betas: torch.Tensor) -> None:
         for i in range(n):
             u, w = us[i], ws[i]
             gd = gs[i].to(u.dtype)
             if has_beta:
-                u.sub_(alphas[i] * gd + beta * w.to(u.dtype))
+                u.sub_(alphas[i] * gd + betas[i] * w.to(u.dtype))
             else:
                 u.sub_(alphas[i] * gd)
             w.copy_(signed_pow(u, kind, exp_log=True))
 
-    tag = "_".join(str(x).replace(".", "p").replace("-", "m") for x in kind)
-    name = f"lpmd_multi{n}_{tag}_{'wd' if has_beta else 'nowd'}"
-    body.__code__ = body.__code__.replace(co_name=name, co_qualname=name)
-    body.__name__ = body.__qualname__ = name
-    return body
+    return _name_kernel(body, f"lpmd_multi{n}_{_tag(kind)}_{'wd' if has_beta else 'nowd'}")
+
+
+def _compiled_alphas_body(qkind: Kind, q: float, has_wd: bool, maximize: bool, n: int) -> Callable[..., torch.Tensor]:
+    """The normalised step's coefficients for ``n`` tensors: lr / (||d||_q + eps) with d = (-g if maximize else
+    g) + wd * w, as an (n,) float64 tensor (computed in the dual's dtype ``udtype``).
+
+    ||d||_q = (sum |d / m|^q)^(1/q) m with m = max|d| (so |d|^q cannot overflow or underflow: the eager
+    ``_dual_norm``); |x|^q through the fast path of ``qkind``. Without weight decay m is max|g|, given in ``gmax``
+    ((n,), from the non-finite check); with it, a reduction of its own. The reductions are in a
+    function of its own so that the scalar arithmetic is done once, not inside the update's loop. ``coef`` = (lr,
+    weight decay, eps) as a float64 tensor: a new step size is not a recompilation."""
+
+    def body(ws: list[torch.Tensor], gs: list[torch.Tensor], coef: torch.Tensor, udtype: torch.dtype,
+             gmax: torch.Tensor) -> torch.Tensor:
+        c = coef.to(udtype)
+        out = []
+        for i in range(n):
+            d = gs[i].to(udtype)
+            if maximize:
+                d = -d
+            if has_wd:
+                d = d + c[1] * ws[i].to(udtype)
+                m = d.abs().amax()
+            else:  # max|g|, known from the non-finite check: one pass over g fewer
+                m = gmax[i].to(udtype)
+            m = m.clamp_min(torch.finfo(udtype).tiny)
+            norm = signed_pow((d * (1.0 / m)).abs(), qkind, exp_log=True).sum().pow(1.0 / q) * m
+            out.append(c[0] / (norm + c[2]))
+        return torch.stack(out).to(torch.float64)
+
+    return _name_kernel(body, f"lpmd_alphas{n}_q{_tag(qkind)}_{'wd' if has_wd else 'nowd'}{'_max' if maximize else ''}")
 
 
 _CACHE: dict[tuple, Callable[..., None]] = {}
@@ -221,49 +261,94 @@ def get_compiled(kind: Kind, has_beta: bool) -> Callable[..., None] | None:
     return fn
 
 
-def get_compiled_multi(kind: Kind, has_beta: bool, n: int) -> Callable[..., None] | None:
-    """The cached compiled multi-tensor kernel for ``n`` tensors (one of :data:`CHUNKS`), or None if compilation
-    is unavailable (compilation switched off, or the one-tensor kernel of ``(kind, has_beta)`` failed)."""
-    if (kind, has_beta) in _FAILED or compile_disabled() or not hasattr(torch, "compile"):
+def _cached_compile(key: tuple, build: Callable[[], Callable[..., object]]) -> Callable[..., object] | None:
+    """The compiled function cached under ``key`` (compiled from ``build()`` on first use), or None when
+    compilation is off or failed for ``key`` (or for the one-tensor kernel ``key[1:3]`` of the same kind)."""
+    if key in _FAILED or key[1:3] in _FAILED or compile_disabled() or not hasattr(torch, "compile"):
         return None
-    key = (kind, has_beta, n)
     fn = _CACHE.get(key)
     if fn is None:
         with _LOCK:
             fn = _CACHE.get(key)
             if fn is None:
-                fn = torch.compile(_compiled_multi_body(kind, has_beta, n), dynamic=True, fullgraph=True)
-                _CACHE[key] = fn
+                fn = _CACHE[key] = torch.compile(build(), dynamic=True, fullgraph=True)
     return fn
+
+
+def _run_chunks(n: int, call: Callable[[int, int], None]) -> int:
+    """Call ``call(start, size)`` over chunks of :data:`CHUNKS` covering ``range(n)``, with sizes that are not
+    duck-shaped (two tensors of equal size at the first call get symbols of their own, so a later list whose sizes
+    coincide differently is not a recompilation). Returns how many were done: ``n``, or the start of the chunk whose
+    kernel could not be compiled (``call`` returns False; its key is then in ``_FAILED``)."""
+    i = 0
+    with _fx_config.patch(use_duck_shape=False):
+        while i < n:
+            k = next(c for c in CHUNKS if c <= n - i)
+            if not call(i, k):
+                return i
+            i += k
+    return n
+
+
+def _guarded(key: tuple, fn: Callable[..., object] | None, *args: object) -> object:
+    """``fn(*args)``; on a failure (compilation unavailable: no compiler, unsupported backend ...) the key is
+    marked failed (one warning) and None is returned."""
+    if fn is None:
+        return None
+    try:
+        out = fn(*args)
+    except Exception as err:
+        if key not in _FAILED:
+            log.warning("torch.compile of the l_p mirror-descent kernel %s failed (%s: %s); using eager ops",
+                        key, type(err).__name__, err)
+        _FAILED[key] = f"{type(err).__name__}: {err}"
+        return None
+    return out if out is not None else True
 
 
 def compiled_multi_step(
     kind: Kind, has_beta: bool, us: Sequence[torch.Tensor], ws: Sequence[torch.Tensor],
-    gs: Sequence[torch.Tensor], alphas: torch.Tensor, beta: torch.Tensor,
+    gs: Sequence[torch.Tensor], alphas: torch.Tensor, betas: torch.Tensor,
 ) -> int:
-    """The compiled step on lists of contiguous tensors (one device and dtype combination) in chunks of
-    :data:`CHUNKS`; ``alphas`` is an (n,) float64 tensor, one coefficient per tensor, ``beta`` a 0-d one.
+    """The compiled step u <- u - (alphas[i] g + betas[i] w), w <- sign(u)|u|^e on lists of contiguous tensors of
+    one device and dtype combination, in chunks of :data:`CHUNKS`; ``alphas``, ``betas``: (n,) float64 tensors.
 
     Returns how many tensors (from the start of the lists) were updated: all of them, or fewer when a kernel
-    could not be compiled (that kernel is then marked failed and the caller steps the rest eagerly)."""
-    i, n = 0, len(us)
-    # sizes are not duck-shaped: two tensors of equal size at the first call get symbols of their own, so a later
-    # list whose sizes differ (or coincide) differently is not a recompilation
-    with _fx_config.patch(use_duck_shape=False):
-        while i < n:
-            k = next(c for c in CHUNKS if c <= n - i)
-            fn = get_compiled_multi(kind, has_beta, k)
-            if fn is None:
-                return i
-            a = alphas if k == n else alphas[i:i + k].clone()
-            try:
-                fn([u.view(-1) for u in us[i:i + k]], [w.view(-1) for w in ws[i:i + k]],
-                   [g.view(-1) for g in gs[i:i + k]], a, beta)
-            except Exception as err:  # compilation unavailable (no compiler, unsupported backend...)
-                mark_failed(kind, has_beta, err)
-                return i
-            i += k
-    return n
+    could not be compiled (it is then marked failed and the caller steps the rest eagerly)."""
+    n = len(us)
+
+    def call(i: int, k: int) -> bool:
+        key = ("multi", kind, has_beta, k)
+        fn = _cached_compile(key, lambda: _compiled_multi_body(kind, has_beta, k))
+        a, b = (alphas, betas) if k == n else (alphas[i:i + k].clone(), betas[i:i + k].clone())
+        return _guarded(key, fn, [u.view(-1) for u in us[i:i + k]], [w.view(-1) for w in ws[i:i + k]],
+                        [g.view(-1) for g in gs[i:i + k]], a, b) is not None
+
+    return _run_chunks(n, call)
+
+
+def compiled_alphas(
+    q: float, has_wd: bool, maximize: bool, ws: Sequence[torch.Tensor], gs: Sequence[torch.Tensor],
+    coef: torch.Tensor, udtype: torch.dtype, gmax: torch.Tensor,
+) -> torch.Tensor | None:
+    """The normalised step's coefficients lr / (||d||_q + eps) of every tensor (:func:`_compiled_alphas_body`) as
+    an (n,) float64 tensor, or None when the kernel could not be compiled (the caller goes eager). ``gmax``:
+    max|g| per tensor ((n,); read only without weight decay)."""
+    qkind = exponent_kind(q)
+    parts: list[torch.Tensor] = []
+
+    def call(i: int, k: int) -> bool:
+        key = ("alphas", qkind, has_wd, maximize, k)
+        fn = _cached_compile(key, lambda: _compiled_alphas_body(qkind, q, has_wd, maximize, k))
+        out = _guarded(key, fn, [w.view(-1) for w in ws[i:i + k]], [g.view(-1) for g in gs[i:i + k]], coef, udtype,
+                       gmax if k == len(gs) else gmax[i:i + k].clone())
+        if out is not None:
+            parts.append(out)
+        return out is not None
+
+    if _run_chunks(len(gs), call) < len(gs):
+        return None
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def mark_failed(kind: Kind, has_beta: bool, err: BaseException) -> None:

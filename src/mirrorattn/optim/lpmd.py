@@ -46,6 +46,13 @@ def _dual_norm(g: torch.Tensor, q: float) -> torch.Tensor:
     return torch.linalg.vector_norm(g / m.clamp_min(torch.finfo(g.dtype).tiny), q) * m
 
 
+def _abs_max(g: torch.Tensor) -> torch.Tensor:
+    """max|g| as a 0-d tensor, NaN if g holds a NaN: one pass (``aminmax``; on CPUs several times faster than
+    the inf-norm)."""
+    lo, hi = torch.aminmax(g)
+    return torch.maximum(hi, -lo)
+
+
 def coalesce_rows(g: torch.Tensor) -> torch.Tensor:
     """A sparse COO gradient (one sparse dimension, e.g. of ``nn.Embedding(..., sparse=True)``) with one entry
     per row, duplicates summed in their order from 0 - the sums (bit for bit) that the dense embedding
@@ -223,6 +230,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
         self.skipped_steps = 0
         self.last_step_paths: dict[str, int] = {}
         self._stamps: dict[torch.Tensor, tuple[int, int]] = {}
+        self._gmax: dict[int, torch.Tensor] = {}  # id(gradient) -> max|gradient|, of the current step's check
         super().__init__(params, defaults)
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -242,6 +250,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
         self.__dict__.setdefault("compile_min_numel", COMPILE_MIN_NUMEL)
         self.__dict__.setdefault("skipped_steps", 0)
         self.last_step_paths = {}
+        self._gmax = {}
         self._stamps = {}  # forces the (cheap, one-off) check of every weight against its dual
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -352,17 +361,32 @@ class LpMirrorDescent(torch.optim.Optimizer):
             return f"'{names[pi]}'"
         return f"param_groups[{gi}]['params'][{pi}] (shape {tuple(param.shape)}, dtype {param.dtype})"
 
+    def _check_norms(self, values: list[torch.Tensor], normalized: list[bool]) -> list[torch.Tensor]:
+        """A norm per gradient, non-finite where the gradient holds NaN or inf: the l_2 norm (one fused call), or
+        for a dense gradient of a normalised group that the compiled kernels take, max|g| (recorded in ``_gmax``:
+        the normalised step needs it, and one pass over the gradient serves both)."""
+        norms: list[torch.Tensor | None] = [None] * len(values)
+        for j, (g, norm) in enumerate(zip(values, normalized)):
+            if norm and not g.is_sparse and g.numel() >= self.compile_min_numel and self.use_compile:
+                norms[j] = self._gmax[id(g)] = _abs_max(g)
+        rest = [j for j, n in enumerate(norms) if n is None]
+        for j, n in zip(rest, torch._foreach_norm([values[j] for j in rest]) if rest else ()):
+            norms[j] = n
+        return norms
+
     def _check_finite(self, found: list[tuple[int, int, torch.Tensor, torch.Tensor]]) -> bool:
         """True if every gradient is finite; otherwise raise or (skip mode) return False."""
         by_dev: dict[torch.device, list[int]] = defaultdict(list)
         for i, (_, _, _, g) in enumerate(found):
             by_dev[g.device].append(i)
         bad: list[int] = []
+        self._gmax = {}
         for idx in by_dev.values():
-            norms = torch._foreach_norm([_values(found[i][3]) for i in idx])
+            values = [_values(found[i][3]) for i in idx]
+            norms = self._check_norms(values, [self.param_groups[found[i][0]]["normalized"] for i in idx])
             total = norms[0] if len(norms) == 1 else torch.stack([n.float() for n in norms]).sum()
             if not math.isfinite(float(total)):
-                # an l_2 norm (or their sum) can overflow for finite entries: check those tensors exactly
+                # a norm (or their sum) can overflow for finite entries: check those tensors exactly
                 bad += [i for i in idx if not bool(torch.isfinite(_values(found[i][3])).all())]
         if not bad:
             return True
@@ -407,6 +431,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
             for gi, items in by_group.items():
                 _sharded.step(self, gi, items, paths)  # DTensor parameters on their shards, the rest: _step_group
         self.last_step_paths = dict(paths)
+        self._gmax = {}  # ids are only valid while this step's gradients are alive
         return loss
 
     def _prepare(self, param: torch.Tensor, p: float, kind: K.Kind) -> torch.Tensor:
@@ -445,61 +470,86 @@ class LpMirrorDescent(torch.optim.Optimizer):
             return
 
         if normalized:
+            rest = self._compiled_normalized(dual, kind, q, lr, wd, eps, maximize, paths)
             gs, alphas = [], []
-            for param, g, u in dual:
+            for param, g, u in (dual[i] for i in rest):
                 ge = g.to(u.dtype)
                 ge = -ge if maximize else ge
                 if wd != 0.0:
                     ge = ge.add(param.to(u.dtype), alpha=wd)
                 gs.append(ge)
                 alphas.append(lr / (_dual_norm(ge, q) + eps))
-            beta = 0.0
         else:
-            gs = [g for _, g, _ in dual]
-            alphas = None
-            beta = lr * wd
+            gs, alphas = [g for _, g, _ in dual], None
+            rest = self._compiled_update(dual, gs, -lr if maximize else lr, lr * wd, kind, paths)
+            gs = [gs[i] for i in rest]
 
         eager: dict[tuple, list[int]] = defaultdict(list)
-        for i in self._compiled_update(dual, gs, alphas, -lr if maximize else lr, beta, kind, paths):
+        for j, i in enumerate(rest):  # j: position in gs / alphas, i: in dual
             param, _, u = dual[i]
-            eager[(param.device, param.dtype, u.dtype)].append(i)
+            eager[(param.device, param.dtype, u.dtype)].append(j)
         for idx in eager.values():
-            us = [dual[i][2] for i in idx]
-            ws = [dual[i][0] for i in idx]
-            gl = [gs[i] for i in idx]
+            us = [dual[rest[j]][2] for j in idx]
+            ws = [dual[rest[j]][0] for j in idx]
+            gl = [gs[j] for j in idx]
             if alphas is None:
                 K.eager_step(us, ws, gl, lr, maximize, wd, kind, self.foreach)
             else:
-                K.eager_step(us, ws, gl, [alphas[i] for i in idx], False, 0.0, kind, self.foreach)
+                K.eager_step(us, ws, gl, [alphas[j] for j in idx], False, 0.0, kind, self.foreach)
             paths["foreach" if self.foreach else "loop"] += len(idx)
 
         for param, _, _ in dual:
             self._stamp(param)
 
-    def _compiled_update(self, dual: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], gs: list[torch.Tensor],
-                         alphas: list[torch.Tensor] | None, signed_lr: float, beta: float, kind: K.Kind,
-                         paths: dict[str, int]) -> list[int]:
-        """Step the tensors that the compiled kernels take (at least ``compile_min_numel`` elements, contiguous, on
-        CPU/CUDA), one multi-tensor call per chunk of a device and dtype combination; returns the indices into
-        ``dual`` left to the eager path. ``alphas``: per-tensor coefficients (normalised mode), else ``signed_lr``
-        for every tensor."""
+    def _compiled_lists(self, dual: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+                        ) -> tuple[dict[tuple, list[int]], list[int]]:
+        """Indices into ``dual`` of the tensors the compiled kernels take (at least ``compile_min_numel``
+        elements, contiguous, on CPU/CUDA, compilation on) by device and dtype combination, and of the rest."""
         lists: dict[tuple, list[int]] = defaultdict(list)
         rest: list[int] = []
         use = None  # looked up once, and only when a tensor is large enough to need it
-        for i, (param, _, u) in enumerate(dual):
-            g = gs[i]
+        for i, (param, g, u) in enumerate(dual):
             if param.numel() >= self.compile_min_numel and param.device.type in ("cpu", "cuda") \
                     and param.is_contiguous() and g.is_contiguous() and u.is_contiguous() \
                     and (use := self.use_compile if use is None else use):
                 lists[(param.device, param.dtype, u.dtype, g.dtype)].append(i)
             else:
                 rest.append(i)
+        return lists, rest
+
+    def _compiled_normalized(self, dual: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], kind: K.Kind,
+                             q: float, lr: float, wd: float, eps: float, maximize: bool,
+                             paths: dict[str, int]) -> list[int]:
+        """The normalised step of the tensors the compiled kernels take: the coefficients alpha = lr / (||d||_q +
+        eps) of d = (-g if maximize else g) + wd w from one compiled call per chunk, then the plain kernel with
+        u <- u - (+-alpha g + alpha wd w). Returns the indices into ``dual`` left to the eager path."""
+        lists, rest = self._compiled_lists(dual)
+        for (device, _, udtype, _), idx in lists.items():
+            coef = torch.tensor([lr, wd, eps], dtype=torch.float64, device=device)
+            ws, gs = [dual[i][0] for i in idx], [dual[i][1] for i in idx]
+            alphas = K.compiled_alphas(q, wd != 0.0, maximize, ws, gs, coef, udtype, self._grad_maxima(gs))
+            done = 0 if alphas is None else K.compiled_multi_step(
+                kind, wd != 0.0, [dual[i][2] for i in idx], ws, gs, -alphas if maximize else alphas, alphas * wd)
+            paths["compiled"] += done
+            rest += idx[done:]
+        return sorted(rest)
+
+    def _grad_maxima(self, gs: list[torch.Tensor]) -> torch.Tensor:
+        """max|g| of each gradient as one tensor: the non-finite check's values where it saw these gradients, else
+        computed here."""
+        known = [self._gmax.get(id(g)) for g in gs]
+        known = [m if m is not None else _abs_max(g) for m, g in zip(known, gs)]
+        return torch.stack([m.to(torch.float64) for m in known])
+
+    def _compiled_update(self, dual: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], gs: list[torch.Tensor],
+                         signed_lr: float, beta: float, kind: K.Kind, paths: dict[str, int]) -> list[int]:
+        """The plain step u <- u - (signed_lr g + beta w) of the tensors the compiled kernels take, one
+        multi-tensor call per chunk of a device and dtype combination; returns the indices into ``dual`` left
+        to the eager path."""
+        lists, rest = self._compiled_lists(dual)
         for (device, *_), idx in lists.items():
-            if alphas is None:
-                a_t = torch.full((len(idx),), signed_lr, dtype=torch.float64, device=device)
-            else:
-                a_t = torch.stack([alphas[i].to(torch.float64) for i in idx]).to(device)
-            b_t = torch.tensor(beta, dtype=torch.float64, device=device)
+            a_t = torch.full((len(idx),), signed_lr, dtype=torch.float64, device=device)
+            b_t = torch.full((len(idx),), beta, dtype=torch.float64, device=device)
             done = K.compiled_multi_step(kind, beta != 0.0, [dual[i][2] for i in idx], [dual[i][0] for i in idx],
                                          [gs[i] for i in idx], a_t, b_t)
             paths["compiled"] += done
