@@ -28,6 +28,21 @@ _ACCEPT_TOL = 1e-10
 _MAX_ROUNDS = 8
 
 
+def _solve_gram(B: np.ndarray, rhs: np.ndarray) -> np.ndarray | None:
+    """The solution of (B B^T) x = rhs: Cholesky (B @ B.T is one symmetric product), LU where that fails
+    (numerically semi-definite), None when singular."""
+    J = B @ B.T
+    try:
+        return scipy.linalg.cho_solve(scipy.linalg.cho_factor(J, lower=True, check_finite=False), rhs,
+                                      check_finite=False)
+    except (np.linalg.LinAlgError, ValueError):
+        pass
+    try:
+        return np.linalg.solve(J, rhs)
+    except np.linalg.LinAlgError:
+        return None
+
+
 def newton_support(A_S: np.ndarray, mu0: np.ndarray, p: float) -> np.ndarray | None:
     """Solve A_S grad psi*(A_S^T mu) = 1 for mu by damped Newton; ``None`` if it fails."""
     e = inverse_exponent(p)
@@ -46,10 +61,8 @@ def newton_support(A_S: np.ndarray, mu0: np.ndarray, p: float) -> np.ndarray | N
             dmap = e * np.abs(u) ** (e - 1.0)
         if not np.all(np.isfinite(dmap)):
             return None
-        J = (A_S * dmap) @ A_S.T
-        try:
-            step = np.linalg.solve(J, -r)
-        except np.linalg.LinAlgError:
+        step = _solve_gram(A_S * np.sqrt(dmap), -r)
+        if step is None:
             return None
         t = 1.0
         while t > 1e-6:
@@ -64,10 +77,23 @@ def newton_support(A_S: np.ndarray, mu0: np.ndarray, p: float) -> np.ndarray | N
     return mu if float(np.abs(r).max()) <= _ACCEPT_TOL else None
 
 
+def _clearly_full_row_rank(A: np.ndarray) -> bool:
+    """True when the rows of A are independent with sigma_min / sigma_max > 1e-5 (so that SVD's rank agrees):
+    lambda_min(A A^T) >= 1 / ||L^-1||_F^2 for the Cholesky factor L, against trace(A A^T) >= lambda_max.
+    A third of an SVD's cost (d = 64: 2,000 x 4,096 rows); False says nothing (the SVD decides)."""
+    G = A @ A.T
+    try:
+        L = scipy.linalg.cholesky(G, lower=True, check_finite=False)
+    except (np.linalg.LinAlgError, ValueError):
+        return False
+    inv = scipy.linalg.solve_triangular(L, np.eye(len(G)), lower=True, check_finite=False)
+    return 1.0 / float(np.sum(inv * inv)) > 1e-10 * float(np.trace(G))
+
+
 def _independent(A_S: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Mask of a maximal linearly independent subset of the rows, largest weights first (pivoted QR)."""
     keep = np.ones(A_S.shape[0], dtype=bool)
-    if A_S.shape[0] <= A_S.shape[1] and np.linalg.matrix_rank(A_S) == A_S.shape[0]:
+    if A_S.shape[0] <= A_S.shape[1] and (_clearly_full_row_rank(A_S) or np.linalg.matrix_rank(A_S) == A_S.shape[0]):
         return keep
     _, R, piv = scipy.linalg.qr(A_S.T * weights, mode="economic", pivoting=True)
     diag = np.abs(np.diag(R))
