@@ -278,15 +278,20 @@ def _cached_compile(key: tuple, build: Callable[[], Callable[..., object]]) -> C
 def _run_chunks(n: int, call: Callable[[int, int], None]) -> int:
     """Call ``call(start, size)`` over chunks of :data:`CHUNKS` covering ``range(n)``, with sizes that are not
     duck-shaped (two tensors of equal size at the first call get symbols of their own, so a later list whose sizes
-    coincide differently is not a recompilation). Returns how many were done: ``n``, or the start of the chunk whose
+    coincide differently is not a recompilation; the ranks of the tensors the flat views come from are guarded,
+    so callers keep one rank per list). Returns how many were done: ``n``, or the start of the chunk whose
     kernel could not be compiled (``call`` returns False; its key is then in ``_FAILED``)."""
     i = 0
-    with _fx_config.patch(use_duck_shape=False):
+    duck = _fx_config.use_duck_shape  # set and restored directly: ``patch()`` costs ~25 us a call
+    _fx_config.use_duck_shape = False
+    try:
         while i < n:
             k = next(c for c in CHUNKS if c <= n - i)
             if not call(i, k):
                 return i
             i += k
+    finally:
+        _fx_config.use_duck_shape = duck
     return n
 
 

@@ -512,7 +512,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
             if param.numel() >= self.compile_min_numel and param.device.type in ("cpu", "cuda") \
                     and param.is_contiguous() and g.is_contiguous() and u.is_contiguous() \
                     and (use := self.use_compile if use is None else use):
-                lists[(param.device, param.dtype, u.dtype, g.dtype)].append(i)
+                lists[(param.device, param.dtype, u.dtype, g.dtype, param.dim())].append(i)  # rank: see K._run_chunks
             else:
                 rest.append(i)
         return lists, rest
@@ -524,7 +524,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
         eps) of d = (-g if maximize else g) + wd w from one compiled call per chunk, then the plain kernel with
         u <- u - (+-alpha g + alpha wd w). Returns the indices into ``dual`` left to the eager path."""
         lists, rest = self._compiled_lists(dual)
-        for (device, _, udtype, _), idx in lists.items():
+        for (device, _, udtype, *_), idx in lists.items():
             coef = torch.tensor([lr, wd, eps], dtype=torch.float64, device=device)
             ws, gs = [dual[i][0] for i in idx], [dual[i][1] for i in idx]
             alphas = K.compiled_alphas(q, wd != 0.0, maximize, ws, gs, coef, udtype, self._grad_maxima(gs))
