@@ -138,3 +138,15 @@ def test_duality_gap_of_the_decoder_nuclear_and_shared_query_results():
 def test_an_infeasible_working_set_is_not_answered(p):
     a = np.random.default_rng(0).standard_normal((5, 8))
     assert ipm.solve_lp_ipm(np.vstack([a, -a[:1]]), p) is None  # rows a and -a: no w has both margins >= 1
+
+
+@pytest.mark.parametrize("p", [1.1, 2.0, 3.0])
+def test_a_warm_start_reaches_the_cold_start_answer(p):
+    rng = np.random.default_rng(7)
+    A = rng.standard_normal((150, 25)) + 0.5
+    w, lam, _ = ipm.solve_lp_ipm(A[:100], p)  # a smaller working set first, as the active set does
+    lam0 = np.concatenate([lam, np.zeros(50)])
+    warm = ipm.solve_lp_ipm(A, p, lam0)
+    cold = ipm.solve_lp_ipm(A, p)
+    assert lp_norm(warm[0], p) == pytest.approx(lp_norm(cold[0], p), rel=1e-8)
+    assert (A @ warm[0]).min() >= 1 - 1e-6

@@ -49,6 +49,8 @@ _STEP_TO_BOUNDARY = 0.99
 _MIN_STEP = 1e-6
 #: steps taken although the merit did not fall (Mehrotra's own rule), at most this many per solve
 _NONMONOTONE = 20
+#: a warm start shifts the last multipliers by this fraction of their mean and the slacks by this much
+_WARM_SHIFT, _WARM_SLACK = 0.01, 0.1
 #: iterative-refinement steps of the dual form's Woodbury solve
 _REFINE = 4
 
@@ -188,11 +190,11 @@ def _cholesky(K: np.ndarray) -> Any:
         return None
 
 
-def _iterate(form: Any) -> tuple[tuple[np.ndarray, ...], float] | None:
-    """Mehrotra predictor-corrector on ``form`` (:class:`_Primal` or :class:`_Dual`): the last point (s, lam[, w])
-    and its merit when that is at most :data:`_TOL`, or where the steps stall at a merit of at most
+def _iterate(form: Any, x: tuple[np.ndarray, ...]) -> tuple[tuple[np.ndarray, ...], float] | None:
+    """Mehrotra predictor-corrector on ``form`` (:class:`_Primal` or :class:`_Dual`) from ``x``: the last point
+    (s, lam[, w]) and its merit when that is at most :data:`_TOL`, or where the steps stall at a merit of at most
     :data:`_ACCEPT`; else None."""
-    x, free = form.start(), _NONMONOTONE
+    free = _NONMONOTONE
     for _ in range(_MAX_ITER):
         merit, state = form.evaluate(*x)
         if not np.isfinite(merit):
@@ -232,13 +234,29 @@ def _line_search(form: Any, x: tuple, dx: tuple, alpha: float, merit: float) -> 
     return None
 
 
-def solve_lp_ipm(A: np.ndarray, p: float) -> tuple[np.ndarray, np.ndarray, float] | None:
+def _warm_start(A: np.ndarray, p: float, lam0: np.ndarray) -> tuple[np.ndarray, ...]:
+    """A start near multipliers ``lam0`` (the last working set's; 0 on new rows): lam0 + 1% of their mean,
+    w = grad f*(A^T lam), s = max(A w - 1, 0) + 0.1 (measured at 30,000 constraints, d = 16: p = 1.1 from ~85 to
+    ~30 iterations per working set; shifts of 10% and 0.5 failed)."""
+    lam = lam0 + _WARM_SHIFT * float(lam0[lam0 > 0].mean())
+    w = signed_power(A.T @ lam, 1.0 / (p - 1.0))
+    s = np.maximum(A @ w - 1.0, 0.0) + _WARM_SLACK
+    return (s, lam) if p < 2.0 else (s, lam, w)
+
+
+def solve_lp_ipm(A: np.ndarray, p: float, lam0: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray,
+                                                                                     float] | None:
     """(w, lam, merit): w minimising ||w||_p^p / p s.t. A w >= 1 with multipliers lam (of that objective) to the
     relative accuracy ``merit`` (:data:`_TOL`; up to :data:`_ACCEPT` where rounding stalls the steps), or None
     when the iteration did not converge (infeasible rows, or a stall). p < 2 iterates on the multipliers
-    (:class:`_Dual`), p >= 2 on (w, s, lam) (:class:`_Primal`)."""
+    (:class:`_Dual`), p >= 2 on (w, s, lam) (:class:`_Primal`). ``lam0`` (>= 0, one per row): a warm start,
+    from the cold one if that fails."""
     form = _Dual(A, p) if p < 2.0 else _Primal(A, p)
-    out = _iterate(form)
+    out = None
+    if lam0 is not None and np.any(lam0 > 0):
+        out = _iterate(form, _warm_start(A, p, lam0))
+    if out is None:
+        out = _iterate(form, form.start())
     if out is None:
         return None
     x, merit = out
@@ -247,19 +265,23 @@ def solve_lp_ipm(A: np.ndarray, p: float) -> tuple[np.ndarray, np.ndarray, float
 
 
 class IPMSubsolver:
-    """Working-set solves of a constraint set by :func:`solve_lp_ipm`: ``self(flat)`` returns
-    ``(w, duals of ||w||_p, "optimal")`` or ``None`` (the core then uses the conic solver)."""
+    """Working-set solves of a constraint set by :func:`solve_lp_ipm`, each warm-started from the last one's
+    multipliers: ``self(flat)`` returns ``(w, duals of ||w||_p, "optimal")`` or ``None`` (the core then uses the
+    conic solver)."""
 
     unbounded = False
 
     def __init__(self, cs: Any, p: float) -> None:
         self.cs, self.p = cs, float(p)
+        self.last = np.zeros(cs.valid.size)  # the last working set's multipliers (warm starts)
 
     def __call__(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, str] | None:
-        out = solve_lp_ipm(self.cs.rows(flat), self.p)
+        out = solve_lp_ipm(self.cs.rows(flat), self.p, self.last[flat])
         if out is None:
             return None
         w, lam, merit = out
+        self.last[:] = 0.0
+        self.last[flat] = lam
         scale = float(lp_norm(w, self.p)) ** (self.p - 1.0)
         if not (np.isfinite(scale) and scale > 0):
             return None
