@@ -146,6 +146,8 @@ def test_a_warm_start_reaches_the_cold_start_answer(p):
     A = rng.standard_normal((150, 25)) + 0.5
     w, lam, _ = ipm.solve_lp_ipm(A[:100], p)  # a smaller working set first, as the active set does
     lam0 = np.concatenate([lam, np.zeros(50)])
+    form = (ipm._Dual if p < 2 else ipm._Primal)(A, p)
+    assert ipm._iterate(form, ipm._warm_start(A, p, lam0)) is not None  # the warm start itself converges
     warm = ipm.solve_lp_ipm(A, p, lam0)
     cold = ipm.solve_lp_ipm(A, p)
     assert lp_norm(warm[0], p) == pytest.approx(lp_norm(cold[0], p), rel=1e-8)
