@@ -40,7 +40,8 @@ PAD_ID, UNK_ID, CLS_ID, SEP_ID = 0, 1, 2, 3
 HTML_BREAK_PATTERN = r"(?i)<\s*br\s*/?\s*>"
 TOKENIZER_KINDS = ("wordpiece", "bpe")
 # Bump when the tokenizer pipeline changes, so that old cache files are not reused.
-_PIPELINE_VERSION = 1
+# 2: deterministic training (the continuing-subword tokens seeded in sorted order, see _train_tokenizer)
+_PIPELINE_VERSION = 2
 
 
 @dataclass
@@ -88,19 +89,43 @@ def _new_tokenizer(kind: str, lowercase: bool) -> tuple[Tokenizer, trainers.Trai
     return tok, trainer_cls
 
 
+def _continuing_subwords(tok: Tokenizer, texts: Sequence[str]) -> list[str]:
+    """"##" + c for every character c that follows another within a pre-tokenised word of ``texts``: the
+    continuing-subword tokens the trainer creates, sorted."""
+    norm, pre = tok.normalizer, tok.pre_tokenizer
+    chars: set[str] = set()
+    for text in texts:
+        for word, _ in pre.pre_tokenize_str(norm.normalize_str(text)):
+            chars.update(word[1:])
+    return ["##" + c for c in sorted(chars)]
+
+
 def _train_tokenizer(
     texts: Sequence[str], kind: str, vocab_size: int, lowercase: bool, min_frequency: int
 ) -> Tokenizer:
-    """Train a fresh tokenizer on ``texts`` (no caching). Separate so tests can watch it."""
+    """Train a fresh tokenizer on ``texts`` (no caching), the same vocabulary on every run. Separate so tests can
+    watch it.
+
+    The ``tokenizers`` trainers (BPE and WordPiece, version 0.2x) give the continuing-subword tokens ("##e") their
+    ids in the iteration order of a randomly seeded hash map, and break ties between equally frequent merges by
+    those ids, so two trainings on the same texts can learn different vocabularies (huggingface/tokenizers issue
+    #1794). Here those tokens are passed to the trainer up front, in sorted order, as special tokens - the ids
+    no longer depend on the hash map - and are removed from the added tokens afterwards, so that "##e" in a text is
+    not matched as a token of its own; they stay in the vocabulary, where the trainer puts them anyway.
+    """
     tok, trainer_cls = _new_tokenizer(kind, lowercase)
+    subwords = _continuing_subwords(tok, texts)
     trainer = trainer_cls(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
-        special_tokens=list(SPECIAL_TOKENS),
+        special_tokens=list(SPECIAL_TOKENS) + subwords,
         continuing_subword_prefix="##",
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    state = json.loads(tok.to_str())
+    state["added_tokens"] = [t for t in state["added_tokens"] if t["content"] in SPECIAL_TOKENS]
+    tok = Tokenizer.from_str(json.dumps(state))
     for token, want in zip(SPECIAL_TOKENS, (PAD_ID, UNK_ID, CLS_ID, SEP_ID)):
         got = tok.token_to_id(token)
         if got != want:  # pragma: no cover - guards against a change in the tokenizers library
