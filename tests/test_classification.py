@@ -13,7 +13,7 @@ from mirrorattn.experiments.text import TextExperimentConfig
 from mirrorattn.experiments.vision import VisionExperimentConfig
 from mirrorattn.io import config_hash
 from mirrorattn.train import NonFiniteLossError, TrainData
-from toy_runs import ToyModel, record_resume, toy_data
+from toy_runs import NaNLinear, ToyModel, record_resume, toy_data
 
 _data = toy_data
 
@@ -74,16 +74,17 @@ def test_without_resume_longer_other_settings_start_over_only_with_overwrite(tmp
     assert len(json.loads((tmp_path / "history.json").read_text())) == 1
 
 
-def test_a_recorded_divergence_is_reused(tmp_path: Path, config, monkeypatch) -> None:
-    def nan_fit(*args, **kwargs):
-        raise NonFiniteLossError("training loss became nan at epoch 1, batch 1")
+def _nan_spec(config: VisionExperimentConfig, data: TrainData, calls: int, **options) -> cl.RunSpec:
+    """A toy run whose loss becomes NaN after ``calls`` training batches (4 per epoch)."""
+    return config.run_spec("adam", 0, ToyModel(), lr=0.05, build_model=lambda: NaNLinear(calls), data=data, **options)
 
+
+def test_a_recorded_divergence_is_reused(tmp_path: Path, config, monkeypatch) -> None:
     data = _data()
-    monkeypatch.setattr(cl, "fit", nan_fit)
     with pytest.raises(NonFiniteLossError):
-        cl.run_one(_spec(config, data), tmp_path / "raise", progress=False)
-    spec = _spec(config, data, analyse=_analyse, on_diverged="record", summary_head={"dataset": "toy"},
-                 summary_tail={"augmentation": None})
+        cl.run_one(_nan_spec(config, data, 0), tmp_path / "raise", progress=False)
+    spec = _nan_spec(config, data, 0, analyse=_analyse, on_diverged="record", summary_head={"dataset": "toy"},
+                     summary_tail={"augmentation": None})
     s = cl.run_one(spec, tmp_path / "rec", progress=False)
     assert list(s) == ["config_hash", "dataset", "optimizer", "lr", "seed", "diverged", "error", "test_acc",
                        "test_acc_last", "wall_seconds", "augmentation", "analysis"]
@@ -154,19 +155,12 @@ def test_every_optimizer_is_checked_before_data_or_folders(tmp_path: Path, monke
 def test_a_diverged_runs_failing_analysis_is_recorded_not_fatal(tmp_path: Path, config, monkeypatch) -> None:
     """A run that diverges after a finished epoch keeps that epoch (policy best-epoch); when its analysis fails
     on the diverged weights (e.g. non-finite attention), the summary says so and the comparison goes on."""
-    real_fit = cl.fit
-
-    def fit_then_nan(model, data, train, out_dir, **kwargs):
-        real_fit(model, data, type(train)(**{**train.__dict__, "epochs": 1}), out_dir, **kwargs)
-        raise NonFiniteLossError("training loss became nan at epoch 2, batch 1")
-
     def failing(model: nn.Module, write: bool) -> dict:
         raise ValueError("probs must be finite and non-negative (softmax outputs)")
 
-    monkeypatch.setattr(cl, "fit", fit_then_nan)
-    s = cl.run_one(_spec(config, _data(), analyse=failing, on_diverged="best-epoch"), tmp_path, progress=False)
+    spec = _nan_spec(config, _data(), 4, analyse=failing, on_diverged="best-epoch")  # NaN at epoch 2, batch 1
+    s = cl.run_one(spec, tmp_path, progress=False)
     assert s["diverged"] is True and s["best_epoch"] == 1 and s["analysis"] is None
     assert s["analysis_error"] == "analysis skipped: probs must be finite and non-negative (softmax outputs)"
-    monkeypatch.setattr(cl, "fit", real_fit)
     with pytest.raises(ValueError, match="probs must be finite"):  # a run that did not diverge still fails loudly
         cl.run_one(_spec(config, _data(), analyse=failing), tmp_path / "ok", progress=False)

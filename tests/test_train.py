@@ -159,6 +159,42 @@ def test_nonfinite_loss_names_epoch_and_batch(tmp_path, data):
         fit(model, data, cfg(epochs=3), tmp_path, progress=False)
 
 
+_TIMING = ("train_seconds", "samples_per_second")
+
+
+def test_a_diverged_run_is_the_result_of_its_best_epoch(tmp_path, data):
+    """keep_diverged: the NaN at epoch 2 ends the run; fit returns epoch 1's result, the same as a 1-epoch run."""
+    model = NaNAfter(tiny_model(), calls=8)  # epoch 2, batch 3
+    res = fit(model, data, cfg(epochs=3), tmp_path / "nan", progress=False, keep_diverged=True)
+    ref_model = NaNAfter(tiny_model(), calls=10**9)
+    ref = fit(ref_model, data, cfg(epochs=1), tmp_path / "ref", progress=False)
+    assert res["diverged"] is True and ref["diverged"] is False and "error" not in ref
+    assert "epoch 2, batch 3" in res["error"] and res["stop_reason"] == f"diverged: {res['error']}"
+    assert (res["best_epoch"], res["epochs_run"], len(res["history"])) == (1, 1, 1)
+    strip = [{k: v for k, v in row.items() if k not in _TIMING} for row in (res["history"][0], ref["history"][0])]
+    assert strip[0] == strip[1]
+    for a, b in zip(model.state_dict().values(), ref_model.state_dict().values()):
+        assert torch.equal(a, b)  # the model holds epoch 1's (validation-best) weights
+    assert res["test_acc"] == ref["test_acc"] == ref["test_acc_last"] and res["test_acc_last"] is None
+    from mirrorattn.train import evaluate
+
+    direct = evaluate(model, data.test, cfg(), torch.device("cpu"))  # measured again, outside fit
+    assert (res["test_acc"], res["test_loss"]) == (direct["acc"], direct["loss"])
+    row = ref["history"][0]
+    assert (res["val_acc_best"], res["val_loss_best"], res["train_acc_last"]) == (
+        row["val_acc"], row["val_loss"], row["train_acc"])
+
+
+def test_a_run_diverged_in_its_first_epoch_has_no_accuracy_and_the_initial_weights(tmp_path, data):
+    model = NaNAfter(tiny_model(), calls=3)  # three steps taken, the NaN at epoch 1, batch 4
+    res = fit(model, data, cfg(epochs=2), tmp_path, progress=False, keep_diverged=True)
+    assert res["diverged"] is True and "epoch 1, batch 4" in res["error"]
+    assert res["best_epoch"] == 0 and res["history"] == [] and res["epochs_run"] == 0
+    assert all(res[k] is None for k in ("test_acc", "test_acc_last", "test_loss", "val_acc_best", "val_loss_best"))
+    for a, b in zip(model.inner.state_dict().values(), tiny_model().state_dict().values()):
+        assert torch.equal(a, b)
+
+
 def test_md_scope_attention_groups(data):
     model = tiny_model()
     main, other = split_md_scope(model, "attention")

@@ -16,6 +16,19 @@ class ToyModel:
     features: int = 4
 
 
+class NaNLinear(torch.nn.Linear):
+    """The toy runs' model (4 features, 2 classes) whose training output becomes NaN after ``calls`` batches."""
+
+    def __init__(self, calls: int) -> None:
+        super().__init__(4, 2)
+        self.calls, self.n = calls, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)
+        self.n += int(self.training)
+        return out * float("nan") if self.training and self.n > self.calls else out
+
+
 def toy_data() -> TrainData:
     """64 training, 32 validation and 32 test points in 4 dimensions; the label is the sign of the first."""
     g = torch.Generator().manual_seed(0)

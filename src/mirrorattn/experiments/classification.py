@@ -44,12 +44,10 @@ from mirrorattn.experiments.run_folders import (
 from mirrorattn.io import (
     config_hash,
     lock_folder,
-    read_json,
     write_json,
 )
 from mirrorattn.metrics import relative_change
-from mirrorattn.train import NonFiniteLossError, TrainConfig, TrainData, dist_info, fit, seeded_init
-from mirrorattn.train.checkpoint import load_weights
+from mirrorattn.train import TrainConfig, TrainData, dist_info, fit, seeded_init
 from mirrorattn.train.distributed import barrier
 from mirrorattn.train.fsdp import unsharded_copy
 
@@ -60,7 +58,6 @@ __all__ = [
     "RunPlan",
     "RunSpec",
     "aggregate",
-    "diverged_result",
     "format_stat",
     "identity_diff",
     "optimizer_key",
@@ -73,7 +70,7 @@ __all__ = [
 ]
 
 #: what :func:`run_one` does when the loss becomes NaN/inf: "raise" the NonFiniteLossError;
-#: "best-epoch": end the run there and report its validation-best completed epoch (:func:`diverged_result`);
+#: "best-epoch": end the run there and report its validation-best completed epoch (``fit(keep_diverged=True)``);
 #: "record": write a short summary with ``diverged: True``, ``error`` and no accuracy, no analysis
 DIVERGED_POLICIES = ("raise", "best-epoch", "record")
 
@@ -322,24 +319,18 @@ def _train_run(spec: RunSpec, out_dir: Path, *, resume: bool, progress: bool) ->
     head = {"config_hash": config_hash(spec.identity), **spec.summary_head, "optimizer": spec.optimizer,
             "lr": spec.lr, "seed": spec.seed}
     start = time.time()
-    analyse = spec.analyse
-    try:
-        result = {**fit(model, spec.data, spec.train, out_dir, resume=resume, progress=progress, **spec.fit_options),
-                  "diverged": False}
-    except NonFiniteLossError as exc:
-        if spec.on_diverged == "raise":
-            raise
-        if spec.on_diverged == "record":  # counted in the table, not hidden; the other runs go on
-            summary = {**head, "diverged": True, "error": str(exc), "test_acc": None, "test_acc_last": None,
-                       "wall_seconds": time.time() - start, **spec.summary_tail, "analysis": None}
-            if info.is_main:
-                write_json(summary_path, summary)
-            return summary
-        result = diverged_result(model, spec.data, spec.train, out_dir, exc)
-        analyse = analyse if result["best_epoch"] > 0 else None
+    result = fit(model, spec.data, spec.train, out_dir, resume=resume, progress=progress,
+                 keep_diverged=spec.on_diverged != "raise", **spec.fit_options)
+    if result["diverged"] and spec.on_diverged == "record":  # counted in the table, not hidden; the others go on
+        summary = {**head, "diverged": True, "error": result["error"], "test_acc": None, "test_acc_last": None,
+                   "wall_seconds": time.time() - start, **spec.summary_tail, "analysis": None}
+        if info.is_main:
+            write_json(summary_path, summary)
+        return summary
+    analyse = spec.analyse if result["best_epoch"] > 0 else None  # "best-epoch": a run diverged in epoch 1 has none
     if spec.train.fsdp:  # the analysis reads whole weights: a plain copy of the (validation-best) sharded model
         model = unsharded_copy(model, spec.build_model)
-    summary: dict[str, Any] = {**head, **{k: v for k, v in result.items() if k != "history"}}
+    summary: dict[str, Any] = {**head, **{k: v for k, v in result.items() if k not in ("history", "error")}}
     if spec.seconds_per_epoch:
         summary["seconds_per_epoch"] = result["train_seconds"] / max(1, int(result["epochs_run"] or 0))
     summary.update(wall_seconds=time.time() - start, n_parameters=sum(p.numel() for p in model.parameters()),
@@ -372,38 +363,6 @@ def weight_moves(model: nn.Module, initial: dict[str, list[torch.Tensor]]) -> di
     the weights ``initial`` (:func:`_attention_weights` before training) to the model's (the validation-best)."""
     now = _attention_weights(model)
     return {f"{kind}_move": relative_change(now[kind], initial[kind]) for kind in ("q", "k", "v") if initial[kind]}
-
-
-def diverged_result(
-    model: nn.Module, data: TrainData, train_cfg: TrainConfig, out_dir: Path, exc: Exception
-) -> dict[str, Any]:
-    """The fit-like result of a run that diverged: the validation-best completed epoch, if any.
-
-    ``model`` gets the weights of that epoch, ``test_acc`` / ``test_loss`` are measured on it
-    (``data.test``), ``test_acc_last`` is None, ``stop_reason`` holds the error; with no completed
-    epoch, ``best_epoch`` is 0 and every accuracy None.
-    """
-    from mirrorattn.train import evaluate, resolve_device
-    from mirrorattn.train.loop import BEST_MODEL, HISTORY
-
-    info = dist_info()
-    hist = read_json(out_dir / HISTORY) if (out_dir / HISTORY).is_file() else []
-    result: dict[str, Any] = {
-        "test_acc": None, "test_acc_last": None, "test_loss": None, "val_acc_best": None, "val_acc_last": None,
-        "best_epoch": 0, "epochs_run": len(hist), "stop_reason": f"diverged: {exc}", "diverged": True,
-        "train_seconds": sum(r["train_seconds"] for r in hist),
-        "samples_per_second": (sum(r["train_seconds"] * r["samples_per_second"] for r in hist)
-                               / max(1e-9, sum(r["train_seconds"] for r in hist))) if hist else None,
-    }
-    if hist and (out_dir / BEST_MODEL).is_file():
-        best = max(range(len(hist)), key=lambda i: (hist[i]["val_acc"], -i))  # first maximum, as fit
-        model.load_state_dict(load_weights(out_dir / BEST_MODEL))
-        result.update(best_epoch=best + 1, val_acc_best=hist[best]["val_acc"], val_acc_last=hist[-1]["val_acc"])
-        if data.test is not None:
-            device = resolve_device(train_cfg.device, info.local_rank)
-            test = evaluate(model.to(device), data.test, train_cfg, device, info)
-            result.update(test_acc=test["acc"], test_loss=test["loss"])
-    return result
 
 
 def _mean_std(values: list[float]) -> dict[str, float | None]:

@@ -36,7 +36,7 @@ import torch
 from mirrorattn.checks import check_int
 from mirrorattn.experiments.classification import ClassificationConfig, preflight, run_name
 from mirrorattn.experiments.parallel import prepared_once, run_in_processes, worker_threads
-from mirrorattn.io import read_json, save_figure, write_json
+from mirrorattn.io import save_figure, write_json
 from mirrorattn.train import NonFiniteLossError, TrainData
 from mirrorattn.train.distributed import init_distributed
 
@@ -153,10 +153,8 @@ def sweep_point(target: SweepTarget, config: ClassificationConfig, prepared: Pre
     if s.get("diverged"):
         return {"lr": lr, "val_acc_best": 0.0, "val_loss_best": None, "best_epoch": None, "diverged": True,
                 "error": s.get("error") or s.get("stop_reason"), "seconds": time.time() - start}
-    hist = read_json(run_dir / "history.json") if (run_dir / "history.json").is_file() else []
-    best_row = hist[s["best_epoch"] - 1] if 0 < s["best_epoch"] <= len(hist) else {}
-    return {"lr": lr, "val_acc_best": s["val_acc_best"], "val_loss_best": best_row.get("val_loss"),
-            "best_epoch": s["best_epoch"], "train_acc_last": hist[-1]["train_acc"] if hist else None,
+    return {"lr": lr, "val_acc_best": s["val_acc_best"], "val_loss_best": s.get("val_loss_best"),
+            "best_epoch": s["best_epoch"], "train_acc_last": s.get("train_acc_last"),
             "train_seconds": s["train_seconds"], "diverged": False, "seconds": time.time() - start}
 
 

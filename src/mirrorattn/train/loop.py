@@ -250,18 +250,32 @@ def _load_resume_state(model: nn.Module, optimizer: MultiOptimizer, ckpt: dict[s
 
 
 def _start_state(model: nn.Module, optimizer: MultiOptimizer, config: TrainConfig, out_dir: Path,
-                 identity: dict[str, Any], *, resume: bool, main: bool) -> tuple[MultiOptimizer, tuple]:
-    """The optimizer and (history, best, stop_reason, start epoch, best weights) to train from: a fresh start,
-    or the checkpoint's state when ``resume`` and it can be read and fits the model (else a fresh start)."""
-    fresh = ([], {"val_acc": -math.inf, "epoch": 0}, None, 0, _state_dict_cpu(model))
+                 identity: dict[str, Any], *, resume: bool, main: bool) -> tuple[MultiOptimizer, _State]:
+    """The optimizer and the state to train from: a fresh start, or the checkpoint's state when ``resume``
+    and it can be read and fits the model (else a fresh start)."""
+    fresh = _State([], {"val_acc": -math.inf, "epoch": 0}, _state_dict_cpu(model))
     restored = _read_resume_state(out_dir, identity, main) if resume else None
     if restored is None:
         return optimizer, fresh
     resumed = _load_resume_state(model, optimizer, *restored, main, out_dir / CHECKPOINT)
     if resumed is None:  # the checkpoint did not fit the model: back to the fresh model
-        _load_weights(model, fresh[4])
+        _load_weights(model, fresh.best_state)
         return build_optimizers(model, config), fresh
-    return optimizer, resumed
+    history, best, stop_reason, epoch, best_state = resumed
+    return optimizer, _State(history, best, best_state, stop_reason, epoch)
+
+
+@dataclass
+class _State:
+    """What one :func:`fit` has so far (what its checkpoint keeps): the history, the validation-best epoch
+    and weights, why it stopped (None: it goes on) and the epochs done."""
+
+    history: list[dict[str, Any]]
+    best: dict[str, Any]  #: ``{"val_acc", "epoch"}`` (1-based; 0: none yet)
+    best_state: dict[str, torch.Tensor]  #: the validation-best weights (the initial ones before any epoch)
+    stop_reason: str | None = None
+    epoch: int = 0  #: epochs completed
+    diverged: NonFiniteLossError | None = None  #: the loss became NaN/inf (``keep_diverged``)
 
 
 def fit(
@@ -273,111 +287,125 @@ def fit(
     resume: bool = False,
     augment: Augment | None = None,
     progress: bool = True,
+    keep_diverged: bool = False,
 ) -> dict[str, Any]:
     """Train ``model`` (a module mapping ``*inputs`` to logits (B,) or (B, C)) and return a summary.
 
     Files in ``out_dir`` (rank 0 only, all atomic): ``checkpoint.pt`` after every epoch (model,
     optimizer(s), RNG states, epoch, best-so-far, history), ``best_model.pt`` (validation-best
     weights), ``history.json`` (one dict per epoch: train/val loss and accuracy, seconds,
-    samples/s, lr). With ``resume=True`` an existing checkpoint is continued (its training
-    settings must match ``config`` except the fields in
-    :data:`~mirrorattn.train.config.RESUME_NEUTRAL_FIELDS`, so ``epochs`` can be raised);
+    samples/s, lr), ``fit_result.json`` (what is returned, without the model). With ``resume=True``
+    an existing checkpoint is continued (its training settings must match ``config`` except the fields
+    in :data:`~mirrorattn.train.config.RESUME_NEUTRAL_FIELDS`, so ``epochs`` can be raised);
     otherwise training starts over. Both files are read with ``weights_only=True``; one that cannot
     be read so (damaged, crafted, or of checkpoint version 1) is not loaded: one line on stderr says
-    so and training starts over.
+    so and training starts over. The files are for resuming and later analysis: callers take what
+    they need from the returned summary.
 
     Returns: ``test_acc`` (test accuracy of the validation-best epoch, a fraction; None without a
-    test split), ``test_acc_last``, ``test_loss``, ``val_acc_best``, ``best_epoch`` (1-based),
+    test split), ``test_acc_last``, ``test_loss``, ``val_acc_best``, ``val_acc_last``,
+    ``val_loss_best`` (at the best epoch), ``train_acc_last``, ``best_epoch`` (1-based; 0: none),
     ``epochs_run``, ``stop_reason``, ``train_seconds`` (training only, all epochs),
-    ``samples_per_second``, ``history``. On return the model holds the validation-best weights.
+    ``samples_per_second``, ``history``, ``diverged``. On return the model holds the validation-best weights.
 
-    Raises :class:`NonFiniteLossError` if the loss becomes NaN/inf, ``ValueError`` for bad input.
+    A loss that becomes NaN/inf raises :class:`NonFiniteLossError`, unless ``keep_diverged``: then
+    training ends there and the run is a result like any other, of its validation-best completed
+    epoch, with ``diverged`` True, ``error`` (the message), ``stop_reason`` "diverged: <message>"
+    and ``test_acc_last`` None (no test accuracy at all when no epoch completed). ``ValueError`` for bad input.
     """
     config.validate()
-    out_dir = Path(out_dir)
+    run = _setup(model, data, config, Path(out_dir), augment, show=progress)
+    state = _restore(run, resume)
+    sparse = enable_sparse_gradients(model, run.optimizer, enabled=config.sparse_embedding and not config.fsdp,
+                                     world_size=run.info.world_size, grad_clip=config.grad_clip)
+    run.sparse_params = [m.weight for m in sparse]
+    try:
+        _save_initial_snapshot(run, state)
+        while state.stop_reason is None and state.epoch < config.epochs:
+            row = _train_epoch(run, state.epoch)
+            _evaluate_epoch(run, row)
+            _record_epoch(run, state, row)
+    except NonFiniteLossError as exc:
+        if not keep_diverged:
+            raise
+        state.diverged, state.stop_reason = exc, f"diverged: {exc}"
+    finally:
+        for m in sparse:
+            m.sparse = False
+    return _finish(run, state)
+
+
+def _setup(model: nn.Module, data: TrainData, config: TrainConfig, out_dir: Path, augment: Augment | None, *,
+           show: bool) -> _Run:
+    """Join the process group, place (or shard) the model, build its optimizer(s) and the DDP wrapper."""
     info = init_distributed(config.device)
     device = resolve_device(config.device, info.local_rank)
-    main = info.is_main
-    show = progress and main
     model.to(device)
     if config.fsdp:  # shard before the optimizer is built: it holds the sharded (DTensor) parameters
         check_fsdp(info)
         shard_model(model)
     optimizer: MultiOptimizer = build_optimizers(model, config)
     base_lrs = [float(g["lr"]) for g in optimizer.param_groups]  # before a checkpoint's lrs are loaded
-    scheduled = config.lr_schedule != "constant" or config.warmup_epochs > 0
-    identity = config.identity()
+    return _Run(model, model, optimizer, config, data, device, info, augment, show and info.is_main, base_lrs,
+                scheduled=config.lr_schedule != "constant" or config.warmup_epochs > 0, out_dir=out_dir,
+                identity=config.identity(), trim=input_trimmer(model, config.trim_padding),
+                lengths=_train_lengths(model, data, config))
 
-    ckpt_path = out_dir / CHECKPOINT
-    optimizer, (history, best, stop_reason, start_epoch, best_state) = _start_state(
-        model, optimizer, config, out_dir, identity, resume=resume and ckpt_path.is_file(), main=main)
-    train_model: nn.Module = model
-    if info.world_size > 1 and not config.fsdp:
+
+def _restore(run: _Run, resume: bool) -> _State:
+    """The state to train from (the checkpoint's when ``resume`` and one fits, :func:`_start_state`); wraps the
+    model in DDP under torchrun without FSDP (after the restore: the wrapper broadcasts rank 0's weights)."""
+    resume = resume and (run.out_dir / CHECKPOINT).is_file()
+    run.optimizer, state = _start_state(run.model, run.optimizer, run.config, run.out_dir, run.identity,
+                                        resume=resume, main=run.info.is_main)
+    if run.info.world_size > 1 and not run.config.fsdp:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        train_model = DDP(model, device_ids=[device] if device.type == "cuda" else None)
-    run = _Run(model, train_model, optimizer, config, data, device, info, augment, show, base_lrs, scheduled,
-               trim=input_trimmer(model, config.trim_padding), lengths=_train_lengths(model, data, config))
-    sparse = enable_sparse_gradients(model, optimizer, enabled=config.sparse_embedding and not config.fsdp,
-                                     world_size=info.world_size, grad_clip=config.grad_clip)
-    run.sparse_params = [m.weight for m in sparse]
-    try:
-        history, best, best_state, stop_reason = _train_epochs(
-            run, out_dir, identity, history, best, best_state, stop_reason, start_epoch)
-    finally:
-        for m in sparse:
-            m.sparse = False
-    result = _final_result(run, history, best, best_state, stop_reason)
+        run.train_model = DDP(run.model, device_ids=[run.device] if run.device.type == "cuda" else None)
+    return state
+
+
+def _save_initial_snapshot(run: _Run, state: _State) -> None:
+    """The initial weights as snapshot 0, when snapshots are kept and training starts from the beginning."""
+    if state.epoch == 0 and state.stop_reason is None and snapshot_due(run.config.snapshots, 0, last=False):
+        initial = _state_dict_cpu(run.model) if run.info.is_main or is_fsdp(run.model) else {}  # FSDP: all gather
+        if run.info.is_main:
+            save_snapshot(run.out_dir, 0, initial)
+
+
+def _record_epoch(run: _Run, state: _State, row: dict[str, Any]) -> None:
+    """Add the finished epoch ``row`` to ``state`` (a better validation accuracy: the new best weights), apply
+    the stopping rule, and write the epoch's files: best weights, history, snapshot, checkpoint."""
+    config, model, main, out_dir = run.config, run.model, run.info.is_main, run.out_dir
+    epoch = state.epoch
+    state.history.append(row)
+    state.epoch = epoch + 1
+    improved = row["val_acc"] > state.best["val_acc"]
+    if improved:
+        state.best = {"val_acc": row["val_acc"], "epoch": epoch + 1}
+        state.best_state = _state_dict_cpu(model)
+    state.stop_reason = _stop_reason(config, row, epoch, state.best)
+    last = state.stop_reason is not None or epoch + 1 == config.epochs
+    snap = None
+    if snapshot_due(config.snapshots, epoch + 1, last) and (main or is_fsdp(model)):
+        snap = _state_dict_cpu(model)  # FSDP: every process gathers
+    sharded = save_sharded(out_dir, epoch + 1, model, run.optimizer) if is_fsdp(model) else None  # every process
     if main:
-        write_json(out_dir / "fit_result.json", result)
-    return result
-
-
-def _train_epochs(run: _Run, out_dir: Path, identity: dict[str, Any], history: list[dict[str, Any]],
-                  best: dict[str, Any], best_state: dict[str, torch.Tensor], stop_reason: str | None,
-                  start_epoch: int) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, torch.Tensor], str | None]:
-    """The epochs from ``start_epoch`` until the stopping rule or ``epochs``: train, validate, select, checkpoint."""
-    config, model, main = run.config, run.model, run.info.is_main
-    steps = math.ceil(len(run.data.train) / config.batch_size)
-    if start_epoch == 0 and stop_reason is None and snapshot_due(config.snapshots, 0, last=False):
-        initial = _state_dict_cpu(model) if main or is_fsdp(model) else {}  # FSDP: every process gathers
-        if main:
-            save_snapshot(out_dir, 0, initial)  # the initial weights
-    for epoch in range(start_epoch, config.epochs):
-        if stop_reason is not None:
-            break
-        row = _train_epoch(run, epoch, steps)
-        val = _evaluate_epoch(run, row)
-        history.append(row)
-        improved = val["acc"] > best["val_acc"]
         if improved:
-            best = {"val_acc": val["acc"], "epoch": epoch + 1}
-            best_state = _state_dict_cpu(model)
-        stop_reason = _stop_reason(config, row, epoch, best)
-        last = stop_reason is not None or epoch + 1 == config.epochs
-        snap = None
-        if snapshot_due(config.snapshots, epoch + 1, last) and (main or is_fsdp(model)):
-            snap = _state_dict_cpu(model)  # FSDP: every process gathers
-        sharded = save_sharded(out_dir, epoch + 1, model, run.optimizer) if is_fsdp(model) else None  # every process
-        if main:
-            if improved:
-                torch_save(out_dir / BEST_MODEL, best_state)
-            write_json(out_dir / HISTORY, history)
-            if snap is not None:  # before the checkpoint: a resume never skips it
-                save_snapshot(out_dir, epoch + 1, snap)
-            save_checkpoint(out_dir / CHECKPOINT, identity=identity, epoch=epoch + 1,
-                            model=sharded or _state_dict_cpu(model), optimizer=sharded or run.optimizer.state_dict(),
-                            history=history, best=best, stop_reason=stop_reason)
-        if sharded:
-            drop_old_sharded(out_dir, sharded, run.info)
-        if run.show:
-            print(
-                f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | "
-                f"val loss {val['loss']:.4f} acc {val['acc']:.4f} | {row['samples_per_second']:.0f} samples/s",
-                flush=True,
-            )
-        barrier()
-    return history, best, best_state, stop_reason
+            torch_save(out_dir / BEST_MODEL, state.best_state)
+        write_json(out_dir / HISTORY, state.history)
+        if snap is not None:  # before the checkpoint: a resume never skips it
+            save_snapshot(out_dir, epoch + 1, snap)
+        save_checkpoint(out_dir / CHECKPOINT, identity=run.identity, epoch=epoch + 1,
+                        model=sharded or _state_dict_cpu(model), optimizer=sharded or run.optimizer.state_dict(),
+                        history=state.history, best=state.best, stop_reason=state.stop_reason)
+    if sharded:
+        drop_old_sharded(out_dir, sharded, run.info)
+    if run.show:
+        print(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | "
+              f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} | {row['samples_per_second']:.0f} samples/s",
+              flush=True)
+    barrier()
 
 
 def _train_lengths(model: nn.Module, data: TrainData, config: TrainConfig) -> torch.Tensor | None:
@@ -406,6 +434,8 @@ class _Run:
     show: bool  #: progress bars and epoch lines (main process, progress on)
     base_lrs: list[float]  #: each group's step before any schedule
     scheduled: bool  #: a warm-up or a non-constant schedule
+    out_dir: Path = Path(".")  #: the run's files (written by the main process)
+    identity: dict[str, Any] = dataclasses.field(default_factory=dict)  #: ``config.identity()`` (the checkpoint's)
     trim: Callable[..., tuple[torch.Tensor, ...]] | None = None  #: the model's ``trim_padding`` (if on)
     lengths: torch.Tensor | None = None  #: training sequence lengths (``length_buckets`` on)
     sparse_params: list[torch.Tensor] = dataclasses.field(default_factory=list)  #: weights with sparse gradients
@@ -460,9 +490,10 @@ def _train_step(run: _Run, epoch: int, step: int, steps: int, idx: torch.Tensor,
     return stats
 
 
-def _train_epoch(run: _Run, epoch: int, steps: int) -> dict[str, Any]:
+def _train_epoch(run: _Run, epoch: int) -> dict[str, Any]:
     """Train one epoch (seeded order and dropout) and return its history row without the validation entries."""
     c, info = run.config, run.info
+    steps = math.ceil(len(run.data.train) / c.batch_size)
     torch.manual_seed(derive_seed(c.seed, epoch, info.rank, "dropout"))
     order = torch.randperm(len(run.data.train), generator=torch.Generator().manual_seed(
         derive_seed(c.seed, epoch, "order")))
@@ -516,27 +547,36 @@ def _stop_reason(config: TrainConfig, row: dict[str, Any], epoch: int, best: dic
     return None
 
 
-def _final_result(run: _Run, history: list[dict[str, Any]], best: dict[str, Any], best_state: dict[str, Any],
-                  stop_reason: str | None) -> dict[str, Any]:
-    """:func:`fit`'s result; loads the validation-best weights into the model and measures the test split."""
+def _finish(run: _Run, state: _State) -> dict[str, Any]:
+    """:func:`fit`'s result (also ``fit_result.json``); loads the validation-best weights into the model and
+    measures the test split (at the last epoch too, unless the run diverged: its last weights are not finite)."""
+    history, best = state.history, state.best
     seconds = sum(r["train_seconds"] for r in history)
+    at_best, last = (history[best["epoch"] - 1] if best["epoch"] > 0 else {}), (history[-1] if history else {})
     result: dict[str, Any] = {
         "test_acc": None, "test_acc_last": None, "test_loss": None,
-        "val_acc_best": best["val_acc"] if history else None,
-        "val_acc_last": history[-1]["val_acc"] if history else None,
+        "val_acc_best": best["val_acc"] if history else None, "val_acc_last": last.get("val_acc"),
+        "val_loss_best": at_best.get("val_loss"), "train_acc_last": last.get("train_acc"),
         "best_epoch": best["epoch"], "epochs_run": len(history),
-        "stop_reason": stop_reason or ("max_epochs" if history else None),
+        "stop_reason": state.stop_reason or ("max_epochs" if history else None),
         "train_seconds": seconds,
-        "samples_per_second": sum(r["train_seconds"] * r["samples_per_second"] for r in history) / max(1e-9, seconds),
+        "samples_per_second": sum(r["train_seconds"] * r["samples_per_second"] for r in history) / max(1e-9, seconds)
+        if history else None,
         "history": copy.deepcopy(history),
+        "diverged": state.diverged is not None,
     }
-    last_is_best = bool(history) and best["epoch"] == len(history)
+    if state.diverged is not None:
+        result["error"] = str(state.diverged)
     test = run.data.test
-    if test is not None:
+    test_last = None
+    if test is not None and state.diverged is None:
         test_last = evaluate(run.model, test, run.config, run.device, run.info)
         result["test_acc_last"] = test_last["acc"]
-    _load_weights(run.model, best_state)
-    if test is not None:
-        at_best = test_last if last_is_best else evaluate(run.model, test, run.config, run.device, run.info)
-        result.update(test_acc=at_best["acc"], test_loss=at_best["loss"])
+    _load_weights(run.model, state.best_state)
+    if test is not None and (state.diverged is None or best["epoch"] > 0):
+        last_is_best = best["epoch"] == len(history) and test_last is not None
+        at_best_test = test_last if last_is_best else evaluate(run.model, test, run.config, run.device, run.info)
+        result.update(test_acc=at_best_test["acc"], test_loss=at_best_test["loss"])
+    if run.info.is_main:
+        write_json(run.out_dir / "fit_result.json", result)
     return result
