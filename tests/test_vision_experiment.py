@@ -191,3 +191,25 @@ def test_two_workers_give_the_sequential_results(tmp_path: Path) -> None:
         assert all(torch.equal(wa[k], wb[k]) for k in wa)
     with pytest.raises(ValueError, match="workers must be a positive integer"):
         vx.run_vision_experiment(cfg, tmp_path / "bad", progress=False, workers=0)
+
+
+@pytest.mark.slow
+def test_vision_command_under_torchrun(tmp_path):
+    """``torchrun ... -m mirrorattn.torchrun vision``: every process joins the process group before rank 0 locks
+    the run folder (it once failed with "run folder ... in use by another process"), and the run finishes."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    args = ["vision", "--dataset", "digits", "--preset", "quick", "--optimizers", "adam", "--seeds", "1", "--epochs",
+            "1", "--max-train", "200", "--max-test", "100", "--width", "8", "--depth", "1", "--heads", "2",
+            "--mlp-hidden", "16", "--analysis-samples", "20", "--attention-images", "1", "--no-progress",
+            "--device", "cpu", "--out", str(tmp_path / "out")]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "mirrorattn.torchrun", *args]
+    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "out" / "runs" / "adam-seed0" / "summary.json").read_text())
+    assert summary["epochs_run"] == 1 and summary["analysis"] is not None

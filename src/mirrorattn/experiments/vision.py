@@ -42,7 +42,8 @@ from mirrorattn.experiments.sweep import SweepTarget, run_sweep
 from mirrorattn.experiments.vision_analysis import analyse_run, write_report
 from mirrorattn.experiments.vision_presets import PRESETS, preset_values
 from mirrorattn.models.vit import ViT, ViTConfig
-from mirrorattn.train import Split, TrainData, dist_info
+from mirrorattn.train import Split, TrainData
+from mirrorattn.train.distributed import init_distributed
 
 __all__ = [
     "PRESETS",
@@ -242,7 +243,7 @@ def run_vision_experiment(config: VisionExperimentConfig, out: str | Path, *, pr
     config.validate()
     check_int(workers, "workers")
     out = Path(out)
-    info = dist_info()
+    info = init_distributed(config.device)  # under torchrun: join the process group before any run folder lock
     prepared = prepare_vision_data(config, progress=progress)
     jobs = [(opt, seed) for opt in config.optimizers for seed in range(config.seeds)]
     run_dirs = {job: out / "runs" / run_name(*job) for job in jobs}
