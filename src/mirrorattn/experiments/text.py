@@ -21,18 +21,15 @@ from mirrorattn.checks import check_choice, check_finite, check_fraction, check_
 from mirrorattn.experiments.classification import (
     ClassificationConfig,
     RunSpec,
-    preflight,
     run_name,
     run_one,
-    write_results,
 )
-from mirrorattn.experiments.parallel import prepared_once, run_in_processes, worker_threads
+from mirrorattn.experiments.comparison import Comparison, run_comparison
 from mirrorattn.experiments.sweep import SweepTarget, run_sweep
 from mirrorattn.experiments.sweep import select_step as select_step  # importable here, as before
 from mirrorattn.experiments.text_analysis import analyse_run, write_report
 from mirrorattn.models.transformer import TextTransformer, TextTransformerConfig
 from mirrorattn.train import Split, TrainData
-from mirrorattn.train.distributed import init_distributed
 
 __all__ = [
     "SWEEP",
@@ -150,12 +147,14 @@ def prepare_text_data(config: TextExperimentConfig, max_train: int | None = None
 
 def make_spec(config: TextExperimentConfig, prepared: PreparedText, optimizer: str, seed: int, out_dir: Path, *,
               lr: float | None = None, epochs: int | None = None, analyse: bool = True,
-              keep_diverged: bool = False) -> RunSpec:
-    """The :class:`~mirrorattn.experiments.classification.RunSpec` of one run (see :func:`train_one`)."""
+              keep_diverged: bool = False, on_diverged: str | None = None) -> RunSpec:
+    """The :class:`~mirrorattn.experiments.classification.RunSpec` of one run (see :func:`train_one`);
+    ``on_diverged`` (a policy) instead of ``keep_diverged`` ("best-epoch", else "raise")."""
     model_cfg = config.model_config(prepared.num_classes, prepared.tokenizer.get_vocab_size())
+    on_diverged = on_diverged or ("best-epoch" if keep_diverged else "raise")
     return config.run_spec(
         optimizer, seed, model_cfg, lr=lr, epochs=epochs, build_model=lambda: TextTransformer(model_cfg),
-        data=prepared.data, resume_longer=True, on_diverged="best-epoch" if keep_diverged else "raise",
+        data=prepared.data, resume_longer=True, on_diverged=on_diverged,
         analyse=partial(analyse_run, prepared=prepared, config=config, out_dir=out_dir) if analyse else None,
     )
 
@@ -182,62 +181,17 @@ def train_one(config: TextExperimentConfig, prepared: PreparedText, optimizer: s
     return run_one(spec, out_dir, progress=progress, overwrite=overwrite)
 
 
-def _worker_run(config: TextExperimentConfig, out: str, optimizer: str, seed: int, threads: int,
-                overwrite: bool = False) -> str:
-    """One (optimizer, seed) run in a worker process (``--workers``); the data is prepared once per process."""
-    torch.set_num_threads(threads)
-    prepared = prepared_once({"command": "text", **config.data_identity()}, lambda: prepare_text_data(config))
-    s = train_one(config, prepared, optimizer, seed, Path(out) / "runs" / run_name(optimizer, seed),
-                  progress=False, keep_diverged=True, overwrite=overwrite)
-    return _run_line(optimizer, seed, s)
-
-
-def _run_line(optimizer: str, seed: int, s: dict[str, Any]) -> str:
-    """One line about a finished run: validation and test accuracy, divergence, wall time."""
-    acc = "-" if s.get("test_acc") is None else f"{s['test_acc']:.4f}"
-    return (f"{optimizer} seed {seed}: val acc {s.get('val_acc_best') or 0:.4f}, test acc {acc}"
-            f"{' (diverged)' if s.get('diverged') else ''}, {s.get('wall_seconds') or 0:.0f} s")
-
-
-def _run_parallel(config: TextExperimentConfig, out: Path, workers: int, overwrite: bool) -> None:
-    """Every run, ``workers`` at a time in spawned processes (the tokenizer is trained and cached before)."""
-    threads = worker_threads(workers)
-    jobs = [(opt, seed) for seed in range(config.seeds) for opt in config.optimizers]  # seed 0 of all first
-    run_in_processes(_worker_run, [(config, str(out), opt, seed, threads, overwrite) for opt, seed in jobs],
-                     workers, done=lambda _, line: print(f"finished {line}", flush=True))
-
-
 def run_text_experiment(
     config: TextExperimentConfig, out: str | Path, *, progress: bool = True, workers: int = 1, overwrite: bool = False
 ) -> dict[str, Any]:
     """Run every (optimizer, seed) and write results.json, results.md and the figures in ``out``.
 
-    ``workers`` > 1 trains that many runs at once in separate processes (single-process mode
-    only), each with cpu_count / workers torch threads; the results are the same as sequential.
-    Every run folder is checked before the first run trains
-    (:func:`~mirrorattn.experiments.classification.preflight`): a finished run of other settings is
-    refused (nothing trained) unless ``overwrite``.
+    :func:`mirrorattn.experiments.comparison.run_comparison` on this experiment (order, ``workers``,
+    the check of every run folder before the first run, ``overwrite``); a run whose loss becomes NaN/inf
+    keeps its validation-best epoch (``diverged`` True; policy "best-epoch").
     """
-    config.validate()
-    check_int(workers, "workers")
-    out = Path(out)
-    info = init_distributed(config.device)  # under torchrun: join the process group first
-    prepared = prepare_text_data(config, progress=progress)  # trains and caches the tokenizer, before any worker
-    jobs = [(opt, seed) for seed in range(config.seeds) for opt in config.optimizers]
-    run_dirs = {job: out / "runs" / run_name(*job) for job in jobs}
-    preflight([(make_spec(config, prepared, opt, seed, run_dirs[opt, seed]), run_dirs[opt, seed])
-               for opt, seed in jobs], overwrite=overwrite)
-    if workers > 1 and info.world_size == 1:
-        _run_parallel(config, out, workers, overwrite)
-    summaries: dict[str, list[dict[str, Any]]] = {opt: [] for opt in config.optimizers}
-    for optimizer, seed in jobs:  # seed-major: an interrupted comparison has every optimizer's first seeds
-        if info.is_main and progress:
-            print(f"== {optimizer} (lr {config.lr_for(optimizer):g}), seed {seed}", flush=True)
-        summaries[optimizer].append(train_one(config, prepared, optimizer, seed, run_dirs[optimizer, seed],
-                                              progress=progress, keep_diverged=True, overwrite=overwrite))
-        if info.is_main and workers == 1:
-            print(f"finished {_run_line(optimizer, seed, summaries[optimizer][-1])}", flush=True)
-    return write_results(out, config, prepared.summary, summaries, write_report)
+    comparison = Comparison("text", prepare_text_data, make_spec, write_report, on_diverged="best-epoch")
+    return run_comparison(comparison, config, out, progress=progress, workers=workers, overwrite=overwrite)
 
 
 #: the text experiment's part in a step-size sweep (:func:`mirrorattn.experiments.sweep.run_sweep`)

@@ -19,8 +19,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from mirrorattn.checks import check_finite, check_fraction, check_int
 from mirrorattn.data.vision import (
     RandomCropFlip,
@@ -32,18 +30,15 @@ from mirrorattn.data.vision import (
 from mirrorattn.experiments.classification import (
     ClassificationConfig,
     RunSpec,
-    preflight,
-    run_name,
+    run_name,  # noqa: F401 - importable here, as before
     run_one,
-    write_results,
 )
-from mirrorattn.experiments.parallel import prepared_once, run_in_processes, worker_threads
+from mirrorattn.experiments.comparison import Comparison, run_comparison
 from mirrorattn.experiments.sweep import SweepTarget, run_sweep
 from mirrorattn.experiments.vision_analysis import analyse_run, write_report
 from mirrorattn.experiments.vision_presets import PRESETS, preset_values
 from mirrorattn.models.vit import ViT, ViTConfig
 from mirrorattn.train import Split, TrainData
-from mirrorattn.train.distributed import init_distributed
 
 __all__ = [
     "PRESETS",
@@ -189,14 +184,15 @@ def prepare_vision_data(config: VisionExperimentConfig, max_train: int | None = 
 
 
 def make_spec(config: VisionExperimentConfig, prepared: PreparedVision, optimizer: str, seed: int, out_dir: Path,
-              *, lr: float | None = None, epochs: int | None = None, analyse: bool = True) -> RunSpec:
+              *, lr: float | None = None, epochs: int | None = None, analyse: bool = True,
+              on_diverged: str = "record") -> RunSpec:
     """The :class:`~mirrorattn.experiments.classification.RunSpec` of one run (see :func:`train_one`)."""
     ds = prepared.dataset
     model_cfg = config.model_config(ds.image_shape, ds.num_classes, ds.mean, ds.std)
     aug = config.augmentation(ds.image_shape[-1])
     return config.run_spec(
         optimizer, seed, model_cfg, lr=lr, epochs=epochs, identity_extra={"augmentation": aug},
-        build_model=lambda: ViT(model_cfg), data=prepared.data, on_diverged="record",
+        build_model=lambda: ViT(model_cfg), data=prepared.data, on_diverged=on_diverged,
         analyse=partial(analyse_run, prepared=prepared, config=config, out_dir=out_dir) if analyse else None,
         fit_options={"augment": RandomCropFlip(**aug) if aug is not None else None},
         summary_head={"dataset": config.dataset}, summary_tail={"augmentation": aug}, seconds_per_epoch=True,
@@ -219,50 +215,16 @@ def train_one(config: VisionExperimentConfig, prepared: PreparedVision, optimize
     return run_one(spec, out_dir, progress=progress, overwrite=overwrite)
 
 
-def _worker_run(config: VisionExperimentConfig, out: str, optimizer: str, seed: int, threads: int,
-                overwrite: bool = False) -> str:
-    """One (optimizer, seed) run in a worker process (``workers``); the data is prepared once per process."""
-    torch.set_num_threads(threads)
-    prepared = prepared_once({"command": "vision", **config.data_identity()}, lambda: prepare_vision_data(config))
-    s = train_one(config, prepared, optimizer, seed, Path(out) / "runs" / run_name(optimizer, seed),
-                  progress=False, overwrite=overwrite)
-    acc = "-" if s.get("test_acc") is None else f"{s['test_acc']:.4f}"
-    return (f"{optimizer} seed {seed}: val acc {s.get('val_acc_best') or 0:.4f}, test acc {acc}, "
-            f"{s.get('epochs_run')} epochs ({s.get('stop_reason')}), {s.get('wall_seconds') or 0:.0f} s")
-
-
 def run_vision_experiment(config: VisionExperimentConfig, out: str | Path, *, progress: bool = True,
                           workers: int = 1, overwrite: bool = False) -> dict[str, Any]:
     """Run every (optimizer, seed) and write results.json, results.md and the figures in ``out``.
 
-    Every run folder is checked before the first run trains
-    (:func:`~mirrorattn.experiments.classification.preflight`): a finished run of other settings is
-    refused (nothing trained) unless ``overwrite``. ``workers`` > 1 trains that many runs at once in
-    separate processes (single-process mode only; the same results as one at a time).
+    :func:`mirrorattn.experiments.comparison.run_comparison` on this experiment (order, ``workers``,
+    the check of every run folder before the first run, ``overwrite``); a run whose loss becomes NaN/inf
+    is recorded as diverged, without accuracy (policy "record").
     """
-    config.validate()
-    check_int(workers, "workers")
-    out = Path(out)
-    info = init_distributed(config.device)  # under torchrun: join the process group before any run folder lock
-    prepared = prepare_vision_data(config, progress=progress)
-    jobs = [(opt, seed) for opt in config.optimizers for seed in range(config.seeds)]
-    run_dirs = {job: out / "runs" / run_name(*job) for job in jobs}
-    preflight([(make_spec(config, prepared, opt, seed, run_dirs[opt, seed]), run_dirs[opt, seed])
-               for opt, seed in jobs], overwrite=overwrite)
-    if workers > 1 and info.world_size == 1:
-        threads = worker_threads(workers)
-        run_in_processes(_worker_run, [(config, str(out), opt, seed, threads, overwrite) for opt, seed in
-                                       sorted(jobs, key=lambda j: j[1])],  # seed 0 of every optimizer first
-                         workers, done=lambda _, line: print(f"finished {line}", flush=True))
-    summaries: dict[str, list[dict[str, Any]]] = {}
-    for optimizer, seed in jobs:
-        if info.is_main and progress:
-            print(f"== {config.dataset}: {optimizer} (lr {config.lr_for(optimizer):g}), seed {seed}", flush=True)
-        summaries.setdefault(optimizer, []).append(
-            train_one(config, prepared, optimizer, seed, run_dirs[optimizer, seed], progress=progress,
-                      overwrite=overwrite)
-        )
-    return write_results(out, config, prepared.summary, summaries, write_report)
+    comparison = Comparison("vision", prepare_vision_data, make_spec, write_report, on_diverged="record")
+    return run_comparison(comparison, config, out, progress=progress, workers=workers, overwrite=overwrite)
 
 
 #: the vision experiment's part in a step-size sweep (:func:`mirrorattn.experiments.sweep.run_sweep`)
