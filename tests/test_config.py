@@ -233,3 +233,55 @@ def test_a_table_of_the_file(tmp_path: Path) -> None:
     assert build_config(KQConfig, None, path, section="joint").seeds == KQConfig().seeds
     with pytest.raises(ConfigError, match="must be a table"):
         build_config(KQConfig, None, _toml(tmp_path, "kq = 3\n"), section="kq")
+
+
+# ------------------------------------------------------------------ the experiment config holds a TrainConfig
+
+def test_the_experiment_configs_nest_the_train_config_and_redeclare_none_of_it(tmp_path) -> None:
+    import dataclasses
+    import pickle
+
+    from mirrorattn.experiments.classification import PER_RUN_FIELDS, TRAIN_SETTINGS
+    from mirrorattn.experiments.text import TextExperimentConfig
+    from mirrorattn.experiments.vision import VisionExperimentConfig
+    from mirrorattn.train import TrainConfig
+
+    train_names = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert set(TRAIN_SETTINGS) == train_names - set(PER_RUN_FIELDS)
+    for cls in (TextExperimentConfig, VisionExperimentConfig):
+        assert not {f.name for f in dataclasses.fields(cls)} & train_names  # nested, not re-declared
+    text = TextExperimentConfig(epochs=3, lr=0.1, width=8)
+    assert isinstance(text.train, TrainConfig) and (text.train.epochs, text.train.lr, text.width) == (3, 0.1, 8)
+    assert text.train.stop_train_acc == 0.995 and VisionExperimentConfig().train.eval_batch_size == 500
+    assert (text.epochs, text.lr) == (3, 0.1)  # read by their own names
+    text.batch_size = 7
+    assert text.train.batch_size == 7
+    other = dataclasses.replace(text, lr=0.2)  # the copy has a train config of its own
+    other.epochs = 9
+    assert (text.lr, text.epochs, other.lr, other.epochs, other.batch_size) == (0.1, 3, 0.2, 9, 7)
+    assert pickle.loads(pickle.dumps(text)) == text  # worker processes take it
+    run = text.train_config("sgd", 0.5, 2, epochs=1)
+    assert (run.optimizer, run.lr, run.seed, run.epochs, run.batch_size) == ("sgd", 0.5, 2, 1, 7)
+    record = text.record()
+    assert record["epochs"] == 3 and record["width"] == 8 and not {"train", "optimizer", "seed"} & set(record)
+    with pytest.raises(AttributeError):
+        text.seed  # noqa: B018 - per run, not a setting
+
+
+def test_build_config_takes_training_settings_flat_or_as_a_train_table(tmp_path) -> None:
+    from mirrorattn.experiments.text import TextExperimentConfig
+
+    flat, table = tmp_path / "flat.toml", tmp_path / "table.toml"
+    flat.write_text('epochs = 3\nlr_schedule = "cosine"\nwidth = 8\n')
+    table.write_text('width = 8\n[train]\nepochs = 3\nlr_schedule = "cosine"\n')
+    a, b = build_config(TextExperimentConfig, {"batch_size": 10}, flat), build_config(
+        TextExperimentConfig, {"batch_size": 10}, table)
+    assert a == b and (a.epochs, a.lr_schedule, a.batch_size, a.width) == (3, "cosine", 10, 8)
+    with pytest.raises(ConfigError, match=r"field 'epochs' must be an integer, got 'x'"):
+        build_config(TextExperimentConfig, overrides={"epochs": "x"})
+    for bad, pattern in ((table.with_name("b1.toml"), r"unknown config field train\.'foo'"),
+                         (table.with_name("b2.toml"), r"unknown config field 'seed'"),
+                         (table.with_name("b3.toml"), r"field 'train' must be a table")):
+        bad.write_text({"b1.toml": "[train]\nfoo = 1\n", "b2.toml": "seed = 3\n", "b3.toml": "train = 3\n"}[bad.name])
+        with pytest.raises(ConfigError, match=pattern):
+            build_config(TextExperimentConfig, file=bad)

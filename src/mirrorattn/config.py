@@ -238,25 +238,34 @@ def build_config(
 ) -> T:
     """Make a ``cls`` instance from a preset, then a TOML file, then overrides (in that order).
 
-    Every key must name a field and every value have the field's type (see the module's
-    docstring); :class:`ConfigError` otherwise, naming the source, the field and the value.
+    Every key must name a setting (:func:`flat_fields`: a field, or a field of a nested config by its
+    own name, or a table named after the nested config) and every value have the field's type (see the
+    module's docstring); :class:`ConfigError` otherwise, naming the source, the field and the value. The
+    class's constructor takes the nested configs' fields by their own names (e.g.
+    :class:`~mirrorattn.experiments.classification.ClassificationConfig`).
     ``section``: take the fields from the file's table ``[section]`` (none when it has no such table).
     """
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls!r} is not a dataclass")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
+    settings = {name: annotation for name, (annotation, _, _) in flat_fields(cls).items()}
+    nested = getattr(cls, "FLATTENED", {})
     values: dict[str, Any] = {}
 
-    def apply(source: Mapping[str, Any], where: str) -> None:
+    def apply(source: Mapping[str, Any], where: str, table: str = "") -> None:
         for key, val in source.items():
             k = str(key).replace("-", "_")
-            if k not in fields:
-                known = ", ".join(sorted(fields))
-                raise ConfigError(f"unknown config field {key!r} in {where}; known fields: {known}")
+            if k in nested and not table:  # a table of a nested config's fields: [train] epochs = 3
+                if not isinstance(val, Mapping):
+                    raise ConfigError(f"{where}: field {k!r} must be a table of its fields, got {_show(val)}")
+                apply(val, where, k)
+                continue
+            if k not in settings or k in nested:
+                known = ", ".join(sorted(settings))
+                raise ConfigError(f"unknown config field {table + '.' if table else ''}{key!r} in {where}; "
+                                  f"known fields: {known}")
             if val is None:
                 continue
-            values[k] = _coerce(val, hints.get(k, Any), k, where)
+            values[k] = _coerce(val, settings[k], k, where)
 
     if preset:
         apply(preset, "the preset")
@@ -278,7 +287,35 @@ def build_config(
         raise ConfigError(f"bad config for {cls.__name__}: {exc}") from None
 
 
-__all__ = ["ConfigError", "build_config", "describe_type"]
+__all__ = ["ConfigError", "build_config", "describe_type", "field_docs", "flat_fields"]
+
+
+def _default(f: dataclasses.Field) -> Any:
+    """A field's default value (from its factory if it has one); ``dataclasses.MISSING`` without one."""
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+def flat_fields(cls: type) -> dict[str, tuple[Any, Any, str]]:
+    """Name -> (type annotation, default, documentation) of every setting of the config dataclass ``cls``.
+
+    Its own fields, except that a nested config named in the class attribute ``FLATTENED`` (field name ->
+    names left out) stands for its own fields, by their names, in its place: the default is the nested
+    default's value, the documentation the nested class's ``#:`` comment (:func:`field_docs`).
+    """
+    hints, docs = typing.get_type_hints(cls), field_docs(cls)
+    nested = getattr(cls, "FLATTENED", {})
+    out: dict[str, tuple[Any, Any, str]] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in nested:
+            out[f.name] = (hints.get(f.name, Any), _default(f), docs.get(f.name, ""))
+            continue
+        inner, inner_hints, inner_docs = _default(f), typing.get_type_hints(hints[f.name]), field_docs(hints[f.name])
+        for g in dataclasses.fields(inner):
+            if g.name not in nested[f.name]:
+                out[g.name] = (inner_hints.get(g.name, Any), getattr(inner, g.name), inner_docs.get(g.name, ""))
+    return out
 
 
 def comment_doc(lines: list[str], first: int, last: int) -> str:

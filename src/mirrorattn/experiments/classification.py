@@ -22,8 +22,9 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -53,6 +54,8 @@ from mirrorattn.train.fsdp import unsharded_copy
 
 __all__ = [
     "DIVERGED_POLICIES",
+    "PER_RUN_FIELDS",
+    "TRAIN_SETTINGS",
     "ClassificationConfig",
     "RunConflictError",
     "RunPlan",
@@ -74,21 +77,39 @@ __all__ = [
 #: "record": write a short summary with ``diverged: True``, ``error`` and no accuracy, no analysis
 DIVERGED_POLICIES = ("raise", "best-epoch", "record")
 
-#: config fields passed on to every run's TrainConfig as they are
-_TRAIN_FIELDS = ("md_scope", "other_optimizer", "other_lr", "weight_decay", "batch_size", "eval_batch_size",
-                 "grad_clip", "lr_schedule", "warmup_epochs", "amp", "loss_reduction", "stop_train_acc", "patience",
-                 "device", "snapshots", "fsdp")
+#: the TrainConfig fields each run sets itself (the compared optimizer, the seed): not settings of an experiment
+PER_RUN_FIELDS = ("optimizer", "seed")
+#: the training settings of an experiment, by their own names (``epochs``, ``lr``, ``batch_size`` ...)
+TRAIN_SETTINGS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in PER_RUN_FIELDS)
 
+
+class _TrainSettings(type):
+    """The constructor of the experiment configs takes the training settings by their own names too
+    (``TextExperimentConfig(epochs=3)``, ``dataclasses.replace(config, lr=0.1)``): they go into ``train``,
+    which is always the config's own copy."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        settings = {k: kwargs.pop(k) for k in [k for k in kwargs if k in TRAIN_SETTINGS]}
+        config = super().__call__(*args, **kwargs)
+        config.train = dataclasses.replace(config.train, **settings)
+        return config
 
 
 @dataclass
-class ClassificationConfig:
+class ClassificationConfig(metaclass=_TrainSettings):
     """The fields every classification experiment has: data source and split, optimizers, seeds, training, analysis.
 
+    The training settings are a nested :class:`~mirrorattn.train.TrainConfig` (``train``; its
+    ``optimizer`` and ``seed`` are set per run, :meth:`train_config`), also read, written and given to the
+    constructor, presets, TOML files and command-line options by their own names (``config.epochs``,
+    ``epochs = 3``, ``--epochs 3``; :data:`FLATTENED`, :func:`mirrorattn.config.flat_fields`).
     Subclasses (:class:`~mirrorattn.experiments.text.TextExperimentConfig`,
     :class:`~mirrorattn.experiments.vision.VisionExperimentConfig`) add their data and model
-    fields, redeclare the fields whose default differs, and define ``data_identity()``.
+    fields, redeclare the fields whose default differs (``train`` too), and define ``data_identity()``.
     """
+
+    #: nested config fields whose own fields are set by their names (except those listed: set per run)
+    FLATTENED: ClassVar[dict[str, tuple[str, ...]]] = {"train": PER_RUN_FIELDS}
 
     # data (the experiment adds its own fields)
     dataset: str = "digits"  #: the data set (a name, or a file / folder of your own where the experiment reads one)
@@ -102,7 +123,6 @@ class ClassificationConfig:
     optimizers: tuple[str, ...] = ("adam", "lp-md:1.1", "sgd")  #: the compared optimizers (specs, e.g. lp-md:1.1)
     seeds: int = 3  #: runs per optimizer, seeds 0 .. seeds-1, each its own initialisation and data order
     lrs: dict[str, float] = field(default_factory=dict)  #: optimizer -> step size (else ``lr``)
-    lr: float = 1e-3  #: step size of optimizers without an entry in ``lrs``
     # step-size sweep (mirrorattn.experiments.sweep)
     #: the sweep grid of optimizers without an entry in ``sweep_grids``
     sweep_lrs: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
@@ -110,30 +130,35 @@ class ClassificationConfig:
     sweep_grids: dict[str, tuple[float, ...]] = field(default_factory=dict)
     sweep_epochs: int = 1  #: epochs of every sweep run
     sweep_max_train: int | None = None  #: cap on the sweep's training pool (None: ``max_train``)
-    # training (see mirrorattn.train.TrainConfig)
-    md_scope: str = "all"  #: "all" (the compared optimizer trains every parameter) or "attention" (only Q/K)
-    other_optimizer: str = "adamw"  #: optimizer of the other parameters when md_scope = "attention"
-    other_lr: float | None = None  #: step of other_optimizer (None: the compared optimizer's)
-    weight_decay: float = 0.0  #: decoupled weight decay (0: none, as the paper)
-    epochs: int = 10  #: maximum number of epochs (a cap when a stopping rule is set)
-    batch_size: int = 64  #: training samples per step (global, over DDP processes)
-    eval_batch_size: int = 256  #: samples per evaluation batch (memory only; no effect on results)
-    grad_clip: float | None = None  #: clip the global gradient l2 norm to this (None: off)
-    lr_schedule: str = "constant"  #: "constant" or "cosine" (mirrorattn.train.TrainConfig)
-    warmup_epochs: float = 0.0  #: linear warm-up epochs (fractions allowed)
-    amp: bool = False  #: bfloat16 autocast of the forward pass (GPUs)
-    loss_reduction: str = "mean"  #: "mean" or "sum" of the loss over a batch ("sum": the authors' text loss)
-    stop_train_acc: float | None = None  #: stop once an epoch's training accuracy reaches this, in (0, 1]
-    patience: int | None = None  #: stop after this many epochs without a better validation accuracy
-    device: str = "auto"  #: auto (cuda if present, else cpu), cpu, cuda, cuda:N or mps
-    #: weights kept per epoch for ``mirrorattn analyse --trend`` (mirrorattn.train.TrainConfig.snapshots)
-    snapshots: str = "none"
-    #: shard parameters and optimizer state across torchrun processes with FSDP2 (mirrorattn.train.TrainConfig.fsdp)
-    fsdp: bool = False
+    #: how every run trains (mirrorattn.train.TrainConfig; ``lr``: the step of optimizers without an entry in ``lrs``)
+    train: TrainConfig = field(default_factory=partial(TrainConfig, stop_train_acc=None))
     # analysis
     analysis_samples: int = 1000  #: test samples used for the attention-sparsity statistics
     topk: int = 5  #: k of the top-k attention mass
     weight_threshold: float = 0.06  #: |w| above this counts as a non-zero weight (the paper)
+
+    def __getattr__(self, name: str) -> Any:
+        """A training setting by its own name (``config.epochs`` is ``config.train.epochs``)."""
+        if name in TRAIN_SETTINGS and "train" in self.__dict__:
+            return getattr(self.__dict__["train"], name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in TRAIN_SETTINGS:
+            setattr(self.train, name, value)
+        else:
+            object.__setattr__(self, name, value)
+
+    def record(self) -> dict[str, Any]:
+        """The settings as one flat table, the training settings by their own names in place of ``train``
+        (what ``results.json`` and ``sweep.json`` hold, and what a preset or TOML file sets)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name == "train":
+                out.update({name: getattr(self.train, name) for name in TRAIN_SETTINGS})
+            else:
+                out[f.name] = getattr(self, f.name)
+        return out
 
     def check_runs(self, example: str, *, unrun_steps: bool) -> None:
         """Raise ``ValueError`` naming a bad optimizer list, seed count, step size, sweep or training field.
@@ -189,8 +214,8 @@ class ClassificationConfig:
 
     def train_config(self, optimizer: str, lr: float, seed: int, epochs: int | None = None) -> TrainConfig:
         """The training config of one run (``epochs``: instead of the config's, e.g. in a sweep)."""
-        return TrainConfig(optimizer=optimizer, lr=lr, seed=seed, epochs=int(epochs or self.epochs),
-                           **self.field_values(_TRAIN_FIELDS))
+        return dataclasses.replace(self.train, optimizer=optimizer, lr=lr, seed=seed,
+                                   epochs=int(epochs or self.train.epochs))
 
     def run_spec(self, optimizer: str, seed: int, model_cfg: Any, *, lr: float | None = None,
                  epochs: int | None = None, identity_extra: dict[str, Any] | None = None, **options: Any) -> RunSpec:
@@ -409,7 +434,8 @@ def write_results(
     """The results of a comparison (``config``, ``data``, ``aggregate``, ``runs``), written to
     ``out/results.json`` and, by ``write_report(out, config, results)``, ``results.md`` and figures
     (main process only)."""
-    results = {"config": config, "data": data, "aggregate": aggregate(summaries), "runs": summaries}
+    record = config.record() if isinstance(config, ClassificationConfig) else config
+    results = {"config": record, "data": data, "aggregate": aggregate(summaries), "runs": summaries}
     if dist_info().is_main:
         write_json(out / "results.json", results)
         write_report(out, config, results)

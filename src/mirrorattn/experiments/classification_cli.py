@@ -15,7 +15,6 @@ one grid for every optimizer (:func:`sweep_overrides`), ``--workers N`` trains N
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -107,27 +106,25 @@ def add_config_options(p: argparse.ArgumentParser, cls: type, special: Iterable[
                        presets: Mapping[str, Mapping[str, Any]] | None = None) -> None:
     """One ``--field-name`` option per scalar field of the config dataclass ``cls`` (except ``special``).
 
-    Values are parsed by the field's type, ``none`` for optional fields; booleans get ``--x`` / ``--no-x``.
-    The help of each is the field's ``#:`` documentation (:func:`mirrorattn.config.field_docs`), its default
+    The fields are those of :func:`mirrorattn.config.flat_fields` (a nested config's fields by their own names:
+    ``--epochs``). Values are parsed by the field's type, ``none`` for optional fields; booleans get ``--x`` /
+    ``--no-x``. The help of each is the field's ``#:`` documentation (:func:`mirrorattn.config.field_docs`), its default
     and the values ``presets`` (name -> field values; ``"preset/dataset"`` keys for per-data-set presets) give it.
     """
-    from mirrorattn.config import field_docs
+    from mirrorattn.config import flat_fields
 
-    special, docs = set(special), field_docs(cls)
-    hints = typing.get_type_hints(cls)
+    special = set(special)
     g = p.add_argument_group("experiment settings (override the preset and --config)")
-    for f in dataclasses.fields(cls):
-        if f.name in special:
+    for name, (annotation, default, doc) in flat_fields(cls).items():
+        if name in special:
             continue
-        flag = "--" + f.name.replace("_", "-")
-        kind, optional = _field_kind(hints[f.name])
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        text = option_help(docs.get(f.name, f.name.replace("_", " ")), default,
-                           preset_note(f.name, default, presets or {}))
+        flag = "--" + name.replace("_", "-")
+        kind, optional = _field_kind(annotation)
+        text = option_help(doc or name.replace("_", " "), default, preset_note(name, default, presets or {}))
         if kind is bool:
-            g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
+            g.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
         elif kind in (int, float, str):
-            g.add_argument(flag, dest=f.name, default=None, metavar=kind.__name__.upper(), help=text,
+            g.add_argument(flag, dest=name, default=None, metavar=kind.__name__.upper(), help=text,
                            type=(lambda s, k=kind, fl=flag: _parse_scalar(k, s, fl)))
 
 
@@ -177,11 +174,11 @@ def config_from_args(cls: type[C], preset: Mapping[str, Any], args: argparse.Nam
     The options are the config-field options (fields not in ``special``), ``--data-root``,
     ``--download``, ``--device`` and ``--optimizers``, then ``overrides`` (the command's own).
     """
-    from mirrorattn.config import build_config
+    from mirrorattn.config import build_config, flat_fields
 
     special = set(special)
-    given: dict[str, Any] = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
-                             if f.name not in special and getattr(args, f.name, None) is not None}
+    given: dict[str, Any] = {name: getattr(args, name) for name in flat_fields(cls)
+                             if name not in special and getattr(args, name, None) is not None}
     if args.data_root is not None:
         given["data_root"] = args.data_root
     if args.download:

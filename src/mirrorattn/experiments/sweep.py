@@ -231,7 +231,7 @@ def run_sweep(target: SweepTarget, config: ClassificationConfig, out: str | Path
         table[optimizer] = {"best_lr": best["lr"], "best_val_acc": best["val_acc_best"], "warnings": warnings,
                             "backed_off_from": best.get("backed_off_from"), "grid": rows}
         all_warnings += [f"{optimizer}: {w}" for w in warnings]
-    result = {"config": config, "data": prepared.summary, "chance": chance, "n_val": n_val, "sweep": table,
+    result = {"config": config.record(), "data": prepared.summary, "chance": chance, "n_val": n_val, "sweep": table,
               "lrs": {k: v["best_lr"] for k, v in table.items()}, "warnings": all_warnings}
     if info.is_main:
         write_json(out / "sweep.json", result)

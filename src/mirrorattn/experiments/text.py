@@ -10,7 +10,7 @@ validation split (:mod:`mirrorattn.experiments.sweep`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from mirrorattn.experiments.sweep import SweepTarget, run_sweep
 from mirrorattn.experiments.sweep import select_step as select_step  # importable here, as before
 from mirrorattn.experiments.text_analysis import analyse_run, write_report
 from mirrorattn.models.transformer import TextTransformer, TextTransformerConfig
-from mirrorattn.train import Split, TrainData
+from mirrorattn.train import Split, TrainConfig, TrainData
 
 __all__ = [
     "SWEEP",
@@ -77,8 +77,8 @@ class TextExperimentConfig(ClassificationConfig):
     attention_mask: str = "keys"  #: "keys" (padded keys masked) or "paper" (the authors' mask, paper.md section 7)
     # this experiment's defaults of ClassificationConfig fields
     optimizers: tuple[str, ...] = ("lp-md:1.1", "lp-md:2", "lp-md:3", "sgd", "adam")
-    epochs: int = 4
-    stop_train_acc: float | None = 0.995
+    #: how every run trains (mirrorattn.train.TrainConfig): here at most 4 epochs, stopping at 99.5 % training accuracy
+    train: TrainConfig = field(default_factory=partial(TrainConfig, epochs=4, stop_train_acc=0.995))
     analysis_samples: int = 2000  #: test samples used for the attention-sparsity statistics
 
     def validate(self) -> None:

@@ -14,7 +14,7 @@ Presets: :mod:`mirrorattn.experiments.vision_presets` (``--preset paper`` or ``q
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from mirrorattn.experiments.sweep import SweepTarget, run_sweep
 from mirrorattn.experiments.vision_analysis import analyse_run, write_report
 from mirrorattn.experiments.vision_presets import PRESETS, preset_values
 from mirrorattn.models.vit import ViT, ViTConfig
-from mirrorattn.train import Split, TrainData
+from mirrorattn.train import Split, TrainConfig, TrainData
 
 __all__ = [
     "PRESETS",
@@ -82,7 +82,8 @@ class VisionExperimentConfig(ClassificationConfig):
     bias: bool = True  #: biases in the linear layers
     init: str = "normal"  #: "normal" (N(0, 0.02)) or "torch" (PyTorch's defaults, [CLS] and positions N(0, 1))
     # evaluation and analysis
-    eval_batch_size: int = 500
+    #: how every run trains (mirrorattn.train.TrainConfig): here evaluation batches of 500 images
+    train: TrainConfig = field(default_factory=partial(TrainConfig, stop_train_acc=None, eval_batch_size=500))
     analysis_samples: int = 1000  #: test images for the attention-sparsity statistics
     attention_images: int = 4  #: test images drawn with their [CLS] attention maps
 

@@ -88,22 +88,23 @@ class TrainConfig:
     identity (raising it would change the schedule).
     """
 
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    md_scope: str = "all"  #: "all" or "attention"
-    other_optimizer: str = "adamw"  #: for non-attention parameters when md_scope == "attention"
+    optimizer: str = "adam"  #: the optimizer, a registry spec of mirrorattn.optim ("sgd", "adam", "lp-md:1.1" ...)
+    lr: float = 1e-3  #: its step size
+    #: "all" (the optimizer trains every parameter) or "attention" (only the query / key weights)
+    md_scope: str = "all"
+    other_optimizer: str = "adamw"  #: optimizer of the other parameters when md_scope = "attention"
     other_lr: float | None = None  #: step of other_optimizer (None: lr)
-    weight_decay: float = 0.0
-    epochs: int = 10  #: maximum number of epochs
-    batch_size: int = 64  #: GLOBAL batch size (split across DDP ranks)
-    eval_batch_size: int = 256  #: per-process batch size for validation/test
-    grad_clip: float | None = None  #: max global gradient l2 norm (None: off)
-    amp: bool = False  #: bfloat16 autocast for the forward pass
-    loss_reduction: str = "mean"  #: "mean" or "sum" over the global batch
+    weight_decay: float = 0.0  #: decoupled weight decay (0: none, as the paper)
+    epochs: int = 10  #: maximum number of epochs (a cap when a stopping rule is set)
+    batch_size: int = 64  #: training samples per step, the GLOBAL batch size (split across DDP ranks)
+    eval_batch_size: int = 256  #: samples per evaluation batch and process (memory only; no effect on results)
+    grad_clip: float | None = None  #: clip the global gradient l2 norm to this (None: off)
+    amp: bool = False  #: bfloat16 autocast of the forward pass (GPUs)
+    loss_reduction: str = "mean"  #: "mean" or "sum" of the loss over the global batch ("sum": the authors' text loss)
     seed: int = 0  #: data order, dropout and augmentation (model init is seeded by the caller)
-    stop_train_acc: float | None = 0.995  #: stop once an epoch's training accuracy reaches this
+    stop_train_acc: float | None = 0.995  #: stop once an epoch's training accuracy reaches this, in (0, 1]
     patience: int | None = None  #: stop after this many epochs without a better validation accuracy
-    device: str = "auto"  #: "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
+    device: str = "auto"  #: auto (cuda if present, else cpu), cpu, cuda, cuda:N or mps
     log_every: int = 20  #: progress-bar refresh interval in batches
     eval_test_every_epoch: bool = False  #: also evaluate the test split each epoch (curves)
     lr_schedule: str = "constant"  #: "constant" or "cosine" (to 0 at the end of the last epoch)
