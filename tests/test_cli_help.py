@@ -71,3 +71,41 @@ def test_the_help_shows_the_default_and_each_presets_value():
     vision_cli.register(p.add_subparsers())
     text = " ".join(p._subparsers._group_actions[0].choices["vision"].format_help().split())
     assert "maximum number of epochs" in text and "quick: digits 20" in text and "converge 100" in text
+
+
+def _option_helps(sub: argparse.ArgumentParser) -> dict[str, str]:
+    """dest -> help of the generated options (the "experiment settings" group)."""
+    group = next(g for g in sub._action_groups if g.title.startswith("experiment settings"))
+    return {a.dest: a.help or "" for a in group._group_actions}
+
+
+@pytest.mark.parametrize("command", ["text", "vision-sweep", "synthetic local", "synthetic kq", "synthetic all"])
+def test_one_option_generator_gives_every_experiment_its_fields_with_their_documentation(command):
+    """Text, vision and synthetic options come from one generator (mirrorattn.config.add_field_options) over
+    the config's fields (a nested TrainConfig's by their own names), each help the field's #: comment."""
+    from mirrorattn.config import flat_fields
+    from mirrorattn.experiments.synthetic.cli import _fields
+    from mirrorattn.experiments.text import TextExperimentConfig
+    from mirrorattn.experiments.vision import VisionExperimentConfig
+    from mirrorattn.train import TrainConfig
+
+    helps = _option_helps(_subparsers(build_parser())[command])
+    if command.startswith("synthetic"):
+        fields = _fields()  # the four experiments' fields, the first documented one of each name
+        # the options of before the generator, unchanged (every subcommand has every experiment's fields)
+        assert {"ps", "iterations", "n", "T", "d", "seeds", "eta", "normalized", "init_scale", "grid_points"} <= set(
+            helps)
+    else:
+        fields = flat_fields(TextExperimentConfig if command == "text" else VisionExperimentConfig)
+        train_docs = field_docs(TrainConfig)
+        for name in ("epochs", "batch_size", "weight_decay", "stop_train_acc", "length_buckets"):
+            assert helps[name].startswith(train_docs[name].replace("``", "").rstrip(".")), name
+    assert set(helps) <= set(fields)
+    for name, help_text in helps.items():
+        doc = fields[name][2].replace("``", "").rstrip(".")
+        assert doc and help_text.replace("%%", "%").startswith(doc) or name in ("svm_solver", "eps"), name
+
+
+def test_synthetic_options_parse_lists_and_the_short_alias():
+    args = build_parser().parse_args(["synthetic", "joint", "-p", "2", "3", "--iterations", "5", "--no-normalized"])
+    assert (args.ps, args.iterations, args.normalized, args.n) == ([2.0, 3.0], [5], False, None)

@@ -24,7 +24,7 @@ import tomllib
 import types
 import typing
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 T = TypeVar("T")
 
@@ -287,7 +287,66 @@ def build_config(
         raise ConfigError(f"bad config for {cls.__name__}: {exc}") from None
 
 
-__all__ = ["ConfigError", "build_config", "describe_type", "field_docs", "flat_fields"]
+__all__ = ["NONE", "ConfigError", "add_field_options", "build_config", "describe_type", "field_docs", "flat_fields"]
+
+
+class _NoneValue:
+    """``--grad-clip none``: set the field to None (build_config treats None as "not given")."""
+
+    def __repr__(self) -> str:
+        return "none"
+
+
+#: what an option of :func:`add_field_options` gives for ``none`` (``null``, ``off``): set the field to None
+NONE = _NoneValue()
+
+
+def _parse_scalar(kind: Any, text: str, flag: str) -> Any:
+    import argparse
+
+    if text.strip().lower() in ("none", "null", "off"):
+        return NONE
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{flag}: expected a {kind.__name__} or 'none', got {text!r}") from None
+
+
+def _option_kind(annotation: Any) -> tuple[Any, bool]:
+    """(scalar type, takes several values) of a field annotation: ``float | None`` -> (float, False),
+    ``tuple[int, ...]`` and ``int | tuple[int, ...]`` -> (int, True); (None, False) for what no option gives."""
+    scalars = (bool, int, float, str)
+    options = [a for a in typing.get_args(annotation) if a is not type(None)] if _is_union(
+        typing.get_origin(annotation)) else [annotation]
+    for alternative in options:
+        origin, args = typing.get_origin(alternative), typing.get_args(alternative)
+        if origin in (tuple, list) and args and args[0] in scalars and (origin is list or args[-1] is Ellipsis):
+            return args[0], True
+    return (options[0], False) if len(options) == 1 and options[0] in scalars else (None, False)
+
+
+def add_field_options(group: Any, fields: Mapping[str, tuple[Any, Any, str]], help_text: Callable[[str, Any, str], str],
+                      aliases: Mapping[str, tuple[str, ...]] | None = None) -> None:
+    """One option ``--field-name`` per config field of ``fields`` (name -> (annotation, default, documentation),
+    e.g. :func:`flat_fields`) on the argparse parser or group ``group``: the one generator of the experiments'
+    options. Booleans get ``--x`` / ``--no-x``; numbers and strings take one value (parsed by the field's type,
+    ``none`` giving :data:`NONE`), lists of them one or more (``--ps 1.75 2``); tables get no option.
+    ``help_text(name, default, documentation)``: the option's help; ``aliases``: more option strings (``-p``).
+    Every option's value is None when it is not given."""
+    import argparse
+
+    for name, (annotation, default, doc) in fields.items():
+        kind, several = _option_kind(annotation)
+        if kind is None:
+            continue
+        flags = ["--" + name.replace("_", "-"), *(aliases or {}).get(name, ())]
+        text = help_text(name, default, doc)
+        if kind is bool and not several:
+            group.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
+        else:
+            group.add_argument(*flags, dest=name, default=None, metavar=kind.__name__.upper(), help=text,
+                               nargs="+" if several else None,
+                               type=(lambda s, k=kind, fl=flags[0]: _parse_scalar(k, s, fl)))
 
 
 def _default(f: dataclasses.Field) -> Any:

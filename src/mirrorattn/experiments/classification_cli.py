@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import typing
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
+
+from mirrorattn.config import NONE
 
 __all__ = [
     "NONE",
@@ -43,33 +44,6 @@ __all__ = [
 SWEEP_FIELDS = ("sweep_lrs", "sweep_grids")
 
 C = TypeVar("C")
-
-
-class _NoneValue:
-    """``--grad-clip none``: set the field to None (build_config treats None as "not given")."""
-
-    def __repr__(self) -> str:
-        return "none"
-
-
-NONE = _NoneValue()
-
-
-def _parse_scalar(kind: Any, text: str, flag: str) -> Any:
-    if text.strip().lower() in ("none", "null", "off"):
-        return NONE
-    try:
-        return kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{flag}: expected a {kind.__name__} or 'none', got {text!r}") from None
-
-
-def _field_kind(annotation: Any) -> tuple[Any, bool]:
-    """(scalar type, optional) of a config field annotation."""
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    optional = type(None) in typing.get_args(annotation)
-    base = args[0] if optional and args else annotation
-    return base, optional
 
 
 def _show_value(value: Any) -> str:
@@ -111,21 +85,13 @@ def add_config_options(p: argparse.ArgumentParser, cls: type, special: Iterable[
     ``--no-x``. The help of each is the field's ``#:`` documentation (:func:`mirrorattn.config.field_docs`), its default
     and the values ``presets`` (name -> field values; ``"preset/dataset"`` keys for per-data-set presets) give it.
     """
-    from mirrorattn.config import flat_fields
+    from mirrorattn.config import add_field_options, flat_fields
 
     special = set(special)
-    g = p.add_argument_group("experiment settings (override the preset and --config)")
-    for name, (annotation, default, doc) in flat_fields(cls).items():
-        if name in special:
-            continue
-        flag = "--" + name.replace("_", "-")
-        kind, optional = _field_kind(annotation)
-        text = option_help(doc or name.replace("_", " "), default, preset_note(name, default, presets or {}))
-        if kind is bool:
-            g.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
-        elif kind in (int, float, str):
-            g.add_argument(flag, dest=name, default=None, metavar=kind.__name__.upper(), help=text,
-                           type=(lambda s, k=kind, fl=flag: _parse_scalar(k, s, fl)))
+    fields = {name: spec for name, spec in flat_fields(cls).items() if name not in special}
+    add_field_options(p.add_argument_group("experiment settings (override the preset and --config)"), fields,
+                      lambda name, default, doc: option_help(doc or name.replace("_", " "), default,
+                                                             preset_note(name, default, presets or {})))
 
 
 def add_command(subparsers: Any, name: str, summary: str, doc: str | None) -> argparse.ArgumentParser:

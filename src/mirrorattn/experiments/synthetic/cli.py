@@ -61,30 +61,37 @@ _HELP = {
     "all": "all four experiments, one run folder each under --out",
 }
 
-#: command-line option -> config field (only fields that the chosen experiment has are passed)
-_OVERRIDES = ("ps", "iterations", "n", "T", "d", "seeds", "eta", "normalized", "init_scale", "grid_points")
+def _fields() -> dict[str, tuple[Any, Any, str]]:
+    """Every field of the four experiments' configs (:func:`mirrorattn.config.flat_fields`), the first
+    documented one of each name: every subcommand has the same options (one that an experiment lacks is
+    refused by name, :func:`experiment_overrides`)."""
+    from mirrorattn.config import flat_fields
+
+    fields: dict[str, tuple[Any, Any, str]] = {}
+    for cls, _ in _experiments().values():
+        for name, spec in flat_fields(cls).items():
+            if not fields.get(name, (None, None, ""))[2]:
+                fields[name] = spec
+    return fields
+
+
+def _option_help(name: str, default: Any, doc: str) -> str:
+    """The help of a config option: the field's documentation, the default left to the preset."""
+    text = doc or name.replace("_", " ")
+    if name == "ps":
+        text += f", each from {P_MIN:g} to {P_MAX:g}"
+    return f"{text} (default: the preset's)".replace("%", "%%")
 
 
 def _add_options(p: argparse.ArgumentParser, name: str) -> None:
+    from mirrorattn.config import add_field_options
+
     p.add_argument("--preset", choices=sorted(PRESETS), default="paper",
                    help="starting settings: the paper's (default) or a quick reduced run")
     p.add_argument("--out", type=Path, default=None, help=f"run folder (default runs/synthetic/{name})")
     p.add_argument("--config", type=Path, default=None, metavar="FILE.toml", help="TOML file of config fields")
-    p.add_argument("--ps", "-p", type=float, nargs="+", default=None, metavar="P",
-                   help=f"exponents p, each from {P_MIN:g} to {P_MAX:g}")
-    p.add_argument("--iterations", type=int, nargs="+", default=None, metavar="K",
-                   help="iterations (one value, or one per p)")
-    p.add_argument("--n", type=int, default=None, help="samples per data set")
-    p.add_argument("--T", type=int, default=None, help="tokens per sample")
-    p.add_argument("--d", type=int, default=None, help="token dimension")
-    p.add_argument("--seeds", type=int, default=None, help="number of seeds (data sets / initialisations)")
-    p.add_argument("--eta", type=float, default=None, help="step size")
-    p.add_argument("--normalized", action=argparse.BooleanOptionalAction, default=None,
-                   help="normalise each gradient by its dual norm (the paper does)")
-    p.add_argument("--init-scale", dest="init_scale", type=float, default=None,
-                   help="standard deviation of the initial weights")
-    p.add_argument("--grid-points", dest="grid_points", type=int, default=None,
-                   help="log-spaced iterations kept per run")
+    add_field_options(p.add_argument_group("experiment settings (override the preset and --config)"), _fields(),
+                      _option_help, aliases={"ps": ("-p",)})
     p.add_argument("--workers", type=int, default=default_workers(),
                    help="worker processes for independent pieces; 'all' runs the experiments side by side "
                         f"(default min(2, CPU count) = {default_workers()})")
@@ -108,17 +115,22 @@ def experiment_overrides(name: str, values: dict[str, Any], strict: bool = False
     Only the fields the experiment has (``strict``: a ``ConfigError`` for one it lacks); lists become tuples,
     and kq takes one ``iterations`` value as a number.
     """
+    from mirrorattn.config import NONE
+
     cls, _ = _experiments()[name]
     fields = {f.name for f in dataclasses.fields(cls)}
     out = {}
-    for key in _OVERRIDES:
+    for key in _fields():
         val = values.get(key)
         if val is None:
             continue
+        option = f"--{key.replace('_', '-')}"
+        if val is NONE or (isinstance(val, (list, tuple)) and NONE in val):
+            raise ConfigError(f"option {option} needs a value, not 'none'")
         if key in fields:
             out[key] = tuple(val) if isinstance(val, (list, tuple)) else val
         elif strict:
-            raise ConfigError(f"option --{key.replace('_', '-')} does not apply to the {cls.__name__} experiment")
+            raise ConfigError(f"option {option} does not apply to the {cls.__name__} experiment")
     if "iterations" in out and cls.__name__ == "KQConfig":
         out["iterations"] = out["iterations"][0] if len(out["iterations"]) == 1 else out["iterations"]
     return out
