@@ -1,5 +1,6 @@
-"""Synthetic data and the batched mirror-descent trainer: seeded data as specified, the batched
-update equal to a per-seed one, to an independent loop and to the torch optimizer."""
+"""Synthetic data and the batched mirror-descent trainer (``run_md``: LpMirrorDescent with ``batch_dims=1`` on float64
+tensors): seeded data as specified, the batched update equal to a per-seed one, to an independent loop and to the
+torch optimizer on one seed."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import pytest
 import torch
 
 from mirrorattn.data.synthetic import joint_dataset, make_synthetic, make_synthetic_batch
-from mirrorattn.experiments.synthetic.trainer import BatchedMirrorDescent, log_grid, run_md
+from mirrorattn.experiments.synthetic.trainer import DEFAULT_EPS, log_grid, run_md
 from mirrorattn.models.attention import OneLayerAttention, loss_and_grad
+from mirrorattn.optim import LpMirrorDescent
 
 
 def test_synthetic_data_is_unit_norm_seeded_and_labelled():
@@ -82,11 +84,22 @@ def test_batched_equals_each_seed_alone(p, normalized):
     assert np.abs(full.final["W"] - W0).max() > 0.1
 
 
+def _batched_optimizer(W0, p, eta):
+    """The optimizer as run_md sets it up: float64 (S, ...) tensors, normalised per seed (batch_dims=1)."""
+    W = torch.tensor(W0)
+    return W, LpMirrorDescent([W], lr=eta, p=p, normalized=True, eps=DEFAULT_EPS, batch_dims=1)
+
+
+def _step(opt, W, grads):
+    W.grad = torch.from_numpy(grads["W"])
+    opt.step()
+
+
 def test_batched_update_matches_independent_loop():
     """An independent plain-numpy l_p-MD loop (with W recomputed via u) gives the same iterates."""
     p, eta, q = 1.75, 0.1, 1.75 / 0.75
     data, W0, grad_fn = _problem(2)
-    opt = BatchedMirrorDescent({"W": W0}, p, eta, normalized=True)
+    Wt, opt = _batched_optimizer(W0, p, eta)
     W = W0.copy()
     u = np.sign(W) * np.abs(W) ** (p - 1)
     for _ in range(25):
@@ -95,20 +108,20 @@ def test_batched_update_matches_independent_loop():
         for s in range(2):
             u[s] -= eta * g[s] / (np.sum(np.abs(g[s]) ** q) ** (1 / q) + np.finfo(float).eps)
         W = np.sign(u) * np.abs(u) ** (1 / (p - 1))
-        opt.step(grad_fn(opt.params, False)[1])
-    np.testing.assert_allclose(opt.params["W"], W, rtol=1e-12, atol=1e-13)
+        _step(opt, Wt, grad_fn({"W": Wt.numpy()}, False)[1])
+    np.testing.assert_allclose(Wt.numpy(), W, rtol=1e-12, atol=1e-13)
 
 
 def test_zero_init_and_zero_gradient_are_fine():
     """Normalised steps with a zero gradient (W at v = 0) leave the tensor at zero, no NaN."""
-    opt = BatchedMirrorDescent({"W": np.zeros((2, 2, 2))}, 3.0, 0.1)
-    opt.step({"W": np.zeros((2, 2, 2))})
-    assert np.all(opt.params["W"] == 0)
+    Wt, opt = _batched_optimizer(np.zeros((2, 2, 2)), 3.0, 0.1)
+    _step(opt, Wt, {"W": np.zeros((2, 2, 2))})
+    assert np.all(Wt.numpy() == 0)
 
 
 def test_bad_step_size_raises():
     with pytest.raises(ValueError, match="eta"):
-        BatchedMirrorDescent({"W": np.zeros((1, 2, 2))}, 2.0, 0.0)
+        run_md(lambda params, record=False: (None, {}, {}), {"W": np.zeros((1, 2, 2))}, 2.0, 0.0, 1, [0])
 
 
 @pytest.mark.skipif(importlib.util.find_spec("mirrorattn.optim") is None, reason="optimizer not yet in tree")
@@ -160,11 +173,13 @@ def test_signed_power_is_sign_times_power_and_the_torch_mirror_map(p):
 
 
 def test_step_leaves_handed_out_iterates_alone():
-    """The dual state is updated in place; the W arrays handed out before a step must not change."""
+    """The optimizer updates the weights in place; the iterates run_md recorded before a step must not change
+    (nor the caller's initial arrays)."""
     _, W0, grad_fn = _problem(2)
-    opt = BatchedMirrorDescent({"W": W0}, 1.75, 0.1)
-    before = opt.params["W"]
-    snapshot = before.copy()
-    opt.step(grad_fn(opt.params, False)[1])
+    snapshot = W0.copy()
+    tr = run_md(grad_fn, {"W": W0}, 1.75, 0.1, 3, [0, 3])
+    before = tr.params["W"][0]
     np.testing.assert_array_equal(before, snapshot)
-    assert not np.allclose(opt.params["W"], snapshot)
+    np.testing.assert_array_equal(W0, snapshot)
+    assert not np.allclose(tr.params["W"][1], snapshot)
+    np.testing.assert_array_equal(tr.params["W"][1], tr.final["W"])

@@ -8,6 +8,7 @@ from collections import defaultdict
 from itertools import chain
 from typing import Any, Callable, Iterable
 
+import numpy as np
 import torch
 
 from mirrorattn.mirror import check_p, dual_exponent, inverse_exponent, mirror_map
@@ -37,11 +38,22 @@ def _exponents(p: float) -> tuple[K.Kind, float]:
     return K.exponent_kind(inverse_exponent(p)), dual_exponent(p)
 
 
-def _dual_norm(g: torch.Tensor, q: float) -> torch.Tensor:
+_inverse_exponent = functools.lru_cache(maxsize=256)(inverse_exponent)
+
+
+def _dual_norm(g: torch.Tensor, q: float, batch_dims: int = 0) -> torch.Tensor:
     """||g||_q as a 0-d tensor, computed on g / max|g| so that |g|^q cannot overflow or underflow.
 
-    The same quantity as ``mirrorattn.mirror.lp_norm`` in fewer ops (this runs every step).
+    The same quantity as ``mirrorattn.mirror.lp_norm`` in fewer ops (this runs every step). With
+    ``batch_dims`` = b > 0, the norm of each slice g[i_1, ..., i_b] over the remaining dimensions, shaped
+    g.shape[:b] + (1, ...) so that it broadcasts against g.
     """
+    if batch_dims:
+        shape = tuple(g.shape[:batch_dims]) + (1,) * (g.dim() - batch_dims)
+        r = g.reshape(tuple(g.shape[:batch_dims]) + (-1,)).abs()
+        m = r.amax(dim=-1, keepdim=True).clamp_min_(torch.finfo(g.dtype).tiny)
+        r = K.abs_pow(r.div_(m), K.exponent_kind(q))  # |g / m|^q by the exponent's fast path (vector_norm: pow)
+        return (r.sum(dim=-1, keepdim=True).pow_(1.0 / q) * m).reshape(shape)
     m = g.abs().amax()
     return torch.linalg.vector_norm(g / m.clamp_min(torch.finfo(g.dtype).tiny), q) * m
 
@@ -81,6 +93,8 @@ def _values(g: torch.Tensor) -> torch.Tensor:
 
 #: the hyper-parameters every group of an LpMirrorDescent optimizer (and of its state dict) carries
 GROUP_KEYS = ("p", "lr", "normalized", "eps", "weight_decay", "maximize")
+#: group options a state dict may lack (saved before they existed): such a group keeps the current group's value
+OPTIONAL_GROUP_KEYS = ("batch_dims",)
 #: what the per-parameter state may hold
 _STATE_KEYS = frozenset({"dual", "p", "step"})
 
@@ -105,6 +119,24 @@ def _check_group(group: dict[str, Any]) -> None:
     for flag in ("normalized", "maximize"):
         if not (isinstance(group[flag], bool) or (type(group[flag]) is int and group[flag] in (0, 1))):
             raise ValueError(f"{flag} must be True or False, got {group[flag]!r}")
+    bd = group.get("batch_dims", 0)
+    if not (type(bd) is int and bd >= 0):
+        raise ValueError(f"batch_dims must be an int >= 0, got {bd!r}")
+
+
+def _check_batch_dims(group: dict[str, Any]) -> None:
+    """A group with ``batch_dims`` = b > 0: every parameter has at least b dimensions and is a plain tensor
+    (not a DTensor: its slices would span processes)."""
+    bd = group.get("batch_dims", 0)
+    if not bd:
+        return
+    for param in group["params"]:
+        if _sharded.is_sharded(param):
+            raise ValueError(f"batch_dims = {bd} is not supported for DTensor (FSDP2) parameters; put them in a "
+                             "group with batch_dims = 0")
+        if param.dim() < bd:
+            raise ValueError(f"batch_dims = {bd} needs parameters with at least {bd} dimensions, got one of shape "
+                             f"{tuple(param.shape)}")
 
 
 def _check_eps(group: dict[str, Any], params: Iterable[torch.Tensor]) -> None:
@@ -132,6 +164,18 @@ class LpMirrorDescent(torch.optim.Optimizer):
         g <- g / (||g||_q + eps)  if normalized       (q = p / (p - 1), the dual exponent)
         u <- u - lr * g                               (u = grad psi(w) = sign(w) |w|^(p-1))
         w <- grad psi*(u) = sign(u) |u|^(1/(p-1))
+
+    **Independent problems in one tensor** (``batch_dims`` = b > 0, per group): the first b dimensions
+    of each of the group's tensors index independent problems (e.g. a leading seed axis: S models
+    trained side by side as one (S, ...) tensor). In normalised mode each slice g[i_1, ..., i_b] is then
+    divided by its own dual norm over the remaining dimensions, so every slice follows exactly the
+    iterates it would follow alone (the rest of the step is elementwise anyway; without normalisation
+    ``batch_dims`` changes nothing). In normalised mode such tensors skip the compiled kernels (they take
+    one coefficient per tensor): dense CPU float32/float64 tensors below ``compile_min_numel`` elements
+    are stepped in NumPy on views of their memory (path "numpy": the NumPy mirror maps and dual norms of
+    ``mirrorattn.mirror``, a few times less overhead than eager torch ops on small tensors), the rest
+    by the eager torch ops. DTensor (FSDP2) parameters refuse ``batch_dims`` > 0 (``ValueError``); a
+    state dict saved without it loads, keeping the current group's value.
 
     p = 2 is plain gradient descent and matches ``torch.optim.SGD`` (no momentum, same weight
     decay and maximize) to floating-point precision (bit for bit on float32/float64 weights).
@@ -172,7 +216,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
     per-tensor loop). Compilation is skipped with ``compile=False`` or the environment variable
     ``MIRRORATTN_OPTIM_EAGER=1``, and falls back to eager (with one warning) if it fails.
     ``last_step_paths`` counts the tensors each path ("compiled", "foreach", "loop", "direct"
-    for p = 2 SGD form) handled at the last step.
+    for p = 2 SGD form, "numpy" for ``batch_dims`` > 0, "sparse") handled at the last step.
 
     **Checks.** Hyper-parameters are checked on construction, in :meth:`add_param_group` and in
     :meth:`load_state_dict` (which refuses the state of another optimizer, or of other parameters);
@@ -188,13 +232,14 @@ class LpMirrorDescent(torch.optim.Optimizer):
 
     Args:
         params: parameters or parameter groups (dicts may set lr, p, normalized, eps,
-            weight_decay, maximize per group); ``named_parameters()`` is accepted.
+            weight_decay, maximize, batch_dims per group); ``named_parameters()`` is accepted.
         lr: step size (>= 0).
         p: the l_p geometry, finite and > 1.
         normalized: divide each tensor's gradient by its dual norm ||g||_q + eps.
         eps: added to the dual norm in normalized mode (> 0).
         weight_decay: l_2 coefficient added to the gradient as ``weight_decay * w`` (>= 0).
         maximize: ascend instead of descend.
+        batch_dims: leading dimensions that index independent problems (normalised per slice), >= 0.
         foreach: eager path over the tensor list with ``torch._foreach_*`` ops (None: on).
         nonfinite: "raise" or "skip" on NaN/inf gradients.
         compile: use the compiled kernel (None: yes unless ``MIRRORATTN_OPTIM_EAGER`` is set).
@@ -211,6 +256,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
         eps: float = 1e-12,
         weight_decay: float = 0.0,
         maximize: bool = False,
+        batch_dims: int = 0,
         foreach: bool | None = None,
         nonfinite: str = "raise",
         compile: bool | None = None,
@@ -220,7 +266,8 @@ class LpMirrorDescent(torch.optim.Optimizer):
             raise ValueError(f"nonfinite must be one of {_NONFINITE_CHOICES}, got {nonfinite!r}")
         if not (isinstance(compile_min_numel, int) and compile_min_numel >= 1):
             raise ValueError(f"compile_min_numel must be an int >= 1, got {compile_min_numel!r}")
-        defaults = dict(lr=lr, p=p, normalized=normalized, eps=eps, weight_decay=weight_decay, maximize=maximize)
+        defaults = dict(lr=lr, p=p, normalized=normalized, eps=eps, weight_decay=weight_decay, maximize=maximize,
+                        batch_dims=batch_dims)
         _check_group(defaults)
         defaults.update(normalized=bool(normalized), maximize=bool(maximize))
         self.foreach = True if foreach is None else bool(foreach)
@@ -258,6 +305,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
         try:
             _check_group(self.param_groups[-1])
             _check_eps(self.param_groups[-1], self.param_groups[-1]["params"])
+            _check_batch_dims(self.param_groups[-1])
         except ValueError:
             self.param_groups.pop()  # a refused group is not kept
             raise
@@ -268,11 +316,16 @@ class LpMirrorDescent(torch.optim.Optimizer):
         ``ValueError`` (nothing loaded) unless it is an LpMirrorDescent state for these parameters: every
         group carries this optimizer's hyper-parameters (:data:`GROUP_KEYS`, valid values), the groups hold
         as many parameters as ours, and each parameter's state holds only ``dual`` (of the parameter's
-        shape), ``p`` and ``step``.
+        shape), ``p`` and ``step``. A group saved without an option of :data:`OPTIONAL_GROUP_KEYS` (a state
+        saved before it existed) keeps this optimizer's value of it.
         """
         id_map = self._check_state_dict(state_dict)
         duals = {id_map[k]: v["dual"] for k, v in state_dict["state"].items() if k in id_map and "dual" in v}
+        kept = [{k: g[k] for k in OPTIONAL_GROUP_KEYS if k in g} for g in self.param_groups]
         super().load_state_dict(state_dict)
+        for group, values in zip(self.param_groups, kept):
+            for k, v in values.items():
+                group.setdefault(k, v)
         for param, d in duals.items():
             self.state[param]["dual"] = d.detach().to(device=param.device, dtype=dual_dtype(param.dtype), copy=True)
         self._stamps = {}
@@ -293,7 +346,10 @@ class LpMirrorDescent(torch.optim.Optimizer):
             try:
                 _check_group(g)
                 if gi < len(self.param_groups):
-                    _check_eps(g, self.param_groups[gi]["params"])
+                    ours = self.param_groups[gi]
+                    _check_eps(g, ours["params"])
+                    _check_batch_dims({"params": ours["params"], "batch_dims": g.get("batch_dims",
+                                                                                      ours.get("batch_dims", 0))})
             except ValueError as exc:
                 raise ValueError(f"state dict param_groups[{gi}]: {exc}") from None
         if [len(g["params"]) for g in groups] != [len(g["params"]) for g in self.param_groups]:
@@ -335,11 +391,15 @@ class LpMirrorDescent(torch.optim.Optimizer):
     # -- helpers --------------------------------------------------------------------------------
 
     @staticmethod
-    def _init_dual(param: torch.Tensor, p: float) -> torch.Tensor:
-        """u = sign(w)|w|^(p-1) in the dual dtype; ``ValueError`` if it is not finite (runs once per weight,
-        not every step: at the first step, after a change of p, or when the weight was written)."""
+    def _init_dual(param: torch.Tensor, p: float, numpy: bool = False) -> torch.Tensor:
+        """u = sign(w)|w|^(p-1) in the dual dtype (``numpy``: by the NumPy mirror map, for a CPU weight);
+        ``ValueError`` if it is not finite (runs once per weight, not every step: at the first step, after a
+        change of p, or when the weight was written)."""
         w = param.detach().to(dual_dtype(param.dtype))
-        u = mirror_map(w, p).contiguous()
+        if numpy:
+            u = torch.from_numpy(np.ascontiguousarray(mirror_map(w.numpy(), p)))
+        else:
+            u = mirror_map(w, p).contiguous()
         if u.numel() and not bool(torch.isfinite(u).all()):
             if not bool(torch.isfinite(w).all()):
                 why = "the weight holds NaN or inf"
@@ -384,8 +444,12 @@ class LpMirrorDescent(torch.optim.Optimizer):
         for idx in by_dev.values():
             values = [_values(found[i][3]) for i in idx]
             norms = self._check_norms(values, [self.param_groups[found[i][0]]["normalized"] for i in idx])
-            total = norms[0] if len(norms) == 1 else torch.stack([n.float() for n in norms]).sum()
-            if not math.isfinite(float(total)):
+            if values[0].device.type == "cpu":  # no device to wait for: a float per norm beats stack + sum
+                finite = all(math.isfinite(n.item()) for n in norms)
+            else:
+                total = norms[0] if len(norms) == 1 else torch.stack([n.float() for n in norms]).sum()
+                finite = math.isfinite(float(total))
+            if not finite:
                 # a norm (or their sum) can overflow for finite entries: check those tensors exactly
                 bad += [i for i in idx if not bool(torch.isfinite(_values(found[i][3])).all())]
         if not bad:
@@ -413,6 +477,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
         found: list[tuple[int, int, torch.Tensor, torch.Tensor]] = []
         for gi, group in enumerate(self.param_groups):
             _check_group(group)
+            _check_batch_dims(group)
             for pi, param in enumerate(group["params"]):
                 g = param.grad
                 if g is None or param.numel() == 0:  # nothing to update (and no norm of an empty gradient)
@@ -434,14 +499,15 @@ class LpMirrorDescent(torch.optim.Optimizer):
         self._gmax = {}  # ids are only valid while this step's gradients are alive
         return loss
 
-    def _prepare(self, param: torch.Tensor, p: float, kind: K.Kind) -> torch.Tensor:
-        """The up-to-date dual variable of ``param`` (created or recomputed when needed)."""
+    def _prepare(self, param: torch.Tensor, p: float, kind: K.Kind, numpy: bool = False) -> torch.Tensor:
+        """The up-to-date dual variable of ``param`` (created or recomputed when needed; ``numpy``: by the NumPy
+        mirror map)."""
         st = self.state[param]
         st["step"] = st.get("step", 0) + 1
         u = st.get("dual")
         if u is None or st.get("p") != p or u.shape != param.shape or u.dtype != dual_dtype(param.dtype) \
                 or u.device != param.device:
-            u = st["dual"] = self._init_dual(param, p)
+            u = st["dual"] = self._init_dual(param, p, numpy)
             st["p"] = p
         elif self._stamps.get(param) != (param._version, param.data_ptr()):
             implied = K.signed_pow(u, kind).to(param.dtype)
@@ -450,7 +516,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
             if kind[0] in ("pow", "third"):  # the compiled kernels' exp2(e log2|u|), cube root differ more
                 rtol = max(rtol, 64 * torch.finfo(u.dtype).eps)
             if not torch.allclose(implied, param, rtol=rtol, atol=fi.tiny):
-                u = st["dual"] = self._init_dual(param, p)
+                u = st["dual"] = self._init_dual(param, p, numpy)
         return u
 
     def _step_group(self, group: dict[str, Any], items: list[tuple[torch.Tensor, torch.Tensor]],
@@ -461,16 +527,21 @@ class LpMirrorDescent(torch.optim.Optimizer):
         eps = float(group["eps"])
         normalized = bool(group["normalized"])
         maximize = bool(group["maximize"])
+        bd = group.get("batch_dims", 0)
         kind, q = _exponents(p)
+        if normalized and bd:
+            items = self._sliced_numpy(items, p, kind, q, lr, wd, eps, maximize, bd, paths)
         direct, dual = self._route(items, p, kind, lr, wd != 0.0 or normalized, maximize, paths)
         if direct:
-            self._direct_step(direct, lr, wd, eps, normalized, maximize)
+            self._direct_step(direct, lr, wd, eps, normalized, maximize, bd)
             paths["direct"] += len(direct)
         if not dual:
             return
 
         if normalized:
-            rest = self._compiled_normalized(dual, kind, q, lr, wd, eps, maximize, paths)
+            # one coefficient per slice (batch_dims > 0) is the eager path's: the compiled kernels take one per tensor
+            rest = list(range(len(dual))) if bd else self._compiled_normalized(dual, kind, q, lr, wd, eps, maximize,
+                                                                                paths)
             gs, alphas = [], []
             for param, g, u in (dual[i] for i in rest):
                 ge = g.to(u.dtype)
@@ -478,7 +549,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
                 if wd != 0.0:
                     ge = ge.add(param.to(u.dtype), alpha=wd)
                 gs.append(ge)
-                alphas.append(lr / (_dual_norm(ge, q) + eps))
+                alphas.append(lr / (_dual_norm(ge, q, bd) + eps))
         else:
             gs, alphas = [g for _, g, _ in dual], None
             rest = self._compiled_update(dual, gs, -lr if maximize else lr, lr * wd, kind, paths)
@@ -500,6 +571,41 @@ class LpMirrorDescent(torch.optim.Optimizer):
 
         for param, _, _ in dual:
             self._stamp(param)
+
+    def _sliced_numpy(self, items: list[tuple[torch.Tensor, torch.Tensor]], p: float, kind: K.Kind, q: float,
+                      lr: float, wd: float, eps: float, maximize: bool, bd: int,
+                      paths: dict[str, int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The normalised step with ``batch_dims`` = bd > 0 of the dense CPU float32/float64 tensors below
+        ``compile_min_numel`` elements, in NumPy on views of the tensors (``_kernels.sliced_numpy_step``; their
+        duals come from the NumPy mirror map, so all their arithmetic is ``mirrorattn.mirror``'s NumPy functions;
+        the weight's version counter moves as an in-place torch op would). Returns the items left to the torch
+        paths."""
+        e = _inverse_exponent(p)
+        rest = []
+        for param, g in items:
+            if not (param.device.type == "cpu" and g.device.type == "cpu" and g.layout == torch.strided
+                    and param.numel() < self.compile_min_numel and param.dtype in (torch.float32, torch.float64)
+                    and not param.is_neg()):
+                rest.append((param, g))
+                continue
+            u = None if self._direct_state(param, p, kind) else self._prepare(param, p, kind, numpy=True).numpy()
+            w = param.detach().numpy()
+            K.sliced_numpy_step(u, w, g.detach().numpy(force=True).astype(w.dtype, copy=False), lr, eps, q, e, bd,
+                                wd, maximize)
+            torch.autograd.graph.increment_version(param)
+            self._stamp(param)
+            paths["numpy"] += 1
+        return rest
+
+    def _direct_state(self, param: torch.Tensor, p: float, kind: K.Kind) -> bool:
+        """True for p = 2 with a float32/64 weight (u is w: no dual variable is kept; the state is updated here)."""
+        if kind[0] != "identity" or dual_dtype(param.dtype) != param.dtype:
+            return False
+        st = self.state[param]
+        st.pop("dual", None)
+        st["p"] = p
+        st["step"] = st.get("step", 0) + 1
+        return True
 
     def _compiled_lists(self, dual: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
                         ) -> tuple[dict[tuple, list[int]], list[int]]:
@@ -569,11 +675,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
             if g.is_sparse:
                 self._sparse_step(param, g, p, kind, lr, maximize)
                 paths["sparse"] += 1
-            elif kind[0] == "identity" and dual_dtype(param.dtype) == param.dtype:
-                st = self.state[param]
-                st.pop("dual", None)
-                st["p"] = p
-                st["step"] = st.get("step", 0) + 1
+            elif self._direct_state(param, p, kind):
                 direct.append((param, g))
             else:
                 dual.append((param, g, self._prepare(param, p, kind)))
@@ -589,11 +691,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
         the dense step's arithmetic. p = 2 with float32/64 weights (u is w) is ``param.add_(g, alpha=-lr)``,
         the update ``torch.optim.SGD`` makes with a sparse gradient.
         """
-        st = self.state[param]
-        if kind[0] == "identity" and dual_dtype(param.dtype) == param.dtype:
-            st.pop("dual", None)
-            st["p"] = p
-            st["step"] = st.get("step", 0) + 1
+        if self._direct_state(param, p, kind):
             param.add_(g, alpha=lr if maximize else -lr)
             return
         u = self._prepare(param, p, kind)
@@ -619,7 +717,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
         self._stamp(param)
 
     def _direct_step(self, items: list[tuple[torch.Tensor, torch.Tensor]], lr: float, wd: float, eps: float,
-                     normalized: bool, maximize: bool) -> None:
+                     normalized: bool, maximize: bool, batch_dims: int = 0) -> None:
         """p = 2 with float32/64 weights: u is w, and the step is SGD's (same ops, same order)."""
         groups: dict[tuple, list[tuple[torch.Tensor, torch.Tensor]]] = defaultdict(list)
         for param, g in items:
@@ -636,7 +734,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
                     else:
                         gs = torch._foreach_add(gs, ps, alpha=wd)
                 if normalized:
-                    scales = [1.0 / (_dual_norm(g, 2.0) + eps) for g in gs]
+                    scales = [1.0 / (_dual_norm(g, 2.0, batch_dims) + eps) for g in gs]
                     gs = torch._foreach_mul(gs, scales)
                 torch._foreach_add_(ps, gs, alpha=-lr)
             else:
@@ -645,5 +743,5 @@ class LpMirrorDescent(torch.optim.Optimizer):
                     if wd != 0.0:
                         g = g.add(param, alpha=wd)
                     if normalized:
-                        g = g * (1.0 / (_dual_norm(g, 2.0) + eps))
+                        g = g * (1.0 / (_dual_norm(g, 2.0, batch_dims) + eps))
                     param.add_(g, alpha=-lr)

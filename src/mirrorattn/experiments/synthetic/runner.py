@@ -38,7 +38,10 @@ def mp_context() -> multiprocessing.context.BaseContext:
 
 def preload() -> None:
     """Import what the pieces use, once, in the parent (forked workers then inherit it)."""
+    import torch._dynamo  # noqa: F401  (imported by torch.optim at an optimizer's first step: ~1 s of CPU)
+
     import mirrorattn.experiments.synthetic.figures  # noqa: F401  (matplotlib)
+    import mirrorattn.optim  # noqa: F401  (run_md's LpMirrorDescent)
     import mirrorattn.svm  # noqa: F401  (cvxpy)
     import mirrorattn.tokens  # noqa: F401
 

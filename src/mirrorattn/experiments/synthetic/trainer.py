@@ -1,9 +1,10 @@
-"""Batched l_p mirror descent (paper.md section 2) over a leading seed axis, in NumPy float64.
+"""l_p mirror descent (paper.md section 2) over a leading seed axis: :func:`run_md` drives
+:class:`~mirrorattn.optim.LpMirrorDescent` on float64 tensors.
 
-Every parameter array has shape (S, ...). The dual variable u = grad psi(W) is kept as state
-(never recomputed from W), and the normalised variant divides each seed's gradient of each
-tensor by that seed's own dual norm: g_s / (||g_s||_q + eps). So seed s follows exactly the
-iterates it would follow if trained alone.
+Every parameter array has shape (S, ...), one optimizer group with ``batch_dims=1``: the dual
+variable u = grad psi(W) is the optimizer's state, and the normalised variant divides each seed's
+gradient of each tensor by that seed's own dual norm, g_s / (||g_s||_q + eps). So seed s follows
+exactly the iterates it would follow if trained alone.
 
 Only the iterates at a given list of iterations (e.g. a log-spaced grid) are kept.
 """
@@ -14,10 +15,12 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
+import torch
 
-from mirrorattn.mirror import check_p, dual_exponent, inverse_exponent, lp_norms, mirror_map, signed_power
+from mirrorattn.mirror import check_p
+from mirrorattn.optim import LpMirrorDescent
 
-__all__ = ["BatchedMirrorDescent", "DEFAULT_EPS", "MDTrace", "log_grid", "run_md"]
+__all__ = ["DEFAULT_EPS", "MDTrace", "log_grid", "run_md"]
 
 #: the eps added to the dual norm in the normalised update (float64 machine epsilon, as the authors)
 DEFAULT_EPS = float(np.finfo(np.float64).eps)
@@ -33,44 +36,6 @@ def log_grid(iterations: int, points: int) -> np.ndarray:
         return np.array([0])
     grid = np.round(np.logspace(0.0, np.log10(iterations), points)).astype(int)
     return np.unique(np.concatenate([[0], grid, [iterations]]))
-
-
-class BatchedMirrorDescent:
-    """u_{k+1} = u_k - eta * g_k (g normalised per seed when ``normalized``); W = grad psi*(u).
-
-    ``params``: name -> array (S, ...); copied. ``p`` > 1; ``eta`` > 0 the step size.
-    """
-
-    def __init__(
-        self,
-        params: Mapping[str, np.ndarray],
-        p: float,
-        eta: float,
-        normalized: bool = True,
-        eps: float = DEFAULT_EPS,
-    ) -> None:
-        self.p = check_p(p)
-        if not eta > 0:
-            raise ValueError(f"step size eta must be > 0, got {eta}")
-        self.q = dual_exponent(self.p)
-        self.eta = float(eta)
-        self.normalized = bool(normalized)
-        self.eps = float(eps)
-        self.params = {k: np.array(v, dtype=np.float64, copy=True) for k, v in params.items()}
-        self.u = {k: np.asarray(mirror_map(v, self.p), dtype=np.float64) for k, v in self.params.items()}
-        self._e = inverse_exponent(self.p)
-
-    def step(self, grads: Mapping[str, np.ndarray]) -> None:
-        """One mirror step for every parameter named in ``grads`` (the dual state ``u`` is updated in
-        place; ``params`` gets new arrays, so that iterates handed out earlier stay unchanged)."""
-        for k, g in grads.items():
-            if self.normalized:
-                step = g / (lp_norms(g, self.q) + self.eps)
-                step *= self.eta
-            else:
-                step = self.eta * g
-            self.u[k] -= step
-            self.params[k] = signed_power(self.u[k], self._e)
 
 
 @dataclass
@@ -96,7 +61,8 @@ def run_md(
     eps: float = DEFAULT_EPS,
     progress: Callable[[int], None] | None = None,
 ) -> MDTrace:
-    """Run ``iterations`` mirror steps; keep the iterates whose step count is in ``record_at``.
+    """Run ``iterations`` mirror steps of :class:`~mirrorattn.optim.LpMirrorDescent` (float64, one group with
+    ``batch_dims=1``: every seed on its own); keep the iterates whose step count is in ``record_at``.
 
     ``grad_fn(params, record)`` returns (loss (S,), grads name -> (S, ...), extras name -> (S, ...));
     ``record`` is True at the recorded iterations (extras are only kept there, so it may skip them
@@ -107,18 +73,24 @@ def run_md(
     rec = sorted({int(k) for k in record_at})
     if rec and (rec[0] < 0 or rec[-1] > iterations):
         raise ValueError(f"record_at must lie in [0, {iterations}]")
-    opt = BatchedMirrorDescent(params0, p, eta, normalized=normalized, eps=eps)
-    names = list(trainable) if trainable is not None else list(opt.params)
-    kept: dict[str, list[np.ndarray]] = {k: [] for k in opt.params}
+    check_p(p)
+    if not eta > 0:
+        raise ValueError(f"step size eta must be > 0, got {eta}")
+    # float64 tensors; ``params`` holds NumPy views of them, which the optimizer's in-place steps update
+    tensors = {k: torch.tensor(np.asarray(v, dtype=np.float64)) for k, v in params0.items()}
+    params = {k: t.numpy() for k, t in tensors.items()}
+    names = list(trainable) if trainable is not None else list(tensors)
+    opt = LpMirrorDescent([tensors[n] for n in names], lr=eta, p=p, normalized=normalized, eps=eps, batch_dims=1)
+    kept: dict[str, list[np.ndarray]] = {k: [] for k in params}
     losses: list[np.ndarray] = []
     extras: dict[str, list[np.ndarray]] = {}
     ri = 0
     last = 0
     for k in range(iterations + 1):
         record = ri < len(rec) and rec[ri] == k
-        loss, grads, extra = grad_fn(opt.params, record)
+        loss, grads, extra = grad_fn(params, record)
         if record:
-            for name, val in opt.params.items():
+            for name, val in params.items():
                 kept[name].append(val.copy())
             losses.append(np.asarray(loss).copy())
             for name, val in extra.items():
@@ -126,7 +98,9 @@ def run_md(
             ri += 1
         if k == iterations:
             break
-        opt.step({n: grads[n] for n in names})
+        for n in names:
+            tensors[n].grad = torch.as_tensor(grads[n], dtype=torch.float64)
+        opt.step()
         if progress is not None and (k + 1) % 100 == 0:
             progress(k + 1 - last)
             last = k + 1
@@ -137,5 +111,5 @@ def run_md(
         params={k: np.stack(v) for k, v in kept.items()},
         loss=np.stack(losses),
         extras={k: np.stack(v) for k, v in extras.items()},
-        final={k: v.copy() for k, v in opt.params.items()},
+        final={k: v.copy() for k, v in params.items()},
     )
