@@ -25,7 +25,6 @@ import contextlib
 import copy
 import dataclasses
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,13 +36,9 @@ from torch import nn
 
 from mirrorattn.io import torch_save, write_json
 from mirrorattn.train.checkpoint import (
-    CheckpointError,
     derive_seed,
-    load_checkpoint,
-    load_weights,
     save_checkpoint,
     save_snapshot,
-    set_rng_state,
     snapshot_due,
 )
 from mirrorattn.train.config import TrainConfig
@@ -52,25 +47,26 @@ from mirrorattn.train.fast import bucketed_batches, coalesce_sparse_grads, enabl
 from mirrorattn.train.fsdp import (
     check_fsdp,
     drop_old_sharded,
-    full_state_dict,
     is_fsdp,
-    load_full_state_dict,
-    load_sharded,
     save_sharded,
     shard_model,
 )
 from mirrorattn.train.param_groups import MultiOptimizer, build_optimizers
+from mirrorattn.train.resume import (  # noqa: F401 - the run folder's file names, importable here as before
+    BEST_MODEL,
+    CHECKPOINT,
+    HISTORY,
+    State,
+    load_weights_into,
+    start_state,
+    state_dict_cpu,
+)
 
 __all__ = ["Augment", "NonFiniteLossError", "Split", "TrainData", "evaluate", "fit", "loss_and_correct"]
 
 #: ``augment(inputs, generator) -> inputs``: a random transform of one training batch (CPU tensors)
 Augment = Callable[[tuple[torch.Tensor, ...], torch.Generator], tuple[torch.Tensor, ...]]
 
-CHECKPOINT = "checkpoint.pt"
-BEST_MODEL = "best_model.pt"
-HISTORY = "history.json"
-#: what fit's checkpoint holds besides the version (its save_checkpoint payload and the RNG states)
-_CHECKPOINT_KEYS = ("identity", "epoch", "model", "optimizer", "history", "best", "rng")
 
 
 class NonFiniteLossError(ValueError):
@@ -177,105 +173,12 @@ def evaluate(
     return {"loss": float(totals[0]) / n, "acc": float(totals[1]) / n}
 
 
-def _state_dict_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The weights on the CPU; under FSDP gathered on rank 0 ({} elsewhere; every process must call it)."""
-    if is_fsdp(model):
-        return full_state_dict(model)
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
-
-def _load_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load what :func:`_state_dict_cpu` gave (under FSDP: rank 0's full weights into every process's shards)."""
-    if is_fsdp(model):
-        load_full_state_dict(model, state)
-    else:
-        model.load_state_dict(state)
-
-
 def _progress_bar(total: int, desc: str, enabled: bool):
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="batch", leave=True, dynamic_ncols=True)
-
-
-def _read_resume_state(out_dir: Path, identity: dict[str, Any], main: bool
-                       ) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
-    """The checkpoint and validation-best weights of ``out_dir``, both read with ``weights_only=True``.
-
-    None (and one line on stderr from the main process: the run starts over) when either cannot be read
-    safely - a checkpoint is not a finished result. ``ValueError`` when the checkpoint is of other settings.
-    """
-    ckpt_path = out_dir / CHECKPOINT
-    try:
-        ckpt = load_checkpoint(ckpt_path, required=_CHECKPOINT_KEYS)
-        if ckpt.get("identity") != identity:
-            raise ValueError(
-                f"cannot resume {ckpt_path}: it was trained with different settings "
-                f"({ckpt.get('identity')} vs {identity}); use a new output folder or start over"
-            )
-        best_path = out_dir / BEST_MODEL
-        if not best_path.is_file():
-            raise CheckpointError(f"weights file {best_path} is missing beside {ckpt_path}")
-        best_state = load_weights(best_path)
-    except CheckpointError as exc:
-        if main:
-            print(f"{exc}; training this run starts over from epoch 1", file=sys.stderr, flush=True)
-        return None
-    return ckpt, best_state
-
-
-def _load_resume_state(model: nn.Module, optimizer: MultiOptimizer, ckpt: dict[str, Any],
-                       best_state: dict[str, torch.Tensor], main: bool, path: Path) -> tuple | None:
-    """Load ``ckpt`` into ``model``, ``optimizer`` and the RNGs; ``(history, best, stop_reason, epoch, best_state)``.
-
-    None (one line on stderr from the main process) when its contents do not fit the model or optimizer
-    (a checkpoint of plain types, but not of this run): the caller restores the fresh model.
-    """
-    try:
-        if not load_sharded(path.parent, model, optimizer, ckpt):  # an FSDP run's sharded checkpoint, else:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-        history, best = list(ckpt["history"]), dict(ckpt["best"])
-        resumed = (history, best, ckpt.get("stop_reason"), int(ckpt["epoch"]), best_state)
-        set_rng_state(ckpt["rng"])
-    except (RuntimeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
-        if main:
-            why = " ".join(str(exc).split())[:160]
-            print(f"checkpoint {path} does not fit this run ({why}); training this run starts over from epoch 1",
-                  file=sys.stderr, flush=True)
-        return None
-    return resumed
-
-
-def _start_state(model: nn.Module, optimizer: MultiOptimizer, config: TrainConfig, out_dir: Path,
-                 identity: dict[str, Any], *, resume: bool, main: bool) -> tuple[MultiOptimizer, _State]:
-    """The optimizer and the state to train from: a fresh start, or the checkpoint's state when ``resume``
-    and it can be read and fits the model (else a fresh start)."""
-    fresh = _State([], {"val_acc": -math.inf, "epoch": 0}, _state_dict_cpu(model))
-    restored = _read_resume_state(out_dir, identity, main) if resume else None
-    if restored is None:
-        return optimizer, fresh
-    resumed = _load_resume_state(model, optimizer, *restored, main, out_dir / CHECKPOINT)
-    if resumed is None:  # the checkpoint did not fit the model: back to the fresh model
-        _load_weights(model, fresh.best_state)
-        return build_optimizers(model, config), fresh
-    history, best, stop_reason, epoch, best_state = resumed
-    return optimizer, _State(history, best, best_state, stop_reason, epoch)
-
-
-@dataclass
-class _State:
-    """What one :func:`fit` has so far (what its checkpoint keeps): the history, the validation-best epoch
-    and weights, why it stopped (None: it goes on) and the epochs done."""
-
-    history: list[dict[str, Any]]
-    best: dict[str, Any]  #: ``{"val_acc", "epoch"}`` (1-based; 0: none yet)
-    best_state: dict[str, torch.Tensor]  #: the validation-best weights (the initial ones before any epoch)
-    stop_reason: str | None = None
-    epoch: int = 0  #: epochs completed
-    diverged: NonFiniteLossError | None = None  #: the loss became NaN/inf (``keep_diverged``)
 
 
 def fit(
@@ -352,11 +255,11 @@ def _setup(model: nn.Module, data: TrainData, config: TrainConfig, out_dir: Path
                 lengths=_train_lengths(model, data, config))
 
 
-def _restore(run: _Run, resume: bool) -> _State:
-    """The state to train from (the checkpoint's when ``resume`` and one fits, :func:`_start_state`); wraps the
+def _restore(run: _Run, resume: bool) -> State:
+    """The state to train from (the checkpoint's when ``resume`` and one fits, :func:`start_state`); wraps the
     model in DDP under torchrun without FSDP (after the restore: the wrapper broadcasts rank 0's weights)."""
     resume = resume and (run.out_dir / CHECKPOINT).is_file()
-    run.optimizer, state = _start_state(run.model, run.optimizer, run.config, run.out_dir, run.identity,
+    run.optimizer, state = start_state(run.model, run.optimizer, run.config, run.out_dir, run.identity,
                                         resume=resume, main=run.info.is_main)
     if run.info.world_size > 1 and not run.config.fsdp:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -365,15 +268,15 @@ def _restore(run: _Run, resume: bool) -> _State:
     return state
 
 
-def _save_initial_snapshot(run: _Run, state: _State) -> None:
+def _save_initial_snapshot(run: _Run, state: State) -> None:
     """The initial weights as snapshot 0, when snapshots are kept and training starts from the beginning."""
     if state.epoch == 0 and state.stop_reason is None and snapshot_due(run.config.snapshots, 0, last=False):
-        initial = _state_dict_cpu(run.model) if run.info.is_main or is_fsdp(run.model) else {}  # FSDP: all gather
+        initial = state_dict_cpu(run.model) if run.info.is_main or is_fsdp(run.model) else {}  # FSDP: all gather
         if run.info.is_main:
             save_snapshot(run.out_dir, 0, initial)
 
 
-def _record_epoch(run: _Run, state: _State, row: dict[str, Any]) -> None:
+def _record_epoch(run: _Run, state: State, row: dict[str, Any]) -> None:
     """Add the finished epoch ``row`` to ``state`` (a better validation accuracy: the new best weights), apply
     the stopping rule, and write the epoch's files: best weights, history, snapshot, checkpoint."""
     config, model, main, out_dir = run.config, run.model, run.info.is_main, run.out_dir
@@ -383,12 +286,12 @@ def _record_epoch(run: _Run, state: _State, row: dict[str, Any]) -> None:
     improved = row["val_acc"] > state.best["val_acc"]
     if improved:
         state.best = {"val_acc": row["val_acc"], "epoch": epoch + 1}
-        state.best_state = _state_dict_cpu(model)
+        state.best_state = state_dict_cpu(model)
     state.stop_reason = _stop_reason(config, row, epoch, state.best)
     last = state.stop_reason is not None or epoch + 1 == config.epochs
     snap = None
     if snapshot_due(config.snapshots, epoch + 1, last) and (main or is_fsdp(model)):
-        snap = _state_dict_cpu(model)  # FSDP: every process gathers
+        snap = state_dict_cpu(model)  # FSDP: every process gathers
     sharded = save_sharded(out_dir, epoch + 1, model, run.optimizer) if is_fsdp(model) else None  # every process
     if main:
         if improved:
@@ -397,7 +300,7 @@ def _record_epoch(run: _Run, state: _State, row: dict[str, Any]) -> None:
         if snap is not None:  # before the checkpoint: a resume never skips it
             save_snapshot(out_dir, epoch + 1, snap)
         save_checkpoint(out_dir / CHECKPOINT, identity=run.identity, epoch=epoch + 1,
-                        model=sharded or _state_dict_cpu(model), optimizer=sharded or run.optimizer.state_dict(),
+                        model=sharded or state_dict_cpu(model), optimizer=sharded or run.optimizer.state_dict(),
                         history=state.history, best=state.best, stop_reason=state.stop_reason)
     if sharded:
         drop_old_sharded(out_dir, sharded, run.info)
@@ -547,7 +450,7 @@ def _stop_reason(config: TrainConfig, row: dict[str, Any], epoch: int, best: dic
     return None
 
 
-def _finish(run: _Run, state: _State) -> dict[str, Any]:
+def _finish(run: _Run, state: State) -> dict[str, Any]:
     """:func:`fit`'s result (also ``fit_result.json``); loads the validation-best weights into the model and
     measures the test split (at the last epoch too, unless the run diverged: its last weights are not finite)."""
     history, best = state.history, state.best
@@ -572,7 +475,7 @@ def _finish(run: _Run, state: _State) -> dict[str, Any]:
     if test is not None and state.diverged is None:
         test_last = evaluate(run.model, test, run.config, run.device, run.info)
         result["test_acc_last"] = test_last["acc"]
-    _load_weights(run.model, state.best_state)
+    load_weights_into(run.model, state.best_state)
     if test is not None and (state.diverged is None or best["epoch"] > 0):
         last_is_best = best["epoch"] == len(history) and test_last is not None
         at_best_test = test_last if last_is_best else evaluate(run.model, test, run.config, run.device, run.info)
