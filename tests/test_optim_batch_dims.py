@@ -190,3 +190,25 @@ def test_state_dict_keeps_batch_dims_and_loads_old_states():
     with pytest.raises(ValueError, match="param_groups\\[0\\].*at least 3 dimensions"):
         opt.load_state_dict(too_deep)
     assert opt.param_groups[0]["batch_dims"] == 1
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_gradients_of_small_cpu_tensors_are_caught_and_huge_finite_ones_are_not(bad):
+    """The non-finite check of small CPU tensors (a NumPy sum): NaN / inf raise or skip; finite entries whose sum
+    overflows are stepped (the exact check clears them)."""
+    from mirrorattn.optim import NonFiniteGradientError
+
+    w = torch.ones(2, 3, dtype=torch.float64)
+    opt = LpMirrorDescent([w], lr=0.1, p=1.75, normalized=True, batch_dims=1)
+    w.grad = torch.full_like(w, 1e308)
+    opt.step()
+    assert torch.isfinite(w).all() and (w < 1).all()
+    before = w.clone()
+    w.grad = torch.zeros_like(w)
+    w.grad[1, 2] = bad
+    with pytest.raises(NonFiniteGradientError, match="NaN or inf"):
+        opt.step()
+    assert torch.equal(w, before)
+    skipping = LpMirrorDescent([w], lr=0.1, p=1.75, normalized=True, batch_dims=1, nonfinite="skip")
+    skipping.step()
+    assert torch.equal(w, before) and skipping.skipped_steps == 1

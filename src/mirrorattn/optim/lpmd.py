@@ -95,6 +95,8 @@ def _values(g: torch.Tensor) -> torch.Tensor:
 GROUP_KEYS = ("p", "lr", "normalized", "eps", "weight_decay", "maximize")
 #: group options a state dict may lack (saved before they existed): such a group keeps the current group's value
 OPTIONAL_GROUP_KEYS = ("batch_dims",)
+#: weight dtypes of the NumPy path (``batch_dims`` > 0): their dual has the same dtype
+_NUMPY_DTYPES = (torch.float32, torch.float64)
 #: what the per-parameter state may hold
 _STATE_KEYS = frozenset({"dual", "p", "step"})
 
@@ -434,6 +436,20 @@ class LpMirrorDescent(torch.optim.Optimizer):
             norms[j] = n
         return norms
 
+    def _cpu_finite(self, values: list[torch.Tensor], normalized: list[bool]) -> bool:
+        """Whether the sums (small float32/64 tensors: NumPy's, on views; a NumPy call costs less than a torch one)
+        or the norms of :meth:`_check_norms` (the rest) of CPU gradients are all finite; no device to wait for,
+        so a float per tensor (a sum or a norm can overflow for finite entries: the caller then checks exactly)."""
+        rest = []
+        for j, v in enumerate(values):
+            if v.numel() < self.compile_min_numel and v.dtype in _NUMPY_DTYPES and v.layout == torch.strided:
+                if not math.isfinite(np.add.reduce(v.numpy(force=True), axis=None)):
+                    return False
+            else:
+                rest.append(j)
+        norms = self._check_norms([values[j] for j in rest], [normalized[j] for j in rest]) if rest else []
+        return all(math.isfinite(n.item()) for n in norms)
+
     def _check_finite(self, found: list[tuple[int, int, torch.Tensor, torch.Tensor]]) -> bool:
         """True if every gradient is finite; otherwise raise or (skip mode) return False."""
         by_dev: dict[torch.device, list[int]] = defaultdict(list)
@@ -443,10 +459,11 @@ class LpMirrorDescent(torch.optim.Optimizer):
         self._gmax = {}
         for idx in by_dev.values():
             values = [_values(found[i][3]) for i in idx]
-            norms = self._check_norms(values, [self.param_groups[found[i][0]]["normalized"] for i in idx])
-            if values[0].device.type == "cpu":  # no device to wait for: a float per norm beats stack + sum
-                finite = all(math.isfinite(n.item()) for n in norms)
+            normalized = [self.param_groups[found[i][0]]["normalized"] for i in idx]
+            if values[0].is_cpu:
+                finite = self._cpu_finite(values, normalized)
             else:
+                norms = self._check_norms(values, normalized)
                 total = norms[0] if len(norms) == 1 else torch.stack([n.float() for n in norms]).sum()
                 finite = math.isfinite(float(total))
             if not finite:
@@ -583,17 +600,15 @@ class LpMirrorDescent(torch.optim.Optimizer):
         e = _inverse_exponent(p)
         rest = []
         for param, g in items:
-            if not (param.device.type == "cpu" and g.device.type == "cpu" and g.layout == torch.strided
-                    and param.numel() < self.compile_min_numel and param.dtype in (torch.float32, torch.float64)
-                    and not param.is_neg()):
+            if not (param.is_cpu and g.is_cpu and g.layout == torch.strided and param.numel() < self.compile_min_numel
+                    and param.dtype in _NUMPY_DTYPES and not param.is_neg()):
                 rest.append((param, g))
                 continue
             u = None if self._direct_state(param, p, kind) else self._prepare(param, p, kind, numpy=True).numpy()
-            w = param.detach().numpy()
-            K.sliced_numpy_step(u, w, g.detach().numpy(force=True).astype(w.dtype, copy=False), lr, eps, q, e, bd,
-                                wd, maximize)
+            w = param.numpy(force=True)  # a view: no neg bit (checked), real, on the CPU
+            K.sliced_numpy_step(u, w, g.numpy(force=True).astype(w.dtype, copy=False), lr, eps, q, e, bd, wd, maximize)
             torch.autograd.graph.increment_version(param)
-            self._stamp(param)
+            self._stamps[param] = (param._version, param.data_ptr())
             paths["numpy"] += 1
         return rest
 
