@@ -352,7 +352,8 @@ def _train_run(spec: RunSpec, out_dir: Path, *, resume: bool, progress: bool) ->
         if info.is_main:
             write_json(summary_path, summary)
         return summary
-    analyse = spec.analyse if result["best_epoch"] > 0 else None  # "best-epoch": a run diverged in epoch 1 has none
+    # "best-epoch": a run that diverged in its first epoch has no trained model to analyse
+    analyse = spec.analyse if not result["diverged"] or result["best_epoch"] > 0 else None
     if spec.train.fsdp:  # the analysis reads whole weights: a plain copy of the (validation-best) sharded model
         model = unsharded_copy(model, spec.build_model)
     summary: dict[str, Any] = {**head, **{k: v for k, v in result.items() if k not in ("history", "error")}}
