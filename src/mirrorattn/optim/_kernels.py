@@ -404,9 +404,12 @@ def sliced_numpy_step(u: np.ndarray | None, w: np.ndarray, g: np.ndarray, lr: fl
     d = -g if maximize else g
     if wd != 0.0:
         d = d + wd * w
-    lead = d.shape[:batch_dims]
-    rows = d.reshape(math.prod(lead), -1)
-    step = d / (lp_norms(rows, q).reshape(lead + (1,) * (d.ndim - batch_dims)) + eps)
+    if batch_dims == 1:  # lp_norms takes the first axis as the batch
+        norms = lp_norms(d, q)
+    else:
+        lead = d.shape[:batch_dims]
+        norms = lp_norms(d.reshape(math.prod(lead), -1), q).reshape(lead + (1,) * (d.ndim - batch_dims))
+    step = d / (norms + eps)
     step *= lr
     if u is None:
         w -= step

@@ -80,6 +80,9 @@ def run_md(
     tensors = {k: torch.tensor(np.asarray(v, dtype=np.float64)) for k, v in params0.items()}
     params = {k: t.numpy() for k, t in tensors.items()}
     names = list(trainable) if trainable is not None else list(tensors)
+    for n in names:  # the gradient tensors, written in place through NumPy views every step
+        tensors[n].grad = torch.zeros_like(tensors[n])
+    grad_views = {n: tensors[n].grad.numpy() for n in names}
     opt = LpMirrorDescent([tensors[n] for n in names], lr=eta, p=p, normalized=normalized, eps=eps, batch_dims=1)
     kept: dict[str, list[np.ndarray]] = {k: [] for k in params}
     losses: list[np.ndarray] = []
@@ -99,7 +102,7 @@ def run_md(
         if k == iterations:
             break
         for n in names:
-            tensors[n].grad = torch.as_tensor(grads[n], dtype=torch.float64)
+            np.copyto(grad_views[n], grads[n])
         opt.step()
         if progress is not None and (k + 1) % 100 == 0:
             progress(k + 1 - last)
