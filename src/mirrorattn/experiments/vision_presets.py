@@ -19,9 +19,11 @@ their ViT code has no rule and runs up to 1,000 epochs) on a stratified 5,556-im
 556 validation), 2,000 test images, batch 100 and mean cross-entropy as the authors' ViT. Where it
 differs from the authors and why: no augmentation (with random crops and flips 5,000 images do not
 reach 99.5 % training accuracy within a CPU budget), 32 x 32 images (not resized to 48), a small model,
-SGD as a third optimizer, 3 seeds with different initialisations. Steps: probes of full runs (l_1.1-MD
-at the sweep's 0.5 diverged at epoch 64; 0.2 reached the rule), see the probe notes. The first converge
-preset (patch 4, width 128, MLP 256) is the one of docs/results/cifar-converge/README.md (commit f5c417b).
+SGD as a third optimizer, 3 seeds with different initialisations. Steps: ``vision-sweep --preset converge``
+(10 epochs on the pool, validation accuracy), a choice that does not reach the rule in a full run replaced by
+the next smaller step of the grid that does (l_1.1-MD: 1.0 and 0.5 diverged, 0.2), see the probe notes.
+The first converge preset (patch 4, width 128, MLP 256) is the one of docs/results/cifar-converge/README.md
+(commit f5c417b).
 """
 
 from __future__ import annotations
@@ -143,9 +145,10 @@ _CONVERGE_CIFAR: dict[str, Any] = {
     "stop_train_acc": 0.995,
     "seeds": 3,
     "snapshots": "log",  # weights kept for the token-selection trend (mirrorattn analyse --trend)
-    # probed by full runs to the rule: lp-md:1.1 at 0.5 (the previous model's sweep choice) diverged at epoch 64,
-    # 0.2 reached the rule in 129 epochs; sgd 1.0 (the sweep's choice) in 139, adam 1e-3 in 41
-    "lrs": {"adam": 1e-3, "lp-md:1.1": 2e-1, "sgd": 1.0},
+    # `vision-sweep --preset converge` (10 epochs, validation accuracy; docs/results/cifar-converge/v2/sweep.json)
+    # chose adam 1e-3, lp-md:1.1 1.0 and sgd 0.3; a chosen step that does not reach the rule in a full run gives way to
+    # the next smaller step of the grid that does: lp-md:1.1 1.0 and 0.5 diverged (epochs 29 and 64), 0.2 reached it
+    "lrs": {"adam": 1e-3, "lp-md:1.1": 2e-1, "sgd": 3e-1},
     "sweep_epochs": 10,
     "sweep_max_train": None,
     "sweep_grids": {"adam": (3e-4, 1e-3, 3e-3), "lp-md:1.1": (5e-2, 1e-1, 2e-1, 5e-1, 1.0),
