@@ -16,6 +16,7 @@ SCRIPT = textwrap.dedent(
     import torch
     from mirrorattn.models.transformer import TextTransformer, TextTransformerConfig
     from mirrorattn.train import Split, TrainConfig, TrainData, fit, seeded_init
+    from mirrorattn.train.distributed import shutdown_distributed
 
     def make(optimizer):
         g = torch.Generator().manual_seed(0)
@@ -38,7 +39,10 @@ SCRIPT = textwrap.dedent(
         torch.set_num_threads(1)
         optimizer, out = sys.argv[1], sys.argv[2]
         model, data, config = make(optimizer)
-        fit(model, data, config, out, progress=False)
+        try:
+            fit(model, data, config, out, progress=False)
+        finally:  # leave the process group before exit (its threads aborted one process at exit under load)
+            shutdown_distributed()
     '''
 )
 
