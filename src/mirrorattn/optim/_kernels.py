@@ -267,22 +267,13 @@ def compile_disabled() -> bool:
 
 def get_compiled(kind: Kind, has_beta: bool) -> Callable[..., None] | None:
     """The cached compiled kernel for ``(kind, has_beta)``, or None if compilation is unavailable."""
-    key = (kind, has_beta)
-    if key in _FAILED or compile_disabled() or not hasattr(torch, "compile"):
-        return None
-    fn = _CACHE.get(key)
-    if fn is None:
-        with _LOCK:
-            fn = _CACHE.get(key)
-            if fn is None:
-                fn = torch.compile(_compiled_body(kind, has_beta), dynamic=True, fullgraph=True)
-                _CACHE[key] = fn
-    return fn
+    return _cached_compile((kind, has_beta), lambda: _compiled_body(kind, has_beta))
 
 
 def _cached_compile(key: tuple, build: Callable[[], Callable[..., object]]) -> Callable[..., object] | None:
     """The compiled function cached under ``key`` (compiled from ``build()`` on first use), or None when
-    compilation is off or failed for ``key`` (or for the one-tensor kernel ``key[1:3]`` of the same kind)."""
+    compilation is off or failed for ``key`` (or, for a multi-tensor key, for the one-tensor kernel ``key[1:3]``
+    of the same kind)."""
     if key in _FAILED or key[1:3] in _FAILED or compile_disabled() or not hasattr(torch, "compile"):
         return None
     fn = _CACHE.get(key)
