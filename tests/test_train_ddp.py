@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
+
+from toy_runs import torchrun_job
 
 SCRIPT = textwrap.dedent(
     '''
@@ -50,16 +49,7 @@ SCRIPT = textwrap.dedent(
 @pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["lp-md:1.5"])  # not Adam: it is blind to a gradient scale error
 def test_two_gloo_processes_match_one_process(tmp_path, optimizer):
-    script = tmp_path / "ddp_job.py"
-    script.write_text(SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(tmp_path)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(script), optimizer, str(tmp_path / "ddp")]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-
-    namespace: dict = {"__name__": "ddp_job"}
-    exec(compile(SCRIPT, str(script), "exec"), namespace)
+    _, namespace = torchrun_job(tmp_path, "ddp_job", SCRIPT, optimizer, str(tmp_path / "ddp"))
     model, data, config = namespace["make"](optimizer)
     from mirrorattn.train import fit
 

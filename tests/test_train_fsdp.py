@@ -12,6 +12,7 @@ import torch
 
 from mirrorattn.train import TrainConfig
 from test_train_ddp import SCRIPT as DDP_SCRIPT
+from toy_runs import torchrun_job
 
 # the DDP test's model, data and config (text transformer, l_1.5-MD, summed loss, gradient clipping), with fsdp
 SCRIPT = DDP_SCRIPT.split('if __name__ == "__main__":')[0] + '''
@@ -42,17 +43,8 @@ def _sharded_state(run_dir) -> dict:
 @pytest.mark.slow
 def test_two_gloo_processes_with_fsdp_match_one_process_and_resume(tmp_path):
     optimizer = "lp-md:1.5"
-    script = tmp_path / "fsdp_job.py"
-    script.write_text(SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(tmp_path)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(script), optimizer, str(tmp_path / "fsdp")]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc, namespace = torchrun_job(tmp_path, "fsdp_job", SCRIPT, optimizer, str(tmp_path / "fsdp"), timeout=300)
     assert "starts over" not in proc.stderr, proc.stderr[-3000:]
-
-    namespace: dict = {"__name__": "fsdp_job"}
-    exec(compile(SCRIPT, str(script), "exec"), namespace)
     model, data, config = namespace["make"](optimizer)
     init = {k: v.clone() for k, v in model.state_dict().items()}
     from mirrorattn.train import fit

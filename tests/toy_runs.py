@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -74,3 +79,19 @@ def polarity_comparison(tmp_path_factory, name: str, *argv: str):
     assert main([*TINY_POLARITY, *argv, "--out", str(root / "out")]) == 0
     yield root / "out"
     mp.undo()
+
+
+def torchrun_job(tmp_path: Path, name: str, script: str, *args: str, timeout: int = 240
+                 ) -> tuple[subprocess.CompletedProcess, dict[str, Any]]:
+    """Write ``script`` to ``tmp_path / (name + ".py")``, run it under torchrun with 2 CPU (gloo) processes of one
+    thread each, assert that it succeeded; return the process and the script's namespace (run as module ``name``,
+    so its ``__main__`` block stays out) for the one-process reference."""
+    path = tmp_path / f"{name}.py"
+    path.write_text(script)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(tmp_path)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(path), *args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    namespace: dict[str, Any] = {"__name__": name}
+    exec(compile(script, str(path), "exec"), namespace)
+    return proc, namespace
