@@ -24,9 +24,11 @@ if __name__ == "__main__":
     fit(model, data, dataclasses.replace(config, fsdp=True), out + "/whole", progress=False)
     model, data, config = make(optimizer)  # the same run, stopped after epoch 1 and resumed by a fresh fit
     first = fit(model, data, dataclasses.replace(config, fsdp=True, epochs=1), out + "/resumed", progress=False)
-    torch.save(first["history"], out + "/first_history.pt")
+    if torch.distributed.get_rank() == 0:  # rank 0's history is the checkpoint's (each rank times its own epochs)
+        torch.save(first["history"], out + "/first_history.pt")
     model, data, config = make(optimizer)
     fit(model, data, dataclasses.replace(config, fsdp=True), out + "/resumed", resume=True, progress=False)
+    shutdown_distributed()
 '''
 
 
