@@ -9,8 +9,9 @@ float dtype), ``g`` the gradient and 0-d coefficients ``alpha`` and ``beta``:
 Two implementations compute it:
 
 - eager: a chain of (``torch._foreach_*`` or per-tensor) ops, with temporaries; always available;
-- compiled: one ``torch.compile``'d elementwise function per exponent kind that mutates ``u`` and
-  ``w`` in place; inductor fuses it into a single loop that reads ``u, g`` (and ``w`` when
+- compiled: one ``torch.compile``'d elementwise function per exponent kind and list length (a chunk of 8, 4,
+  2 or 1 tensors: :func:`compiled_multi_step`; one tensor: :func:`compiled_one`) that mutates ``u`` and ``w``
+  in place; inductor fuses it into a single loop per tensor that reads ``u, g`` (and ``w`` when
   ``beta != 0``) once and writes ``u, w`` once, with no temporaries. Tensors are passed flattened
   and compiled with dynamic shapes, so one kernel serves every size; dtypes are guarded by dynamo
   (one specialisation per dtype combination). Kernels are cached at module level.
@@ -165,26 +166,6 @@ def signed_pow(u: torch.Tensor, kind: Kind, exp_log: bool = False) -> torch.Tens
     return torch.copysign(a.pow(kind[1]), u)
 
 
-def _compiled_body(kind: Kind, has_beta: bool) -> Callable[..., None]:
-    """The elementwise step for one kind, written with in-place outputs for torch.compile."""
-
-    def body(u: torch.Tensor, w: torch.Tensor, g: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> None:
-        gd = g.to(u.dtype)
-        if has_beta:
-            u.sub_(alpha * gd + beta * w.to(u.dtype))
-        else:
-            u.sub_(alpha * gd)
-        w.copy_(signed_pow(u, kind, exp_log=True))
-
-    # a code object of its own per kernel: dynamo keeps its compiled-graph cache (and its
-    # recompilation limit) per code object, and every kind would otherwise share one
-    tag = "_".join(str(x).replace(".", "p").replace("-", "m") for x in kind)
-    name = f"lpmd_step_{tag}_{'wd' if has_beta else 'nowd'}"
-    body.__code__ = body.__code__.replace(co_name=name, co_qualname=name)
-    body.__name__ = body.__qualname__ = name
-    return body
-
-
 #: list lengths of the multi-tensor kernels: a list of tensors is cut into chunks of these sizes (largest
 #: first), so that at most this many list lengths are ever compiled per kernel
 CHUNKS = (8, 4, 2, 1)
@@ -203,12 +184,12 @@ def _tag(kind: Kind) -> str:
 
 
 def _compiled_multi_body(kind: Kind, has_beta: bool, n: int) -> Callable[..., None]:
-    """The step of :func:`_compiled_body` on ``n`` tensors in one call, u <- u - (alphas[i] g + betas[i] w):
-    ``alphas`` and ``betas`` are (n,) float64 tensors (one coefficient per tensor).
+    """The elementwise step u <- u - (alphas[i] g + betas[i] w), w <- sign(u)|u|^e on ``n`` tensors in one call,
+    mutating u and w in place: ``alphas`` and ``betas`` are (n,) float64 tensors (one coefficient per tensor).
 
     One call (one guard check, one C++ kernel with a loop per tensor) instead of n: the per-call overhead of a
     compiled function (~30 us on a CPU) is paid once per chunk. Each tensor gets the arithmetic of the one-tensor
-    kernel (coefficients rounded to u's dtype, the same fused expression)."""
+    kernel it would get in a chunk of one (coefficients rounded to u's dtype, the same fused expression)."""
 
     def body(us: list[torch.Tensor], ws: list[torch.Tensor], gs: list[torch.Tensor], alphas: torch.Tensor,
              betas: torch.Tensor) -> None:
@@ -265,16 +246,10 @@ def compile_disabled() -> bool:
     return os.environ.get(EAGER_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def get_compiled(kind: Kind, has_beta: bool) -> Callable[..., None] | None:
-    """The cached compiled kernel for ``(kind, has_beta)``, or None if compilation is unavailable."""
-    return _cached_compile((kind, has_beta), lambda: _compiled_body(kind, has_beta))
-
-
 def _cached_compile(key: tuple, build: Callable[[], Callable[..., object]]) -> Callable[..., object] | None:
     """The compiled function cached under ``key`` (compiled from ``build()`` on first use), or None when
-    compilation is off or failed for ``key`` (or, for a multi-tensor key, for the one-tensor kernel ``key[1:3]``
-    of the same kind)."""
-    if key in _FAILED or key[1:3] in _FAILED or compile_disabled() or not hasattr(torch, "compile"):
+    compilation is off or failed for ``key``'s family (``key`` without its last entry, the chunk size)."""
+    if key[:-1] in _FAILED or compile_disabled() or not hasattr(torch, "compile"):
         return None
     fn = _CACHE.get(key)
     if fn is None:
@@ -313,10 +288,10 @@ def _guarded(key: tuple, fn: Callable[..., object] | None, *args: object) -> obj
     try:
         out = fn(*args)
     except Exception as err:
-        if key not in _FAILED:
+        if key[:-1] not in _FAILED:  # one warning per family: no other chunk size is tried after a failure
             log.warning("torch.compile of the l_p mirror-descent kernel %s failed (%s: %s); using eager ops",
                         key, type(err).__name__, err)
-        _FAILED[key] = f"{type(err).__name__}: {err}"
+        _FAILED[key[:-1]] = f"{type(err).__name__}: {err}"
         return None
     return out if out is not None else True
 
@@ -366,21 +341,14 @@ def compiled_alphas(
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-def mark_failed(kind: Kind, has_beta: bool, err: BaseException) -> None:
-    """Remember that compiling ``(kind, has_beta)`` failed so that later steps go eager at once."""
-    key = (kind, has_beta)
-    if key not in _FAILED:
-        log.warning("torch.compile of the l_p mirror-descent kernel %s failed (%s: %s); using eager ops",
-                    key, type(err).__name__, err)
-    _FAILED[key] = f"{type(err).__name__}: {err}"
-
-
-def compiled_step(
-    fn: Callable[..., None], u: torch.Tensor, w: torch.Tensor, g: torch.Tensor,
-    alpha: torch.Tensor, beta: torch.Tensor,
-) -> None:
-    """Run a compiled kernel on flattened views of contiguous ``u, w, g`` (mutates u and w)."""
-    fn(u.view(-1), w.view(-1), g.view(-1), alpha, beta)
+def compiled_one(kind: Kind, has_beta: bool, u: torch.Tensor, w: torch.Tensor, g: torch.Tensor,
+                 alpha: float | torch.Tensor, beta: float) -> bool:
+    """The compiled step of :func:`compiled_multi_step` on one contiguous tensor (a chunk of one); ``alpha`` a
+    float or a 0-d tensor. False when no kernel could be compiled (nothing was changed then)."""
+    a = alpha.detach().reshape(1) if isinstance(alpha, torch.Tensor) else torch.tensor([alpha], dtype=torch.float64)
+    a = a.to(device=w.device, dtype=torch.float64)
+    b = torch.tensor([beta], dtype=torch.float64, device=w.device)
+    return compiled_multi_step(kind, has_beta, [u], [w], [g], a, b) == 1
 
 
 def sliced_numpy_step(u: np.ndarray | None, w: np.ndarray, g: np.ndarray, lr: float, eps: float, q: float,

@@ -158,19 +158,9 @@ def _compiled(opt: Any, param: torch.Tensor, u: torch.Tensor, w: torch.Tensor, g
     if param.numel() < opt.compile_min_numel or w.device.type not in ("cpu", "cuda") \
             or not (w.is_contiguous() and g.is_contiguous() and u.is_contiguous()) or not opt.use_compile:
         return False
-    fn = K.get_compiled(kind, beta != 0.0)
-    if fn is None:
-        return False
     if w.numel() == 0:  # an empty shard (a tensor with fewer rows than processes): nothing to do
         return True
-    a_t = alpha.to(torch.float64) if isinstance(alpha, torch.Tensor) else torch.tensor(alpha, dtype=torch.float64)
-    b_t = torch.tensor(beta, dtype=torch.float64)
-    try:
-        K.compiled_step(fn, u, w, g, a_t.to(w.device), b_t.to(w.device))
-    except Exception as err:  # compilation unavailable: eager ops, as for plain tensors
-        K.mark_failed(kind, beta != 0.0, err)
-        return False
-    return True
+    return K.compiled_one(kind, beta != 0.0, u, w, g, alpha, beta)
 
 
 def _direction(g: torch.Tensor, w: torch.Tensor, dtype: torch.dtype, wd: float, maximize: bool) -> torch.Tensor:

@@ -712,20 +712,9 @@ class LpMirrorDescent(torch.optim.Optimizer):
         u = self._prepare(param, p, kind)
         rows, vals = g._indices()[0], g._values().contiguous()
         u_rows, w_rows = u.index_select(0, rows), param.index_select(0, rows)
-        fn = None
-        if param.numel() >= self.compile_min_numel and param.device.type in ("cpu", "cuda") and self.use_compile:
-            fn = K.get_compiled(kind, False)
-        done = False
-        if fn is not None:
-            try:
-                a_t = torch.tensor(-lr if maximize else lr, dtype=torch.float64, device=param.device)
-                K.compiled_step(fn, u_rows, w_rows, vals, a_t,
-                                torch.zeros((), dtype=torch.float64, device=param.device))
-                done = True
-            except Exception as err:  # compilation failed: eager, on fresh copies of the rows
-                K.mark_failed(kind, False, err)
-                u_rows, w_rows = u.index_select(0, rows), param.index_select(0, rows)
-        if not done:  # no kernel (small tensor, compile off) or it failed
+        big = param.numel() >= self.compile_min_numel and param.device.type in ("cpu", "cuda") and self.use_compile
+        if not (big and K.compiled_one(kind, False, u_rows, w_rows, vals, -lr if maximize else lr, 0.0)):
+            # no kernel (small tensor, compile off, compilation failed: then the rows are unchanged)
             K.eager_step([u_rows], [w_rows], [vals], lr, maximize, 0.0, kind, self.foreach)
         u.index_copy_(0, rows, u_rows)
         param.index_copy_(0, rows, w_rows)
