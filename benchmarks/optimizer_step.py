@@ -33,7 +33,7 @@ from typing import Callable
 import torch
 
 from mirrorattn.io import to_jsonable, write_json
-from mirrorattn.mirror import dual_exponent, inverse_exponent
+from mirrorattn.mirror import dual_exponent, exponent_kind, inverse_exponent
 from mirrorattn.models.transformer import TextTransformer, TextTransformerConfig
 from mirrorattn.optim import LpMirrorDescent, _kernels
 
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     compile_flag = False if a.eager else None
     result: dict = {"benchmark": "optimizer_step", "torch": torch.__version__, "python": platform.python_version(),
                     "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "dtype": "float32",
-                    "rounds": a.rounds, "lpmd_exponent_kind": {f"lpmd_p{p:g}": list(_kernels.exponent_kind(
+                    "rounds": a.rounds, "lpmd_exponent_kind": {f"lpmd_p{p:g}": list(exponent_kind(
                         inverse_exponent(p))) for p in P_VALUES},
                     "compile_forced_off": compile_flag is False or _kernels.compile_disabled()}
     shapes = {"uniform": uniform_shapes, "text_transformer": text_transformer_shapes}

@@ -170,3 +170,55 @@ def test_check_p_range_bounds_and_message():
         assert str(info.value).startswith("ps = ") and "\n" not in str(info.value)
     with pytest.raises(ValueError, match="finite real number > 1"):
         check_p_range(math.nan)
+
+
+# ------------------------------------------ the optimizer's arithmetic (one home: issue 13 item 1)
+
+EXPONENTS = (1.0, 0.5, 2.0, 10.0, 100.0, 2.5, 4.0 / 3.0, 5.0 / 3.0, 10.0 / 3.0, 0.75, 0.1, 20.0 / 9.0)
+
+
+@pytest.mark.parametrize("e", EXPONENTS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_signed_pow_every_kind_against_float64_power(e, dtype):
+    """signed_pow (eager, every fast path) and signed_pow_list (foreach) against NumPy's float64 sign * |u|^e;
+    kind_exponent inverts exponent_kind; out= writes the same values (rounded to out's dtype)."""
+    from mirrorattn.mirror import exponent_kind, kind_exponent, signed_pow, signed_pow_list
+
+    kind = exponent_kind(e)
+    assert kind_exponent(kind) == pytest.approx(e, rel=1e-15)
+    u64 = np.sign(rng(8).standard_normal(200)) * np.logspace(-0.3, 0.3, 200)  # |u|^100 stays normal in float32
+    u64[:3] = [0.0, -0.0, 1.0]
+    u = torch.from_numpy(u64).to(dtype)
+    ref = np.sign(u.double().numpy()) * np.abs(u.double().numpy()) ** e
+    n = kind[1] if kind[0] in ("int", "halfint", "third") else 1
+    rtol = (n + 4) * torch.finfo(dtype).eps  # repeated squaring rounds up to n - 1 times
+    got = signed_pow(u, kind)
+    np.testing.assert_allclose(got.double().numpy(), ref, rtol=rtol, atol=0)
+    for x, got_list in zip([u, u[:7]], signed_pow_list([u, u[:7]], kind)):
+        assert torch.equal(got_list, signed_pow(x, kind))  # (pow's short tails round differently: same x)
+    out = torch.empty_like(u)
+    assert signed_pow(u, kind, out=out) is out and torch.equal(out, got)
+    half = torch.empty(u.shape, dtype=torch.bfloat16)
+    signed_pow(u, kind, out=half)
+    assert torch.equal(half, got.bfloat16())
+
+
+@pytest.mark.parametrize("q", (2.0, 1.5, 11.0, 4.0, 2.2857142857142856, 3.0))
+@pytest.mark.parametrize("batch_dims", (0, 1, 2))
+def test_lp_norms_torch_and_numpy_against_float64_norms(q, batch_dims):
+    """lp_norms of every slice (NumPy and torch, float64) against np.linalg.norm of each slice, also where
+    |g|^q alone would overflow float64; a zero slice has norm 0; the result broadcasts against g."""
+    from mirrorattn.mirror import lp_norms
+
+    g = rng(9).standard_normal((3, 4, 5))
+    g[1] = 0.0
+    lead = g.shape[:batch_dims]
+    flat = g.reshape((int(np.prod(lead)), -1))
+    ref = np.array([np.linalg.norm(x, ord=q) for x in flat]).reshape(lead + (1,) * (3 - batch_dims) if lead else ())
+    for scale in (1.0, 1e250):
+        got_np = lp_norms(g * scale, q, batch_dims)
+        got_t = lp_norms(torch.from_numpy(g * scale), q, batch_dims)
+        assert got_np.shape == ref.shape and tuple(got_t.shape) == ref.shape
+        np.testing.assert_allclose(got_np, scale * ref, rtol=1e-13, atol=0)
+        np.testing.assert_allclose(got_t.numpy(), scale * ref, rtol=1e-13, atol=0)
+    assert float(lp_norms(torch.zeros(4), q, 0)) == 0.0 and float(lp_norms(np.zeros((1, 4)), q)[0, 0]) == 0.0

@@ -97,20 +97,130 @@ def _is_torch(x: Array) -> bool:
     return isinstance(x, torch.Tensor)
 
 
-def _signed_pow(x: Array, e: float) -> Array:
-    """sign(x) * |x|^e, with fast exact paths for e = 1, 2, 1/2 and small integers."""
+#: largest whole exponent handled by repeated squaring (p = 1.005 gives 200)
+MAX_INT_EXPONENT = 256
+
+Kind = tuple  # ("identity",) | ("sqrt",) | ("int", n) | ("halfint", n) | ("third", n, k) | ("pow", e)
+
+
+def exponent_kind(e: float) -> Kind:
+    """Classify the (already snapped) exponent ``e > 0`` of sign(u)|u|^e into a fast path of :func:`signed_pow`.
+
+    ``identity`` (e = 1: p = 2), ``sqrt`` (e = 1/2: p = 3), ``int`` (a whole e, e.g. 1/(1.1 - 1) = 10: repeated
+    squaring), ``halfint`` (n + 1/2: repeated squaring times a square root), ``third`` (n + 1/3 or n + 2/3 with
+    n >= 1, e.g. 4/3 for p = 1.75: ``pow`` here, a cube root in the optimizer's compiled kernels), ``pow`` else.
+    """
     if e == 1.0:
-        return x.clone() if _is_torch(x) else np.array(x, copy=True)
-    if _is_torch(x):
-        a = x.abs()
-        if e == 0.5:
-            m = a.sqrt()
-        elif e == float(int(e)) and 0 < e <= 64:
-            m = a.pow(int(e))
-        else:
-            m = a.pow(e)
-        return torch.sign(x) * m
-    return signed_power(np.asarray(x), e)
+        return ("identity",)
+    if e == 0.5:
+        return ("sqrt",)
+    if e == float(int(e)) and 1 < e <= MAX_INT_EXPONENT:
+        return ("int", int(e))
+    if (2.0 * e) == float(int(2.0 * e)) and 1 < e <= MAX_INT_EXPONENT:
+        return ("halfint", int(e))  # e = n + 1/2
+    t = round(3.0 * e)
+    if abs(3.0 * e - t) <= 1e-12 * t and t % 3 and 3 <= t <= 3 * MAX_INT_EXPONENT:
+        return ("third", t // 3, t % 3)  # e = n + k/3, n >= 1
+    return ("pow", float(e))
+
+
+def kind_exponent(kind: Kind) -> float:
+    """The exponent e that ``kind`` stands for (the inverse of :func:`exponent_kind`)."""
+    k = kind[0]
+    if k == "identity":
+        return 1.0
+    if k == "sqrt":
+        return 0.5
+    if k == "int":
+        return float(kind[1])
+    if k == "halfint":
+        return kind[1] + 0.5
+    if k == "third":
+        return kind[1] + kind[2] / 3.0
+    return float(kind[1])
+
+
+def pow_int(a: torch.Tensor, n: int) -> torch.Tensor:
+    """a**n for a whole n >= 1 by repeated squaring (out of place; exact up to n-1 roundings)."""
+    result = None
+    base = a
+    while True:
+        if n & 1:
+            result = base if result is None else result * base
+        n >>= 1
+        if not n:
+            return result
+        base = base * base
+
+
+def abs_pow(a: torch.Tensor, kind: Kind) -> torch.Tensor:
+    """a^e of a tensor ``a >= 0`` for the exponent ``kind`` of e (no sign handling: what a norm's sum of |x|^q
+    needs): repeated squaring and square roots where the kind has them, else ``pow``."""
+    k = kind[0]
+    if k == "identity":
+        return a
+    if k == "int":
+        return pow_int(a, kind[1])
+    if k == "sqrt":
+        return a.sqrt()
+    if k == "halfint":
+        return pow_int(a, kind[1]) * a.sqrt()
+    return a.pow(kind_exponent(kind))
+
+
+def signed_pow(u: torch.Tensor, kind: Kind, *, out: torch.Tensor | None = None) -> torch.Tensor:
+    """sign(u) |u|^e of a tensor for the exponent ``kind`` of e (:func:`exponent_kind`), eagerly: the optimizer's
+    step (``int``: u |u|^(n-1) by repeated squaring; ``sqrt``, ``halfint``: square roots; else ``pow``).
+
+    ``out``: written in place (any float dtype: the result is rounded to it) and returned; else a new tensor,
+    except for ``identity``, which returns ``u`` itself.
+    """
+    k = kind[0]
+    if k == "identity":
+        r = u
+    elif k == "int":
+        r = u if kind[1] == 1 else u * pow_int(u.abs(), kind[1] - 1)  # u |u|^(n-1) = sign(u) |u|^n
+    else:
+        a = u.abs()
+        if out is not None and out.dtype == u.dtype and k in ("sqrt", "pow", "third"):
+            return torch.copysign(a.sqrt_() if k == "sqrt" else a.pow_(kind_exponent(kind)), u, out=out)
+        r = torch.copysign(abs_pow(a, kind), u)
+    if out is None:
+        return r
+    return out.copy_(r)
+
+
+def signed_pow_list(us: list[torch.Tensor], kind: Kind) -> list[torch.Tensor]:
+    """[:func:`signed_pow` (u, kind) for u in us], bit for bit, with ``torch._foreach_*`` ops for the ``int`` and
+    ``identity`` kinds (a few calls for the whole list, the same operations in the same order)."""
+    k = kind[0]
+    if k == "identity":
+        return us
+    if k != "int":
+        return [signed_pow(u, kind) for u in us]
+    n = kind[1]
+    if n == 1:
+        return us
+    m, result = n - 1, None
+    base = torch._foreach_abs(us)
+    while True:
+        if m & 1:
+            result = base if result is None else torch._foreach_mul(result, base)
+        m >>= 1
+        if not m:
+            return torch._foreach_mul(us, result)
+        base = torch._foreach_mul(base, base)
+
+
+def _signed_pow(x: Array, e: float) -> Array:
+    """sign(x) * |x|^e as a new array: for torch ``pow`` (exact paths for e = 1 and 1/2 only; the mirror map
+    rounds once, where :func:`signed_pow`'s repeated squaring rounds up to n - 1 times), for NumPy
+    :func:`signed_power`."""
+    if not _is_torch(x):
+        return signed_power(np.asarray(x), e)
+    if e == 1.0:
+        return x.clone()
+    return signed_pow(x, ("sqrt",) if e == 0.5 else ("pow", float(e)))
 
 
 def signed_power(u: np.ndarray, e: float) -> np.ndarray:
@@ -128,12 +238,27 @@ def signed_power(u: np.ndarray, e: float) -> np.ndarray:
     return np.copysign(a, u, out=a)
 
 
-def lp_norms(g: np.ndarray, q: float) -> np.ndarray:
-    """||g_s||_q of every g_s = g[s] (the first axis is the batch), shaped (S, 1, ...) to broadcast against g;
-    scaled by max|g_s| first, as :func:`lp_norm` (equal to ``lp_norm(g, q, batch_dims=1)``, tested), with one
-    temporary and no checks (the synthetic experiments' normalised step runs it every iteration)."""
-    r = np.abs(g)
-    m = r.reshape(r.shape[0], -1).max(axis=1).reshape((-1,) + (1,) * (g.ndim - 1))
+def lp_norms(g: Array, q: float, batch_dims: int = 1) -> Array:
+    """||g_i||_q of every slice g_i = g[i_1, ..., i_b] over the dimensions after the first b = ``batch_dims``,
+    shaped g.shape[:b] + (1, ...) to broadcast against g (b = 0: one norm, a 0-d array or tensor); computed on
+    g_i / max|g_i| so that |g|^q cannot overflow or underflow (equal to ``lp_norm(g, q, batch_dims)``, tested).
+
+    No checks and few temporaries: the optimizer's normalised step and the synthetic experiments run it every
+    iteration. |x|^q through the exponent's fast path (:func:`abs_pow`; NumPy: exact paths for q = 2 and 3/2);
+    a torch tensor with b = 0 through ``torch.linalg.vector_norm`` (one fused reduction).
+    """
+    lead = tuple(g.shape[:batch_dims])
+    shape = lead + (1,) * (g.ndim - batch_dims) if batch_dims else ()
+    if _is_torch(g):
+        if not batch_dims:
+            m = g.abs().amax()
+            return torch.linalg.vector_norm(g / m.clamp_min(torch.finfo(g.dtype).tiny), q) * m
+        r = g.reshape(lead + (-1,)).abs()
+        m = r.amax(dim=-1, keepdim=True).clamp_min_(torch.finfo(g.dtype).tiny)
+        r = abs_pow(r.div_(m), exponent_kind(q))
+        return (r.sum(dim=-1, keepdim=True).pow_(1.0 / q) * m).reshape(shape)
+    r = np.abs(g).reshape((math.prod(lead), -1))
+    m = r.max(axis=1, keepdims=True)
     safe = np.where(m > 0, m, 1.0)
     r /= safe
     if q == 2.0:
@@ -142,8 +267,8 @@ def lp_norms(g: np.ndarray, q: float) -> np.ndarray:
         r *= np.sqrt(r)
     else:
         np.power(r, q, out=r)
-    s = r.reshape(r.shape[0], -1).sum(axis=1).reshape(m.shape)
-    return np.where(m > 0, safe * s ** (1.0 / q), 0.0)
+    s = r.sum(axis=1, keepdims=True)
+    return np.where(m > 0, safe * s ** (1.0 / q), 0.0).reshape(shape)
 
 
 def mirror_map(w: Array, p: float) -> Array:
@@ -237,19 +362,25 @@ def directional_bregman(a: Array, b: Array, p: float, batch_dims: int = 0) -> Ar
 __all__ = [
     "P_MAX",
     "P_MIN",
+    "abs_pow",
     "bregman_divergence",
     "check_p",
     "check_p_range",
     "directional_bregman",
     "dual_exponent",
+    "exponent_kind",
     "forward_exponent",
     "inverse_exponent",
     "inverse_mirror_map",
+    "kind_exponent",
     "lp_norm",
     "lp_norms",
     "lp_potential",
     "mirror_map",
     "normalize_lp",
+    "pow_int",
     "snap_exponent",
+    "signed_pow",
+    "signed_pow_list",
     "signed_power",
 ]

@@ -16,8 +16,9 @@ Two implementations compute it:
   and compiled with dynamic shapes, so one kernel serves every size; dtypes are guarded by dynamo
   (one specialisation per dtype combination). Kernels are cached at module level.
 
-Exponent kinds (see :func:`exponent_kind`): ``identity`` (p = 2), ``int`` (1/(p-1) a whole number,
-e.g. p = 1.1 -> 10, p = 1.5 -> 2: repeated squaring, exact), ``halfint`` (n + 1/2: repeated
+Exponent kinds (``mirrorattn.mirror.exponent_kind``; the eager arithmetic is ``mirrorattn.mirror.signed_pow``,
+the compiled kernels' :func:`kernel_signed_pow` differs only where noted): ``identity`` (p = 2), ``int``
+(1/(p-1) a whole number, e.g. p = 1.1 -> 10, p = 1.5 -> 2: repeated squaring, exact), ``halfint`` (n + 1/2: repeated
 squaring times a square root), ``sqrt`` (p = 3), ``third`` (n + 1/3 or n + 2/3 with n >= 1, e.g.
 p = 1.75 -> 4/3, p = 1.6 -> 5/3: repeated squaring times a cube root, which the compiled kernel
 computes with a bit-level first guess and Halley steps in plain multiplies and one division - see
@@ -28,7 +29,6 @@ the eager path with ``pow``; so does the eager path for ``third``).
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 from typing import Callable, Sequence
@@ -37,38 +37,17 @@ import numpy as np
 import torch
 import torch.fx.experimental._config as _fx_config
 
-from mirrorattn.mirror import lp_norms, signed_power
+from mirrorattn.mirror import Kind, exponent_kind, lp_norms, pow_int, signed_pow, signed_pow_list, signed_power
 
 log = logging.getLogger(__name__)
 
 #: environment variable that, when set to 1/true/yes, disables torch.compile for the optimizer
 EAGER_ENV = "MIRRORATTN_OPTIM_EAGER"
 
-#: largest whole exponent handled by repeated squaring (p = 1.005 gives 200)
-_MAX_INT_EXPONENT = 256
-
-Kind = tuple  # ("identity",) | ("sqrt",) | ("int", n) | ("halfint", n) | ("third", n, k) | ("pow", e)
-
 #: first guess of the cube root from the bit pattern: bits(x) / 3 + magic (per float dtype), and
 #: the Halley steps that take the guess (<= 3.2 % off) to full precision (error cubes each step)
 _CBRT_MAGIC = {torch.float32: (torch.int32, 709921077.0, 2),
                torch.float64: (torch.int64, float(0x2A9F7893782DA1CE), 3)}
-
-
-def exponent_kind(e: float) -> Kind:
-    """Classify the (already snapped) exponent ``e > 0`` of sign(u)|u|^e into a fast path."""
-    if e == 1.0:
-        return ("identity",)
-    if e == 0.5:
-        return ("sqrt",)
-    if e == float(int(e)) and 1 < e <= _MAX_INT_EXPONENT:
-        return ("int", int(e))
-    if (2.0 * e) == float(int(2.0 * e)) and 1 < e <= _MAX_INT_EXPONENT:
-        return ("halfint", int(e))  # e = n + 1/2
-    t = round(3.0 * e)
-    if abs(3.0 * e - t) <= 1e-12 * t and t % 3 and 3 <= t <= 3 * _MAX_INT_EXPONENT:
-        return ("third", t // 3, t % 3)  # e = n + k/3, n >= 1 (a weight below 1 keeps pow: see cbrt_halley)
-    return ("pow", float(e))
 
 
 def cbrt_halley(a: torch.Tensor) -> torch.Tensor:
@@ -92,78 +71,20 @@ def cbrt_halley(a: torch.Tensor) -> torch.Tensor:
     return y
 
 
-def _pow_int(a: torch.Tensor, n: int) -> torch.Tensor:
-    """a**n for a whole n >= 1 by repeated squaring (out of place; exact up to n-1 roundings)."""
-    result = None
-    base = a
-    while True:
-        if n & 1:
-            result = base if result is None else result * base
-        n >>= 1
-        if not n:
-            return result
-        base = base * base
-
-
-def _foreach_signed_pow_int(us: list[torch.Tensor], n: int) -> list[torch.Tensor]:
-    """[u |u|^(n-1) for u in us] with ``torch._foreach_*`` ops: the operations of :func:`signed_pow`'s
-    ``int`` kind in the same order (so bit for bit the same), a few kernel calls for the whole list."""
-    if n == 1:
-        return us
-    m, result = n - 1, None
-    base = torch._foreach_abs(us)
-    while True:
-        if m & 1:
-            result = base if result is None else torch._foreach_mul(result, base)
-        m >>= 1
-        if not m:
-            return torch._foreach_mul(us, result)
-        base = torch._foreach_mul(base, base)
-
-
-def abs_pow(a: torch.Tensor, kind: Kind) -> torch.Tensor:
-    """a^e of ``a >= 0`` for the exponent ``kind`` of e, eagerly: the exact paths (identity, repeated squaring,
-    square roots) where there is one, else ``pow`` (no sign handling: what a norm's sum of |x|^q needs)."""
-    k = kind[0]
-    if k == "identity":
-        return a
-    if k == "int":
-        return _pow_int(a, kind[1])
-    if k == "sqrt":
-        return a.sqrt()
-    if k == "halfint":
-        return _pow_int(a, kind[1]) * a.sqrt()
-    return a.pow(kind[1] + kind[2] / 3.0 if k == "third" else kind[1])
-
-
-def signed_pow(u: torch.Tensor, kind: Kind, exp_log: bool = False) -> torch.Tensor:
-    """sign(u) |u|^e for the exponent ``kind`` (out of place; used eagerly and inside kernels).
-
-    With ``exp_log`` (the compiled kernels) the general power is computed as exp2(e * log2|u|):
-    inside a compiled kernel this is about twice as fast as ``pow`` on AVX2 CPUs, at a relative
-    error of about |e log2|u|| units in the last place (float64: ~1e-14 relative; float32: ~1e-6
-    at worst); and ``third`` exponents use :func:`cbrt_halley` (a few ulp).
+def kernel_signed_pow(u: torch.Tensor, kind: Kind) -> torch.Tensor:
+    """sign(u) |u|^e inside the compiled kernels: ``mirrorattn.mirror.signed_pow`` except for two kinds whose
+    ``pow`` is slow in a compiled loop (tested against it): ``third`` exponents use :func:`cbrt_halley` (a few
+    ulp), ``pow`` is computed as exp2(e * log2|u|) - about twice as fast as ``pow`` on AVX2 CPUs, at a relative
+    error of about |e log2|u|| units in the last place (float64: ~1e-14 relative; float32: ~1e-6 at worst).
     """
     k = kind[0]
-    if k == "identity":
-        return u
-    if k == "int":
-        n = kind[1]
-        return u if n == 1 else u * _pow_int(u.abs(), n - 1)  # u |u|^(n-1) = sign(u) |u|^n
-    a = u.abs()
-    if k == "sqrt":
-        return torch.copysign(a.sqrt(), u)
-    if k == "halfint":
-        return torch.copysign(_pow_int(a, kind[1]) * a.sqrt(), u)
-    if k == "third":
-        n, t = kind[1], kind[2]
-        if not exp_log or a.dtype not in _CBRT_MAGIC:
-            return torch.copysign(a.pow(n + t / 3.0), u)
+    if k == "third" and u.dtype in _CBRT_MAGIC:
+        a = u.abs()
         c = cbrt_halley(a)
-        return torch.copysign(_pow_int(a, n) * (c if t == 1 else c * c), u)
-    if exp_log:
-        return torch.copysign(torch.exp2(kind[1] * torch.log2(a)), u)
-    return torch.copysign(a.pow(kind[1]), u)
+        return torch.copysign(pow_int(a, kind[1]) * (c if kind[2] == 1 else c * c), u)
+    if k == "pow":
+        return torch.copysign(torch.exp2(kind[1] * torch.log2(u.abs())), u)
+    return signed_pow(u, kind)
 
 
 #: list lengths of the multi-tensor kernels: a list of tensors is cut into chunks of these sizes (largest
@@ -200,7 +121,7 @@ def _compiled_multi_body(kind: Kind, has_beta: bool, n: int) -> Callable[..., No
                 u.sub_(alphas[i] * gd + betas[i] * w.to(u.dtype))
             else:
                 u.sub_(alphas[i] * gd)
-            w.copy_(signed_pow(u, kind, exp_log=True))
+            w.copy_(kernel_signed_pow(u, kind))
 
     return _name_kernel(body, f"lpmd_multi{n}_{_tag(kind)}_{'wd' if has_beta else 'nowd'}")
 
@@ -210,8 +131,8 @@ def _compiled_alphas_body(qkind: Kind, q: float, has_wd: bool, maximize: bool, n
     g) + wd * w, as an (n,) float64 tensor (computed in the dual's dtype ``udtype``).
 
     ||d||_q = (sum |d / m|^q)^(1/q) m with m = max|d| (so |d|^q cannot overflow or underflow: the eager
-    ``_dual_norm``); |x|^q through the fast path of ``qkind``. Without weight decay m is max|g|, given in ``gmax``
-    ((n,), from the non-finite check); with it, a reduction of its own. The reductions are in a
+    ``mirrorattn.mirror.lp_norms``); |x|^q through the fast path of ``qkind``. Without weight decay m is max|g|,
+    given in ``gmax`` ((n,), from the non-finite check); with it, a reduction of its own. The reductions are in a
     function of its own so that the scalar arithmetic is done once, not inside the update's loop. ``coef`` = (lr,
     weight decay, eps) as a float64 tensor: a new step size is not a recompilation."""
 
@@ -229,7 +150,7 @@ def _compiled_alphas_body(qkind: Kind, q: float, has_wd: bool, maximize: bool, n
             else:  # max|g|, known from the non-finite check: one pass over g fewer
                 m = gmax[i].to(udtype)
             m = m.clamp_min(torch.finfo(udtype).tiny)
-            norm = signed_pow((d * (1.0 / m)).abs(), qkind, exp_log=True).sum().pow(1.0 / q) * m
+            norm = kernel_signed_pow((d * (1.0 / m)).abs(), qkind).sum().pow(1.0 / q) * m
             out.append(c[0] / (norm + c[2]))
         return torch.stack(out).to(torch.float64)
 
@@ -363,11 +284,7 @@ def sliced_numpy_step(u: np.ndarray | None, w: np.ndarray, g: np.ndarray, lr: fl
     d = -g if maximize else g
     if wd != 0.0:
         d = d + wd * w
-    if batch_dims == 1:  # lp_norms takes the first axis as the batch
-        norms = lp_norms(d, q)
-    else:
-        lead = d.shape[:batch_dims]
-        norms = lp_norms(d.reshape(math.prod(lead), -1), q).reshape(lead + (1,) * (d.ndim - batch_dims))
+    norms = lp_norms(d, q, batch_dims)
     step = d / (norms + eps)
     step *= lr
     if u is None:
@@ -403,13 +320,11 @@ def eager_step(
         else:
             torch._foreach_sub_(us, torch._foreach_mul(ds, list(lr)))
         del ds
-        if kind[0] == "identity":
-            torch._foreach_copy_(list(ws), us)
-        elif kind[0] == "int":
-            torch._foreach_copy_(list(ws), _foreach_signed_pow_int(us, kind[1]))
+        if kind[0] in ("identity", "int"):
+            torch._foreach_copy_(list(ws), signed_pow_list(us, kind))
         else:
             for u, w in zip(us, ws):
-                w.copy_(signed_pow(u, kind))
+                signed_pow(u, kind, out=w)
         return
     for i, (u, w, d) in enumerate(zip(us, ws, ds)):
         if maximize:
@@ -420,4 +335,4 @@ def eager_step(
             u.add_(d, alpha=-lr)
         else:
             u.sub_(d * lr[i])
-        w.copy_(signed_pow(u, kind))
+        signed_pow(u, kind, out=w)

@@ -6,7 +6,8 @@ counted on the whole tensor, so every process takes the same path - else the eag
 are not elementwise and are reduced across processes:
 
 - the dual norm ||g||_q of normalised mode: each shard's max |g| is all-reduced (MAX), then each shard's
-  sum of |g / m|^q (SUM); one MAX and one SUM per parameter group and shard group, however many tensors;
+  sum of |g / m|^q (SUM; |x|^q by ``mirrorattn.mirror.abs_pow``, as in ``lp_norms``); one MAX and one SUM
+  per parameter group and shard group, however many tensors;
 - the non-finite check: each process's per-tensor flags are all-reduced (MAX) over the default process
   group, so that every process raises (naming the same parameter) or skips the step together.
 
@@ -27,7 +28,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from mirrorattn.mirror import check_p, mirror_map
+from mirrorattn.mirror import abs_pow, check_p, exponent_kind, mirror_map, signed_pow
 
 from . import _kernels as K
 from . import lpmd
@@ -114,7 +115,7 @@ def _prepare(opt: Any, param: torch.Tensor, p: float, kind: K.Kind) -> torch.Ten
         return u.to_local()
     ul, w = u.to_local(), param.to_local()
     if opt._stamps.get(param) != _stamp(param) and ul.numel():
-        implied = K.signed_pow(ul, kind).to(w.dtype)
+        implied = signed_pow(ul, kind).to(w.dtype)
         fi = torch.finfo(w.dtype)
         rtol = 4 * fi.eps if kind[0] not in ("pow", "third") else max(4 * fi.eps, 64 * torch.finfo(ul.dtype).eps)
         if not torch.allclose(implied, w, rtol=rtol, atol=fi.tiny):
@@ -143,7 +144,8 @@ def global_dual_norms(params: list[torch.Tensor], gs: list[torch.Tensor], q: flo
         if pg is not None:
             dist.all_reduce(m, op=dist.ReduceOp.MAX, group=pg)
         m = m.clamp_min(torch.finfo(m.dtype).tiny)
-        s = torch.stack([(gs[i] / m[j]).abs().pow(q).sum() for j, i in enumerate(idx)])
+        qkind = exponent_kind(q)
+        s = torch.stack([abs_pow((gs[i] / m[j]).abs(), qkind).sum() for j, i in enumerate(idx)])
         if pg is not None:
             dist.all_reduce(s, op=dist.ReduceOp.SUM, group=pg)
         total = s.pow(1.0 / q) * m

@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
-from mirrorattn.mirror import check_p, dual_exponent, inverse_exponent, mirror_map
+from mirrorattn.mirror import check_p, dual_exponent, exponent_kind, inverse_exponent, lp_norms, mirror_map, signed_pow
 
 from . import _kernels as K
 from . import _sharded
@@ -35,27 +35,10 @@ def dual_dtype(dtype: torch.dtype) -> torch.dtype:
 @functools.lru_cache(maxsize=256)
 def _exponents(p: float) -> tuple[K.Kind, float]:
     """(kind of the inverse-map exponent 1/(p-1), dual exponent q) for a checked p; cached."""
-    return K.exponent_kind(inverse_exponent(p)), dual_exponent(p)
+    return exponent_kind(inverse_exponent(p)), dual_exponent(p)
 
 
 _inverse_exponent = functools.lru_cache(maxsize=256)(inverse_exponent)
-
-
-def _dual_norm(g: torch.Tensor, q: float, batch_dims: int = 0) -> torch.Tensor:
-    """||g||_q as a 0-d tensor, computed on g / max|g| so that |g|^q cannot overflow or underflow.
-
-    The same quantity as ``mirrorattn.mirror.lp_norm`` in fewer ops (this runs every step). With
-    ``batch_dims`` = b > 0, the norm of each slice g[i_1, ..., i_b] over the remaining dimensions, shaped
-    g.shape[:b] + (1, ...) so that it broadcasts against g.
-    """
-    if batch_dims:
-        shape = tuple(g.shape[:batch_dims]) + (1,) * (g.dim() - batch_dims)
-        r = g.reshape(tuple(g.shape[:batch_dims]) + (-1,)).abs()
-        m = r.amax(dim=-1, keepdim=True).clamp_min_(torch.finfo(g.dtype).tiny)
-        r = K.abs_pow(r.div_(m), K.exponent_kind(q))  # |g / m|^q by the exponent's fast path (vector_norm: pow)
-        return (r.sum(dim=-1, keepdim=True).pow_(1.0 / q) * m).reshape(shape)
-    m = g.abs().amax()
-    return torch.linalg.vector_norm(g / m.clamp_min(torch.finfo(g.dtype).tiny), q) * m
 
 
 def _abs_max(g: torch.Tensor) -> torch.Tensor:
@@ -527,7 +510,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
             u = st["dual"] = self._init_dual(param, p, numpy)
             st["p"] = p
         elif self._stamps.get(param) != (param._version, param.data_ptr()):
-            implied = K.signed_pow(u, kind).to(param.dtype)
+            implied = signed_pow(u, kind).to(param.dtype)
             fi = torch.finfo(param.dtype)
             rtol = 4 * fi.eps
             if kind[0] in ("pow", "third"):  # the compiled kernels' exp2(e log2|u|), cube root differ more
@@ -566,7 +549,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
                 if wd != 0.0:
                     ge = ge.add(param.to(u.dtype), alpha=wd)
                 gs.append(ge)
-                alphas.append(lr / (_dual_norm(ge, q, bd) + eps))
+                alphas.append(lr / (lp_norms(ge, q, bd) + eps))
         else:
             gs, alphas = [g for _, g, _ in dual], None
             rest = self._compiled_update(dual, gs, -lr if maximize else lr, lr * wd, kind, paths)
@@ -738,7 +721,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
                     else:
                         gs = torch._foreach_add(gs, ps, alpha=wd)
                 if normalized:
-                    scales = [1.0 / (_dual_norm(g, 2.0, batch_dims) + eps) for g in gs]
+                    scales = [1.0 / (lp_norms(g, 2.0, batch_dims) + eps) for g in gs]
                     gs = torch._foreach_mul(gs, scales)
                 torch._foreach_add_(ps, gs, alpha=-lr)
             else:
@@ -747,5 +730,5 @@ class LpMirrorDescent(torch.optim.Optimizer):
                     if wd != 0.0:
                         g = g.add(param, alpha=wd)
                     if normalized:
-                        g = g * (1.0 / (_dual_norm(g, 2.0, batch_dims) + eps))
+                        g = g * (1.0 / (lp_norms(g, 2.0, batch_dims) + eps))
                     param.add_(g, alpha=-lr)
