@@ -47,7 +47,7 @@ from mirrorattn.io import to_jsonable, write_json
 from mirrorattn.models.transformer import TextTransformer, TextTransformerConfig
 from mirrorattn.train import TrainConfig, seeded_init
 from mirrorattn.train.distributed import DistInfo
-from mirrorattn.train.fast import bucketed_batches, enable_sparse_gradients, input_trimmer
+from mirrorattn.train.fast import bucketed_batches, enable_length_groups, enable_sparse_gradients, input_trimmer
 from mirrorattn.train.loop import Split, TrainData, _Run, _train_step
 from mirrorattn.train.param_groups import build_optimizers
 
@@ -124,6 +124,7 @@ def _runs(name: str, chunk: int, vocab_size: int | None, seed: int = 0) -> tuple
                    trim=input_trimmer(model, tc.trim_padding))
         run.sparse_params = [m.weight for m in enable_sparse_gradients(
             model, optimizer, enabled=tc.sparse_embedding, world_size=1, grad_clip=tc.grad_clip)]
+        enable_length_groups(model, enabled=tc.trim_padding, world_size=1)
         runs[run_name] = _our_chunk(run, batches)
     return runs, batch, mc
 

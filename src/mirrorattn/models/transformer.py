@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mirrorattn.models.layers import INITS, EncoderBlock, first_row_only
+from mirrorattn.models.layers import INITS, EncoderBlock, attention_layers, first_row_only
+from mirrorattn.models.length_groups import GroupCost, group_seconds, length_groups
 
 __all__ = ["ATTENTION_MASKS", "INITS", "TextTransformer", "TextTransformerConfig"]
 
@@ -97,6 +98,10 @@ class TextTransformer(nn.Module):
         )
         self.final_norm = nn.LayerNorm(c.width, bias=c.bias) if c.pre_norm else nn.Identity()
         self.head = nn.Linear(c.width, 1 if c.num_classes == 2 else c.num_classes, bias=c.bias)
+        #: compute each batch in groups of similar length (:mod:`~mirrorattn.models.length_groups`; exact up to
+        #: float rounding, other dropout draws); off by default, switched on by the training loop
+        #: (:func:`mirrorattn.train.fast.enable_length_groups`)
+        self.group_lengths = False
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -160,16 +165,41 @@ class TextTransformer(nn.Module):
             x = block(x, mask, first_only and i == last)
         return self.final_norm(x)
 
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def pooled(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The pooled last-block outputs (B, width) that the head reads ([CLS] row or masked mean)."""
         cls = self.config.pooling == "cls"
         x = self.encode(ids, mask, first_only=cls and first_row_only(self, self.config.dropout))
         if cls:
-            pooled = x[:, 0]
-        else:
-            if mask is None:
-                pooled = x.mean(dim=1)
-            else:
-                m = mask.to(x.dtype)[..., None]  # (B, T, 1)
-                pooled = (x * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+            return x[:, 0]
+        if mask is None:
+            return x.mean(dim=1)
+        m = mask.to(x.dtype)[..., None]  # (B, T, 1)
+        return (x * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+
+    def batch_groups(self, ids: torch.Tensor, mask: torch.Tensor | None) -> list[tuple[torch.Tensor, int]] | None:
+        """The length groups (sample indices, padded length) :meth:`forward` computes separately, or None (one
+        batch): only with ``group_lengths`` on, a mask, on the CPU (the cost estimate is a CPU's) and while no
+        attention is recorded (:func:`~mirrorattn.models.layers.record_attention` keeps one map per forward)."""
+        if not self.group_lengths or mask is None or ids.device.type != "cpu" or ids.ndim != 2:
+            return None
+        c = self.config
+        cost = GroupCost.for_model(c.width, c.heads, max(1, round(c.mlp_ratio * c.width)), c.blocks,
+                                   c.dropout if self.training else 0.0,
+                                   c.pooling == "cls" and first_row_only(self, c.dropout))
+        if group_seconds(ids.shape[0], ids.shape[1], cost) < 2 * cost.group:  # too small to gain: no more work
+            return None
+        groups = length_groups(self.sequence_lengths(ids, mask), cost)
+        return None if groups is None or any(a._record is not None for a in attention_layers(self)) else groups
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        groups = self.batch_groups(ids, mask)
+        if groups is None:
+            pooled = self.pooled(ids, mask)
+        else:  # each group padded to its own longest sample; a group without padding needs no mask
+            parts = []
+            for idx, m in groups:
+                g_mask = mask[idx, :m]
+                parts.append(self.pooled(ids[idx, :m], None if bool(g_mask.all()) else g_mask))
+            pooled = torch.cat(parts)[torch.argsort(torch.cat([idx for idx, _ in groups]))]
         logits = self.head(pooled)
         return logits.squeeze(-1) if self.config.num_classes == 2 else logits

@@ -11,6 +11,10 @@ Each is chosen by a :class:`~mirrorattn.train.config.TrainConfig` field and by w
   one process (DDP averages dense gradients) and no gradient clipping; dense otherwise. A batch's
   sparse gradient holds only the rows of its tokens; every other row has gradient 0, which the
   exact update leaves untouched.
+- ``trim_padding`` also switches on ``model.group_lengths`` where the model has it (the text transformer,
+  one process: :func:`enable_length_groups`): the model computes each batch in groups of similar length, each
+  padded only to its own longest sample (:mod:`mirrorattn.models.length_groups`; the same batches, the same
+  outputs up to float rounding; dropout draws other random numbers, as the trimmed padding does).
 - ``length_buckets`` (default 0, off): batches of similar lengths (:func:`bucketed_batches`); this
   changes which samples share a batch, so it is part of the run's identity.
 """
@@ -22,14 +26,26 @@ from typing import Callable
 import torch
 from torch import nn
 
-__all__ = ["bucketed_batches", "coalesce_sparse_grads", "enable_sparse_gradients", "input_trimmer",
-           "sparse_update_is_exact"]
+__all__ = ["bucketed_batches", "coalesce_sparse_grads", "enable_length_groups", "enable_sparse_gradients",
+           "input_trimmer", "sparse_update_is_exact"]
 
 
 def input_trimmer(model: nn.Module, enabled: bool) -> Callable[..., tuple[torch.Tensor, ...]] | None:
     """``model.trim_padding`` when ``enabled`` and the model has one, else None."""
     trim = getattr(model, "trim_padding", None) if enabled else None
     return trim if callable(trim) else None
+
+
+def enable_length_groups(model: nn.Module, *, enabled: bool, world_size: int) -> list[nn.Module]:
+    """Switch on ``group_lengths`` of ``model``'s modules that have one (off now); returns them (the caller switches
+    them back after training). Nothing is switched when not ``enabled`` or with several processes (DDP and FSDP
+    hooks expect one call of every layer per forward)."""
+    if not enabled or world_size > 1:
+        return []
+    switched = [m for m in model.modules() if getattr(m, "group_lengths", None) is False]
+    for m in switched:
+        m.group_lengths = True
+    return switched
 
 
 def sparse_update_is_exact(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> bool:

@@ -43,7 +43,13 @@ from mirrorattn.train.checkpoint import (
 )
 from mirrorattn.train.config import TrainConfig
 from mirrorattn.train.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, resolve_device
-from mirrorattn.train.fast import bucketed_batches, coalesce_sparse_grads, enable_sparse_gradients, input_trimmer
+from mirrorattn.train.fast import (
+    bucketed_batches,
+    coalesce_sparse_grads,
+    enable_length_groups,
+    enable_sparse_gradients,
+    input_trimmer,
+)
 from mirrorattn.train.fsdp import (
     check_fsdp,
     drop_old_sharded,
@@ -222,6 +228,8 @@ def fit(
     sparse = enable_sparse_gradients(model, run.optimizer, enabled=config.sparse_embedding and not config.fsdp,
                                      world_size=run.info.world_size, grad_clip=config.grad_clip)
     run.sparse_params = [m.weight for m in sparse]
+    grouped = enable_length_groups(model, enabled=config.trim_padding and not config.fsdp,
+                                   world_size=run.info.world_size)
     try:
         _save_initial_snapshot(run, state)
         while state.stop_reason is None and state.epoch < config.epochs:
@@ -235,6 +243,8 @@ def fit(
     finally:
         for m in sparse:
             m.sparse = False
+        for m in grouped:
+            m.group_lengths = False
     return _finish(run, state)
 
 
