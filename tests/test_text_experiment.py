@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from mirrorattn.config import flat_fields
 from mirrorattn.experiments.run_analysis import cls_row_metrics, hoyer, weight_stats
 from mirrorattn.experiments.text_analysis import load_probe_sentences, probe_attention
 from mirrorattn.models.transformer import TextTransformer, TextTransformerConfig
@@ -131,7 +132,7 @@ def test_text_cli_end_to_end_on_polarity(tmp_path, shared_data, cache, monkeypat
     from mirrorattn.experiments.sweep import sweep_point
     from mirrorattn.experiments.text import SWEEP, TextExperimentConfig, prepare_text_data
 
-    fields = TextExperimentConfig.__dataclass_fields__
+    fields = flat_fields(TextExperimentConfig)  # the saved config is flat: the training fields too
     cfg = TextExperimentConfig(**{k: v for k, v in sweep["config"].items() if k in fields})
     cfg.lrs, cfg.sweep_grids = {}, {}
     cfg.optimizers, cfg.sweep_lrs = tuple(cfg.optimizers), tuple(cfg.sweep_lrs)
@@ -227,7 +228,7 @@ def test_a_rerun_with_other_settings_is_refused_before_any_training(tmp_path, mo
 
     prepared = PreparedText(TrainData(split(32), split(16), split(16)), Tok(), 2, ["neg", "pos"], {})
     monkeypatch.setattr(text, "prepare_text_data", lambda config, **kw: prepared)
-    monkeypatch.setattr(text, "write_report", lambda out, config, results: None)
+    monkeypatch.setattr(text, "write_report", lambda out, config, results, **kw: None)
     monkeypatch.setattr(text, "analyse_run", lambda model, write, **kw: {"scalars": {}})
     small = dict(max_length=8, width=16, heads=2, epochs=1, batch_size=16, seeds=1, stop_train_acc=None,
                  device="cpu")
@@ -271,7 +272,7 @@ def test_converge_preset_end_to_end_on_a_tiny_slice(tmp_path, cache, monkeypatch
         stopped = summary["stop_reason"].startswith("train_acc")
         assert stopped or summary["epochs_run"] == 3
         assert results["aggregate"][opt]["stop_rule_runs"] == int(stopped)
-        fields = TextExperimentConfig.__dataclass_fields__
+        fields = flat_fields(TextExperimentConfig)
         config = TextExperimentConfig(**{k: v for k, v in cfg.items() if k in fields and k not in ("lrs",)})
         model_cfg = config.model_config(2, results["data"]["vocab_size"])
         with seeded_init(0):

@@ -6,14 +6,21 @@ the two figures drawn from every comparison's run folders (training curves, weig
   mask; a ViT: images, every token real); :func:`cls_scalars` the last layer's numbers for the tables;
 * :func:`weight_stats`: count and fraction of |w| > threshold (0.06 as the paper) and the Hoyer sparsity of
   the Q, K, V projection weights of all layers, with their histograms (edges :data:`HIST_EDGES`);
-* :func:`plot_curves`, :func:`plot_histograms`: the comparison's ``curves.png`` and ``qkv_hist.png``.
+* :func:`plot_curves`, :func:`plot_histograms`: the comparison's ``curves.png`` and ``qkv_hist.png``;
+* :func:`analyse_run`: the analysis of one trained run (the metrics above and token selection on a seeded test
+  subset, written to ``analysis.json`` and ``qkv_hist.npz``); :func:`write_report`: the comparison's
+  ``results.md`` table and figures.
 
-:mod:`mirrorattn.experiments.text_analysis` and :mod:`mirrorattn.experiments.vision_analysis` add what is
-their own (the probe sentences, the attention-map figures, the reports).
+What differs between text and vision is data, an :class:`AnalysisDomain`:
+:data:`mirrorattn.experiments.text_analysis.TEXT` (ids with their mask, the probe sentences, the paper's IMDb
+numbers and the stopping-rule lines) and :data:`mirrorattn.experiments.vision_analysis.VISION` (images, every
+token real, the attention maps over patches, the timing columns).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +28,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from mirrorattn.io import read_json, save_figure
+from mirrorattn.experiments.classification import run_name
+from mirrorattn.experiments.token_selection import sample_indices, selection_scalars, split_token_selection
+from mirrorattn.io import read_json, save_figure, write_json, write_npz, write_text
 from mirrorattn.metrics import attention_entropy, hoyer_sparsity, max_probability, topk_mass, weight_sparsity
 from mirrorattn.models.layers import attention_layers, record_attention
 
 __all__ = [
     "HIST_EDGES",
+    "AnalysisDomain",
+    "Extra",
+    "analyse_run",
     "attention_sparsity",
     "cls_row_metrics",
     "cls_scalars",
@@ -34,6 +46,7 @@ __all__ = [
     "plot_curves",
     "plot_histograms",
     "weight_stats",
+    "write_report",
 ]
 
 #: bin edges of the saved Q/K/V weight histograms (values outside are clipped into the end bins)
@@ -178,3 +191,89 @@ def plot_histograms(runs: dict[str, list[Path]], path: Path) -> None:
     _legend(axes[-1])
     fig.tight_layout()
     save_figure(fig, path)
+
+
+# ------------------------------------------------------------------------------- one run, one report
+@dataclass(frozen=True)
+class Extra:
+    """A domain's own part of a run's analysis: ``analysis.json`` entries (before ``token_selection``), table
+    scalars (before the token-selection ones) and ``write(out_dir)`` for its files."""
+
+    entries: dict[str, Any]
+    scalars: dict[str, Any]
+    write: Callable[[Path], None]
+
+
+#: a results-table column: its header and ``cell(optimizer, aggregate row, the optimizer's run summaries)``
+Column = tuple[str, Callable[[str, dict[str, Any], list[dict[str, Any]]], str]]
+
+
+@dataclass(frozen=True)
+class AnalysisDomain:
+    """What the text and the vision analysis do differently (module-level functions: worker processes pickle it).
+
+    ``inputs(test, idx)``: the analysis inputs and mask (None: every token real) of the test rows ``idx``;
+    ``extra(model, prepared, config, test, idx)``: the domain's :class:`Extra`; ``samples``: the token-selection
+    sample cap; ``weight_scalars``: the per-Q/K/V weight numbers in the table scalars; ``head(config, results)``:
+    the report's lines above the table; ``columns(config, results)``: its :data:`Column` list;
+    ``tail(config, results)``: lines below it; ``plot_maps(runs, path, results)``: ``attention_maps.png``.
+    """
+
+    inputs: Callable[[Any, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
+    extra: Callable[..., Extra]
+    samples: int
+    weight_scalars: tuple[str, ...]
+    head: Callable[[Any, dict[str, Any]], list[str]]
+    columns: Callable[[Any, dict[str, Any]], list[Column]]
+    tail: Callable[[Any, dict[str, Any]], list[str]]
+    plot_maps: Callable[[dict[str, list[Path]], Path, dict[str, Any]], None]
+    loss_name: str
+    batch: int = 128
+
+
+def analyse_run(model: nn.Module, prepared: Any, config: Any, out_dir: Path, write: bool = True, *,
+                domain: AnalysisDomain) -> dict[str, Any]:
+    """[CLS]-row attention sparsity and token selection on the seeded test subset, Q/K/V weight sparsity and
+    histograms, and the domain's :class:`Extra` of one run (the validation-best model).
+
+    Writes ``analysis.json``, ``qkv_hist.npz`` and the domain's files into ``out_dir`` (when ``write``).
+    Returns {"attention": per-layer list, "weights": ..., "analysis_samples": n, the domain's entries,
+    "token_selection": ..., "scalars": flat numbers for the results table}.
+    """
+    test = prepared.data.test
+    idx = sample_indices(len(test), int(config.analysis_samples))  # the seeded analysis sample of every run
+    inputs, mask = domain.inputs(test, idx)
+    attention = attention_sparsity(model, inputs, mask, int(config.topk), batch=domain.batch)
+    weights, hists = weight_stats(model, config.weight_threshold)
+    extra = domain.extra(model, prepared, config, test, idx)
+    selection = split_token_selection(model, test, min(len(idx), domain.samples))
+    scalars = {
+        **cls_scalars(attention, int(config.topk)),
+        **{f"{k}_{stat}": weights[k][stat] for stat in domain.weight_scalars for k in ("q", "k", "v")},
+        **extra.scalars,
+        **selection_scalars(selection),
+    }
+    result = {"attention": attention, "weights": weights, "analysis_samples": len(idx), **extra.entries,
+              "token_selection": selection, "scalars": scalars}
+    if write:
+        write_json(out_dir / "analysis.json", result)
+        extra.write(out_dir)
+        write_npz(out_dir / "qkv_hist.npz", edges=HIST_EDGES, **hists)
+    return result
+
+
+def write_report(out: Path, config: Any, results: dict[str, Any], *, domain: AnalysisDomain) -> None:
+    """``results.md`` (the domain's head, one row per optimizer, its tail) and the figures ``curves.png``,
+    ``qkv_hist.png`` and ``attention_maps.png``, drawn from ``results`` and the run folders."""
+    columns = domain.columns(config, results)
+    lines = [*domain.head(config, results),
+             "| " + " | ".join(header for header, _ in columns) + " |", "|" + "---|" * len(columns)]
+    for opt, row in results["aggregate"].items():
+        runs = results["runs"].get(opt, [])
+        lines.append("| " + " | ".join(cell(opt, row, runs) for _, cell in columns) + " |")
+    lines += [*domain.tail(config, results), "", "Figures: `curves.png`, `qkv_hist.png`, `attention_maps.png`.", ""]
+    write_text(out / "results.md", "\n".join(lines))
+    folders = {opt: [out / "runs" / run_name(opt, r["seed"]) for r in rs] for opt, rs in results["runs"].items()}
+    plot_curves(folders, out / "curves.png", loss_name=domain.loss_name)
+    plot_histograms(folders, out / "qkv_hist.png")
+    domain.plot_maps(folders, out / "attention_maps.png", results)

@@ -25,9 +25,10 @@ from mirrorattn.experiments.classification import (
     run_one,
 )
 from mirrorattn.experiments.comparison import Comparison, run_comparison
+from mirrorattn.experiments.run_analysis import analyse_run, write_report
 from mirrorattn.experiments.sweep import SweepTarget, run_sweep
 from mirrorattn.experiments.sweep import select_step as select_step  # importable here, as before
-from mirrorattn.experiments.text_analysis import analyse_run, write_report
+from mirrorattn.experiments.text_analysis import TEXT
 from mirrorattn.models.transformer import TextTransformer, TextTransformerConfig
 from mirrorattn.train import Split, TrainConfig, TrainData
 
@@ -155,7 +156,8 @@ def make_spec(config: TextExperimentConfig, prepared: PreparedText, optimizer: s
     return config.run_spec(
         optimizer, seed, model_cfg, lr=lr, epochs=epochs, build_model=lambda: TextTransformer(model_cfg),
         data=prepared.data, resume_longer=True, on_diverged=on_diverged,
-        analyse=partial(analyse_run, prepared=prepared, config=config, out_dir=out_dir) if analyse else None,
+        analyse=(partial(analyse_run, prepared=prepared, config=config, out_dir=out_dir, domain=TEXT)
+                 if analyse else None),
     )
 
 
@@ -190,7 +192,8 @@ def run_text_experiment(
     the check of every run folder before the first run, ``overwrite``); a run whose loss becomes NaN/inf
     keeps its validation-best epoch (``diverged`` True; policy "best-epoch").
     """
-    comparison = Comparison("text", prepare_text_data, make_spec, write_report, on_diverged="best-epoch")
+    comparison = Comparison("text", prepare_text_data, make_spec, partial(write_report, domain=TEXT),
+                            on_diverged="best-epoch")
     return run_comparison(comparison, config, out, progress=progress, workers=workers, overwrite=overwrite)
 
 

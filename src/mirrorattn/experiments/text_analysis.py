@@ -1,19 +1,15 @@
-"""Analysis of trained text models, and the report (tables, figures) made from results on disk.
+"""The text side of the run analysis: :data:`TEXT`, the :class:`~mirrorattn.experiments.run_analysis.AnalysisDomain`
+that :func:`~mirrorattn.experiments.run_analysis.analyse_run` and ``write_report`` take for text models.
 
-Per run (:func:`analyse_run`, the validation-best weights):
+Per run (the validation-best weights), besides the shared metrics of :mod:`mirrorattn.experiments.run_analysis`
+([CLS]-row attention sparsity over real tokens only, Q/K/V weight sparsity and histograms, token selection on at
+most 500 of the same test samples):
 
-* attention sparsity of the [CLS] row of every layer on (a seeded subset of) the test split, over
-  real tokens only: entropy (nats), entropy / log(number of real tokens), max probability, top-k
-  mass; mean over samples and heads (:func:`mirrorattn.experiments.run_analysis.attention_sparsity`);
-* weight sparsity of the Q, K, V projection weights of all layers: count and fraction of
-  |w| > ``weight_threshold`` (0.06 as the paper) and the Hoyer sparsity
-  (:func:`mirrorattn.experiments.run_analysis.weight_stats`), and their histograms (``qkv_hist.npz``);
 * the attention-map probe (:func:`probe_attention`): the paper's measure on the hand-written
-  sentences of ``mirrorattn/resources/probe_sentences.tsv``;
-* token selection (:mod:`mirrorattn.experiments.token_selection`, ``token_selection``): how often the last
-  layer's [CLS] attention picks the optimal token, on at most 500 of the same test samples.
+  sentences of ``mirrorattn/resources/probe_sentences.tsv`` (``probe.json``).
 
-Report (:func:`write_report`): ``results.md`` and figures, all drawn from files in the run folders.
+Report: ``results.md`` beside the paper's IMDb numbers (IMDb only), with the stopping-rule lines, and
+``attention_maps.png`` (:func:`plot_attention_maps`: the probe sentences coloured by attention).
 """
 
 from __future__ import annotations
@@ -29,29 +25,17 @@ import torch
 from torch import nn
 
 from mirrorattn.experiments.classification import format_stat as _fmt
-from mirrorattn.experiments.classification import reached_stop_rule, run_name
-from mirrorattn.experiments.run_analysis import (
-    HIST_EDGES,
-    attention_sparsity,
-    cls_scalars,
-    plot_curves,
-    plot_histograms,
-    weight_stats,
-)
-from mirrorattn.experiments.token_selection import (
-    TEXT_SAMPLES,
-    sample_indices,
-    selection_scalars,
-    split_token_selection,
-)
-from mirrorattn.io import read_json, save_figure, write_json, write_npz, write_text
+from mirrorattn.experiments.classification import reached_stop_rule
+from mirrorattn.experiments.run_analysis import AnalysisDomain, Column, Extra
+from mirrorattn.experiments.token_selection import TEXT_SAMPLES
+from mirrorattn.io import read_json, save_figure, write_json
 from mirrorattn.models.layers import record_attention
 
 __all__ = [
-    "analyse_run",
+    "TEXT",
     "load_probe_sentences",
+    "plot_attention_maps",
     "probe_attention",
-    "write_report",
 ]
 
 
@@ -117,53 +101,34 @@ def probe_attention(model: nn.Module, tokenizer: Any, rows: list[dict[str, str]]
     }
 
 
-def analyse_run(model: nn.Module, prepared: Any, config: Any, out_dir: Path, write: bool = True) -> dict[str, Any]:
-    """Attention sparsity (test subset), Q/K/V weight sparsity and histograms, and the probe, of one run.
+def _inputs(test: Any, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return test.inputs[0][idx], test.inputs[1][idx]  # ids and their mask
 
-    Writes ``analysis.json``, ``qkv_hist.npz`` and ``probe.json`` into ``out_dir`` (when ``write``).
-    Returns {"attention": per-layer list, "weights": ..., "probe": {score, other, rank1, n},
-    "scalars": flat numbers for the results table}.
-    """
-    test = prepared.data.test
-    idx = sample_indices(len(test), int(config.analysis_samples))  # the seeded analysis sample of every run
-    n = len(idx)
-    ids, mask = test.inputs[0][idx], test.inputs[1][idx]
-    attention = attention_sparsity(model, ids, mask, config.topk)
-    weights, hists = weight_stats(model, config.weight_threshold)
+
+def _extra(model: nn.Module, prepared: Any, config: Any, test: Any, idx: torch.Tensor) -> Extra:
+    """The probe sentences (:func:`probe_attention`): ``probe`` in ``analysis.json``, ``probe.json`` in full."""
     probe = probe_attention(model, prepared.tokenizer, load_probe_sentences())
-    selection = split_token_selection(model, test, min(n, TEXT_SAMPLES))
-    scalars = {
-        **cls_scalars(attention, config.topk),
-        **{f"{k}_count_above": weights[k]["count_above"] for k in ("q", "k", "v")},
-        **{f"{k}_hoyer": weights[k]["hoyer"] for k in ("q", "k", "v")},
-        "probe_score": probe["score"],
-        "probe_other": probe["other"],
-        "probe_rank1": probe["rank1"],
-        **selection_scalars(selection),
-    }
-    result = {"attention": attention, "weights": weights, "analysis_samples": n,
-              "probe": {k: v for k, v in probe.items() if k != "items"}, "token_selection": selection,
-              "scalars": scalars}
-    if write:
-        write_json(out_dir / "analysis.json", result)
-        write_json(out_dir / "probe.json", probe)
-        write_npz(out_dir / "qkv_hist.npz", edges=HIST_EDGES, **hists)
-    return result
+    return Extra(entries={"probe": {k: v for k, v in probe.items() if k != "items"}},
+                 scalars={"probe_score": probe["score"], "probe_other": probe["other"], "probe_rank1": probe["rank1"]},
+                 write=lambda out_dir: write_json(out_dir / "probe.json", probe))
 
 
 # ------------------------------------------------------------------------------------- report
-def write_report(out: Path, config: Any, results: dict[str, Any]) -> None:
-    """``results.md`` (mean ± std over seeds beside the paper's numbers) and the figures."""
+def _paper(config: Any) -> tuple[int, dict[str, float]]:
+    """The paper's model at our depth, else its main 3-block model, and its IMDb accuracy per optimizer (none
+    for other data); its GD is l_2-MD (= SGD without momentum)."""
     from mirrorattn.paper import IMDB_ACCURACY
 
-    agg = results["aggregate"]
-    # the paper's model at our depth, else its main 3-block model; its GD is l_2-MD (= SGD without momentum)
-    paper_blocks = int(config.blocks) if int(config.blocks) in IMDB_ACCURACY else 3
-    paper = dict(IMDB_ACCURACY[paper_blocks]) if config.dataset == "imdb" else {}
+    blocks = int(config.blocks) if int(config.blocks) in IMDB_ACCURACY else 3
+    paper = dict(IMDB_ACCURACY[blocks]) if config.dataset == "imdb" else {}
     if "lp-md:2" in paper:
         paper.setdefault("sgd", paper["lp-md:2"])
-    topk = f"cls_top{config.topk}_mass_last"
-    lines = [
+    return blocks, paper
+
+
+def _head(config: Any, results: dict[str, Any]) -> list[str]:
+    blocks, paper = _paper(config)
+    return [
         f"# Text experiment: {config.dataset}",
         "",
         f"Model: {config.blocks} block(s), width {config.width}, {config.heads} heads, pooling {config.pooling}, "
@@ -174,44 +139,54 @@ def write_report(out: Path, config: Any, results: dict[str, Any]) -> None:
         "",
         "Test accuracy (%) at the validation-best epoch (`test_acc`) and at the last epoch; mean ± std over seeds."
         " The paper's numbers choose the best epoch on the test set and share one initialisation"
-        + (f"; they are for its {paper_blocks}-block model (width 384, length 512)" if paper else "") + ".",
+        + (f"; they are for its {blocks}-block model (width 384, length 512)" if paper else "") + ".",
         "",
-        "| optimizer | lr | test acc (val-best) | test acc (last) | paper"
-        + (f" ({paper_blocks} blocks) " if paper else " ") +
-        "| val acc | epochs | samples/s "
-        f"| [CLS] entropy, last layer (/ uniform's) | [CLS] max prob | top-{config.topk} mass | probe score (chance) "
-        "| Q/K/V count > thr | Q/K/V Hoyer | Q/K move | optimal-token share (chance) | runs at the rule |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for opt, row in agg.items():
-        counts = "/".join(
-            f"{row[f'{k}_count_above']['mean']:.0f}" if row.get(f"{k}_count_above", {}).get("mean") is not None
-            else "-" for k in ("q", "k", "v")
-        )
-        probe = f"{_fmt(row.get('probe_score'))} ({_fmt(row.get('probe_other'))})"
-        lines.append(
-            f"| {opt} | {row['lr']:g} | {_fmt(row['test_acc'], 100)} | {_fmt(row['test_acc_last'], 100)} "
-            f"| {paper.get(opt, '-')} | {_fmt(row['val_acc_best'], 100)} | {_fmt(row['epochs_run'], 1, 1)} "
-            f"| {_fmt(row['samples_per_second'], 1, 0)} | {_fmt(row.get('cls_entropy_last'))} "
-            f"({_fmt(row.get('cls_entropy_norm_last'), 1, 4)}) "
-            f"| {_fmt(row.get('cls_max_prob_last'))} | {_fmt(row.get(topk))} | {probe} | {counts} "
-            f"| {'/'.join(_fmt(row.get(f'{k}_hoyer'), 1, 3) for k in 'qkv')} "
-            f"| {'/'.join(_fmt(row.get(f'{k}_move'), 1, 2) for k in 'qk')} "
-            f"| {_fmt(row.get('optimal_token_share'), 1, 3)} ({_fmt(row.get('optimal_token_chance'), 1, 3)}) "
-            f"| {row.get('stop_rule_runs', 0)}/{len(results['runs'][opt])} |"
-        )
+
+
+def _counts(row: dict[str, Any]) -> str:
+    return "/".join(f"{row[f'{k}_count_above']['mean']:.0f}" if row.get(f"{k}_count_above", {}).get("mean")
+                    is not None else "-" for k in ("q", "k", "v"))
+
+
+def _columns(config: Any, results: dict[str, Any]) -> list[Column]:
+    blocks, paper = _paper(config)
+    k = config.topk
+    return [
+        ("optimizer", lambda opt, row, runs: opt),
+        ("lr", lambda opt, row, runs: f"{row['lr']:g}"),
+        ("test acc (val-best)", lambda opt, row, runs: _fmt(row["test_acc"], 100)),
+        ("test acc (last)", lambda opt, row, runs: _fmt(row["test_acc_last"], 100)),
+        ("paper" + (f" ({blocks} blocks)" if paper else ""), lambda opt, row, runs: str(paper.get(opt, "-"))),
+        ("val acc", lambda opt, row, runs: _fmt(row["val_acc_best"], 100)),
+        ("epochs", lambda opt, row, runs: _fmt(row["epochs_run"], 1, 1)),
+        ("samples/s", lambda opt, row, runs: _fmt(row["samples_per_second"], 1, 0)),
+        ("[CLS] entropy, last layer (/ uniform's)", lambda opt, row, runs:
+            f"{_fmt(row.get('cls_entropy_last'))} ({_fmt(row.get('cls_entropy_norm_last'), 1, 4)})"),
+        ("[CLS] max prob", lambda opt, row, runs: _fmt(row.get("cls_max_prob_last"))),
+        (f"top-{k} mass", lambda opt, row, runs: _fmt(row.get(f"cls_top{k}_mass_last"))),
+        ("probe score (chance)", lambda opt, row, runs:
+            f"{_fmt(row.get('probe_score'))} ({_fmt(row.get('probe_other'))})"),
+        ("Q/K/V count > thr", lambda opt, row, runs: _counts(row)),
+        ("Q/K/V Hoyer", lambda opt, row, runs: "/".join(_fmt(row.get(f"{q}_hoyer"), 1, 3) for q in "qkv")),
+        ("Q/K move", lambda opt, row, runs: "/".join(_fmt(row.get(f"{q}_move"), 1, 2) for q in "qk")),
+        ("optimal-token share (chance)", lambda opt, row, runs:
+            f"{_fmt(row.get('optimal_token_share'), 1, 3)} ({_fmt(row.get('optimal_token_chance'), 1, 3)})"),
+        ("runs at the rule", lambda opt, row, runs: f"{row.get('stop_rule_runs', 0)}/{len(runs)}"),
+    ]
+
+
+def _tail(config: Any, results: dict[str, Any]) -> list[str]:
+    """Diverged runs (loss NaN/inf) and how many runs reached the stopping rule."""
+    agg = results["aggregate"]
+    lines = []
     diverged = {opt: row.get("diverged_runs", 0) for opt, row in agg.items() if row.get("diverged_runs")}
     if diverged:
         lines += ["", "Diverged runs (loss NaN/inf; their validation-best completed epoch is reported, no last-epoch "
                   "figure): " + ", ".join(f"{opt} {n}/{len(results['runs'][opt])}" for opt, n in diverged.items())]
     if config.stop_train_acc is not None:
         lines += ["", _regime_lines(config, results)]
-    lines += ["", "Figures: `curves.png`, `qkv_hist.png`, `attention_maps.png`.", ""]
-    write_text(out / "results.md", "\n".join(lines))
-    runs = {opt: [out / "runs" / run_name(opt, r["seed"]) for r in rs] for opt, rs in results["runs"].items()}
-    plot_curves(runs, out / "curves.png")
-    plot_histograms(runs, out / "qkv_hist.png")
-    plot_attention_maps(runs, out / "attention_maps.png")
+    return lines
 
 
 def _regime_lines(config: Any, results: dict[str, Any]) -> str:
@@ -230,7 +205,8 @@ def _regime_lines(config: Any, results: dict[str, Any]) -> str:
             "model.")
 
 
-def plot_attention_maps(runs: dict[str, list[Path]], path: Path, sentences: int = 4) -> None:
+def plot_attention_maps(runs: dict[str, list[Path]], path: Path, results: dict[str, Any] | None = None,
+                        sentences: int = 4) -> None:
     """Probe sentences coloured by their min-max scaled last-layer [CLS] attention (seed 0 of each optimizer)."""
     import matplotlib.pyplot as plt
 
@@ -258,3 +234,8 @@ def plot_attention_maps(runs: dict[str, list[Path]], path: Path, sentences: int 
     fig.suptitle("last-layer [CLS] attention, mean over heads, min-max scaled (bold: the sentiment word)", fontsize=10)
     save_figure(fig, path)
 
+
+
+#: the text analysis (:func:`mirrorattn.experiments.run_analysis.analyse_run` and ``write_report`` with it)
+TEXT = AnalysisDomain(inputs=_inputs, extra=_extra, samples=TEXT_SAMPLES, weight_scalars=("count_above", "hoyer"),
+                      head=_head, columns=_columns, tail=_tail, plot_maps=plot_attention_maps, loss_name="BCE")

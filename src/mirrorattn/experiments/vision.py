@@ -34,8 +34,9 @@ from mirrorattn.experiments.classification import (
     run_one,
 )
 from mirrorattn.experiments.comparison import Comparison, run_comparison
+from mirrorattn.experiments.run_analysis import analyse_run, write_report
 from mirrorattn.experiments.sweep import SweepTarget, run_sweep
-from mirrorattn.experiments.vision_analysis import analyse_run, write_report
+from mirrorattn.experiments.vision_analysis import VISION
 from mirrorattn.experiments.vision_presets import PRESETS, preset_values
 from mirrorattn.models.vit import ViT, ViTConfig
 from mirrorattn.train import Split, TrainConfig, TrainData
@@ -194,7 +195,8 @@ def make_spec(config: VisionExperimentConfig, prepared: PreparedVision, optimize
     return config.run_spec(
         optimizer, seed, model_cfg, lr=lr, epochs=epochs, identity_extra={"augmentation": aug},
         build_model=lambda: ViT(model_cfg), data=prepared.data, on_diverged=on_diverged,
-        analyse=partial(analyse_run, prepared=prepared, config=config, out_dir=out_dir) if analyse else None,
+        analyse=(partial(analyse_run, prepared=prepared, config=config, out_dir=out_dir, domain=VISION)
+                 if analyse else None),
         fit_options={"augment": RandomCropFlip(**aug) if aug is not None else None},
         summary_head={"dataset": config.dataset}, summary_tail={"augmentation": aug}, seconds_per_epoch=True,
     )
@@ -224,7 +226,8 @@ def run_vision_experiment(config: VisionExperimentConfig, out: str | Path, *, pr
     the check of every run folder before the first run, ``overwrite``); a run whose loss becomes NaN/inf
     is recorded as diverged, without accuracy (policy "record").
     """
-    comparison = Comparison("vision", prepare_vision_data, make_spec, write_report, on_diverged="record")
+    comparison = Comparison("vision", prepare_vision_data, make_spec, partial(write_report, domain=VISION),
+                            on_diverged="record")
     return run_comparison(comparison, config, out, progress=progress, workers=workers, overwrite=overwrite)
 
 

@@ -1,22 +1,16 @@
-"""Analysis of trained vision transformers, and the vision report drawn from results on disk.
+"""The vision side of the run analysis: :data:`VISION`, the :class:`~mirrorattn.experiments.run_analysis.AnalysisDomain`
+that :func:`~mirrorattn.experiments.run_analysis.analyse_run` and ``write_report`` take for vision transformers.
 
-Per run (:func:`analyse_run`, the validation-best weights):
+Per run (the validation-best weights), besides the shared metrics of :mod:`mirrorattn.experiments.run_analysis`
+([CLS]-row attention sparsity over all 1 + N tokens, [CLS] key included; Q/K/V weight sparsity, with the fraction
+above the threshold in the table, and histograms; token selection on at most 256 of the same test images):
 
-* attention sparsity of the [CLS] row of every layer on a seeded subset of the test split (the
-  row over all 1 + N tokens, [CLS] key included): entropy (nats), entropy / log(1 + N), max
-  probability, top-k mass, mean over images and heads - :func:`mirrorattn.experiments.run_analysis.cls_row_metrics`;
-* weight sparsity of the Q, K, V projection weights of all layers (count and fraction of
-  |w| > ``weight_threshold``, Hoyer) and their histograms (``qkv_hist.npz``) -
-  :func:`mirrorattn.experiments.run_analysis.weight_stats`;
 * attention maps (``attention_maps.npz``): for ``attention_images`` test images (the same ones
   for every optimizer) the last layer's [CLS] attention over the patches, mean over heads,
-  shape (G, G) with G = image side / patch;
-* token selection (:mod:`mirrorattn.experiments.token_selection`, ``token_selection``): how often the last
-  layer's [CLS] attention picks the optimal patch, on at most 256 of the same test images.
+  shape (G, G) with G = image side / patch.
 
-Report (:func:`write_report`): ``results.md`` (test accuracy at the validation-best and at the
-last epoch, mean ± std over seeds, and the sparsity numbers) and the figures ``curves.png``,
-``qkv_hist.png`` and ``attention_maps.png``.
+Report: ``results.md`` with the diverged runs and the timing columns (s/epoch, s/run), and
+``attention_maps.png`` (:func:`plot_attention_maps`: the images with the attention over them).
 """
 
 from __future__ import annotations
@@ -29,24 +23,11 @@ import torch
 from torch import nn
 
 from mirrorattn.experiments.classification import format_stat as _fmt
-from mirrorattn.experiments.classification import run_name
-from mirrorattn.experiments.run_analysis import (
-    HIST_EDGES,
-    attention_sparsity,
-    cls_scalars,
-    plot_curves,
-    plot_histograms,
-    weight_stats,
-)
-from mirrorattn.experiments.token_selection import (
-    VISION_SAMPLES,
-    sample_indices,
-    selection_scalars,
-    split_token_selection,
-)
-from mirrorattn.io import save_figure, write_json, write_npz, write_text
+from mirrorattn.experiments.run_analysis import AnalysisDomain, Column, Extra
+from mirrorattn.experiments.token_selection import VISION_SAMPLES
+from mirrorattn.io import save_figure, write_npz
 
-__all__ = ["analyse_run", "attention_maps", "plot_attention_maps", "write_report"]
+__all__ = ["VISION", "attention_maps", "plot_attention_maps"]
 
 
 @torch.no_grad()
@@ -60,50 +41,29 @@ def attention_maps(model: nn.Module, images: torch.Tensor) -> tuple[np.ndarray, 
     return maps.double().cpu().numpy(), pred.cpu().numpy()
 
 
-def analyse_run(model: nn.Module, prepared: Any, config: Any, out_dir: Path, write: bool = True) -> dict[str, Any]:
-    """Attention sparsity (test subset), Q/K/V weight sparsity and histograms, and attention maps of one run.
+def _inputs(test: Any, idx: torch.Tensor) -> tuple[torch.Tensor, None]:
+    return test.inputs[0][idx], None  # images: every token real
 
-    Writes ``analysis.json``, ``qkv_hist.npz`` and ``attention_maps.npz`` into ``out_dir`` (when
-    ``write``). Returns {"attention": per-layer list, "weights": ..., "scalars": flat numbers for
-    the results table}.
-    """
-    test = prepared.data.test
+
+def _extra(model: nn.Module, prepared: Any, config: Any, test: Any, idx: torch.Tensor) -> Extra:
+    """The attention maps of the first ``attention_images`` analysis images (``attention_maps.npz``)."""
     images = test.inputs[0]
-    idx = sample_indices(len(test), int(config.analysis_samples))
-    attention = attention_sparsity(model, images[idx], None, int(config.topk), batch=250)
-    weights, hists = weight_stats(model, config.weight_threshold)
     pick = idx[: int(config.attention_images)]
     maps, pred = attention_maps(model, images[pick])
-    selection = split_token_selection(model, test, min(len(idx), VISION_SAMPLES))
-    scalars = {
-        **cls_scalars(attention, int(config.topk)),
-        **{f"{k}_fraction_above": weights[k]["fraction_above"] for k in ("q", "k", "v")},
-        **{f"{k}_count_above": weights[k]["count_above"] for k in ("q", "k", "v")},
-        **{f"{k}_hoyer": weights[k]["hoyer"] for k in ("q", "k", "v")},
-        **selection_scalars(selection),
-    }
-    result = {"attention": attention, "weights": weights, "analysis_samples": len(idx),
-              "token_selection": selection, "scalars": scalars}
-    if write:
-        write_json(out_dir / "analysis.json", result)
-        write_npz(out_dir / "qkv_hist.npz", edges=HIST_EDGES, **hists)
-        write_npz(out_dir / "attention_maps.npz", images=images[pick].numpy(), maps=maps,
-                  labels=test.labels[pick].numpy(), predictions=pred, indices=pick.numpy())
-    return result
+    return Extra(entries={}, scalars={}, write=lambda out_dir: write_npz(
+        out_dir / "attention_maps.npz", images=images[pick].numpy(), maps=maps, labels=test.labels[pick].numpy(),
+        predictions=pred, indices=pick.numpy()))
 
 
 # ------------------------------------------------------------------------------------- report
-def write_report(out: Path, config: Any, results: dict[str, Any]) -> None:
-    """``results.md`` (mean ± std over seeds) and the figures, from the results and the run folders."""
-    agg = results["aggregate"]
+def _head(config: Any, results: dict[str, Any]) -> list[str]:
     data = results["data"]
     sizes = data.get("sizes", {})
     shape = data.get("image_shape", [])
-    topk = f"cls_top{config.topk}_mass_last"
     from mirrorattn.experiments.vision import auto_patch  # here: vision imports this module
 
     patch = config.patch or (auto_patch(int(shape[-1])) if shape else "auto")  # patch 0: chosen from the image side
-    lines = [
+    return [
         f"# Vision experiment: {config.dataset}",
         "",
         f"ViT: patch {patch}, width {config.width}, depth {config.depth}, {config.heads} heads, "
@@ -118,36 +78,41 @@ def write_report(out: Path, config: Any, results: dict[str, Any]) -> None:
         f"Attention: last layer's [CLS] row on {config.analysis_samples} test images. Weights: fraction of Q/K/V "
         f"entries with |w| > {config.weight_threshold} and their Hoyer sparsity.",
         "",
-        "| optimizer | lr | diverged | test acc (val-best) | test acc (last) | val acc | best epoch | s/epoch "
-        f"| s/run | [CLS] entropy | [CLS] max prob | top-{config.topk} mass | Q/K/V frac > thr | Q/K/V Hoyer |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for opt, row in agg.items():
-        frac = "/".join(
-            f"{row[f'{k}_fraction_above']['mean']:.3f}" if row.get(f"{k}_fraction_above", {}).get("mean") is not None
-            else "-" for k in ("q", "k", "v")
-        )
-        hoy = "/".join(
-            f"{row[f'{k}_hoyer']['mean']:.3f}" if row.get(f"{k}_hoyer", {}).get("mean") is not None else "-"
-            for k in ("q", "k", "v")
-        )
-        runs_opt = results["runs"].get(opt, [])
-        spe = _fmt(_seconds(runs_opt, "seconds_per_epoch"), 1, 1)
-        run_s = _seconds(runs_opt, "wall_seconds")
-        spr = f"{_fmt(run_s, 1, 0)} (max {run_s['max']:.0f})" if run_s else "-"
-        diverged = f"{sum(bool(r.get('diverged')) for r in runs_opt)}/{len(runs_opt)}"
-        lines.append(
-            f"| {opt} | {row['lr']:g} | {diverged} | {_fmt(row['test_acc'], 100)} | {_fmt(row['test_acc_last'], 100)} "
-            f"| {_fmt(row['val_acc_best'], 100)} | {_fmt(row['best_epoch'], 1, 1)} | {spe} | {spr} "
-            f"| {_fmt(row.get('cls_entropy_last'))} | {_fmt(row.get('cls_max_prob_last'))} | {_fmt(row.get(topk))} "
-            f"| {frac} | {hoy} |"
-        )
-    lines += ["", "Figures: `curves.png`, `qkv_hist.png`, `attention_maps.png`.", ""]
-    write_text(out / "results.md", "\n".join(lines))
-    runs = {opt: [out / "runs" / run_name(opt, r["seed"]) for r in rs] for opt, rs in results["runs"].items()}
-    plot_curves(runs, out / "curves.png", loss_name="cross-entropy")
-    plot_histograms(runs, out / "qkv_hist.png")
-    plot_attention_maps(runs, out / "attention_maps.png", class_names=data.get("class_names"))
+
+
+def _no_tail(config: Any, results: dict[str, Any]) -> list[str]:
+    return []
+
+
+def _per_qkv(row: dict[str, Any], stat: str) -> str:
+    return "/".join(f"{row[f'{k}_{stat}']['mean']:.3f}" if row.get(f"{k}_{stat}", {}).get("mean") is not None
+                    else "-" for k in ("q", "k", "v"))
+
+
+def _run_seconds(runs: list[dict[str, Any]]) -> str:
+    run_s = _seconds(runs, "wall_seconds")
+    return f"{_fmt(run_s, 1, 0)} (max {run_s['max']:.0f})" if run_s else "-"
+
+
+def _columns(config: Any, results: dict[str, Any]) -> list[Column]:
+    k = config.topk
+    return [
+        ("optimizer", lambda opt, row, runs: opt),
+        ("lr", lambda opt, row, runs: f"{row['lr']:g}"),
+        ("diverged", lambda opt, row, runs: f"{sum(bool(r.get('diverged')) for r in runs)}/{len(runs)}"),
+        ("test acc (val-best)", lambda opt, row, runs: _fmt(row["test_acc"], 100)),
+        ("test acc (last)", lambda opt, row, runs: _fmt(row["test_acc_last"], 100)),
+        ("val acc", lambda opt, row, runs: _fmt(row["val_acc_best"], 100)),
+        ("best epoch", lambda opt, row, runs: _fmt(row["best_epoch"], 1, 1)),
+        ("s/epoch", lambda opt, row, runs: _fmt(_seconds(runs, "seconds_per_epoch"), 1, 1)),
+        ("s/run", lambda opt, row, runs: _run_seconds(runs)),
+        ("[CLS] entropy", lambda opt, row, runs: _fmt(row.get("cls_entropy_last"))),
+        ("[CLS] max prob", lambda opt, row, runs: _fmt(row.get("cls_max_prob_last"))),
+        (f"top-{k} mass", lambda opt, row, runs: _fmt(row.get(f"cls_top{k}_mass_last"))),
+        ("Q/K/V frac > thr", lambda opt, row, runs: _per_qkv(row, "fraction_above")),
+        ("Q/K/V Hoyer", lambda opt, row, runs: _per_qkv(row, "hoyer")),
+    ]
 
 
 def _seconds(runs: list[dict[str, Any]], key: str) -> dict[str, float] | None:
@@ -168,6 +133,10 @@ def _show_image(ax: Any, image: np.ndarray) -> None:
         ax.imshow(image[0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
     else:
         ax.imshow(image.transpose(1, 2, 0), interpolation="nearest")
+
+
+def _plot_maps(runs: dict[str, list[Path]], path: Path, results: dict[str, Any]) -> None:
+    plot_attention_maps(runs, path, class_names=results["data"].get("class_names"))
 
 
 def plot_attention_maps(runs: dict[str, list[Path]], path: Path, class_names: list[str] | None = None) -> None:
@@ -212,3 +181,9 @@ def plot_attention_maps(runs: dict[str, list[Path]], path: Path, class_names: li
     fig.suptitle("last-layer [CLS] attention over patches (mean over heads, min-max scaled), seed 0", fontsize=10)
     fig.tight_layout()
     save_figure(fig, path)
+
+
+#: the vision analysis (:func:`mirrorattn.experiments.run_analysis.analyse_run` and ``write_report`` with it)
+VISION = AnalysisDomain(inputs=_inputs, extra=_extra, samples=VISION_SAMPLES,
+                        weight_scalars=("fraction_above", "count_above", "hoyer"), head=_head, columns=_columns,
+                        tail=_no_tail, plot_maps=_plot_maps, loss_name="cross-entropy", batch=250)

@@ -112,8 +112,8 @@ def register(subparsers: Any) -> None:
 def experiment_overrides(name: str, values: dict[str, Any], strict: bool = False) -> dict[str, Any]:
     """The config overrides of experiment ``name`` among the option values ``values`` (option -> value or None).
 
-    Only the fields the experiment has (``strict``: a ``ConfigError`` for one it lacks); lists become tuples,
-    and kq takes one ``iterations`` value as a number.
+    Only the fields the experiment has (``strict``: a ``ConfigError`` for one it lacks); lists become tuples
+    (the config's own type check and ``__post_init__`` take it from there: kq reads equal counts as one).
     """
     from mirrorattn.config import NONE
 
@@ -131,8 +131,6 @@ def experiment_overrides(name: str, values: dict[str, Any], strict: bool = False
             out[key] = tuple(val) if isinstance(val, (list, tuple)) else val
         elif strict:
             raise ConfigError(f"option {option} does not apply to the {cls.__name__} experiment")
-    if "iterations" in out and cls.__name__ == "KQConfig":
-        out["iterations"] = out["iterations"][0] if len(out["iterations"]) == 1 else out["iterations"]
     return out
 
 
