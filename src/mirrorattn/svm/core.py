@@ -38,9 +38,6 @@ from mirrorattn.svm.polish import polish_lp
 
 #: "auto" uses the active set above this many constraints
 ACTIVE_SET_THRESHOLD = 5000
-#: solver tolerance of the intermediate working-set solves (0: every solve uses ``tol``; looser
-#: intermediate solves made Clarabel fail on some working sets)
-_LOOSE_TOL = 0.0
 #: working-set constraints with margin above 1 + this and a negligible dual are dropped
 _DROP_SLACK = 1e-3
 _DROP_DUAL = 1e-9
@@ -300,8 +297,8 @@ def solve(
         # and left p = 1.75 / 2 within noise
         k0 = initial_size or max(2 * cs.n_vars, 200)
         add_cap = max_add or max(4 * cs.n_vars, 200)
-        w, lam, status, flat, iterations, history, polished = _active_set(
-            cs, objective, name, tol, what, k0, add_cap, polish_p, t0, subsolver)
+        w, lam, status, flat, iterations, history = _active_set(cs, objective, name, tol, what, k0, add_cap, t0,
+                                                                subsolver)
         method = "active-set"
     if polish_p is not None and not polished:
         out, extra = _final_polish(cs, objective, name, tol, w, lam, flat, polish_p,
@@ -318,39 +315,31 @@ def solve(
 
 
 def _active_set(cs: ConstraintSet, objective: Objective, name: str, tol: float, what: str, k0: int, add_cap: int,
-                polish_p: float | None, t0: float, subsolver: Subsolver | None = None) -> tuple:
-    """Constraint generation from ``k0`` rows, adding at most ``add_cap`` per round.
+                t0: float, subsolver: Subsolver | None = None) -> tuple:
+    """Constraint generation from ``k0`` rows, adding at most ``add_cap`` per round; every working set is solved
+    to ``tol`` (looser intermediate solves made Clarabel fail on some working sets).
 
-    Returns (w, duals of the working rows, status, working rows, solves, history, polished)."""
+    Returns (w, duals of the working rows, status, working rows, solves, history)."""
     flat = cs.initial(k0)
     in_work = np.zeros(cs.valid.size, dtype=bool)
     in_work[flat] = True
-    iterations, history, polished = 0, [], False
-    cur_tol = max(tol, _LOOSE_TOL)  # working sets are solved to a loose tolerance first; the final one to ``tol``
+    iterations, history = 0, []
     while True:
-        w, lam, status = _solve_set(cs, flat, objective, name, cur_tol, what, subsolver)
+        w, lam, status = _solve_set(cs, flat, objective, name, tol, what, subsolver)
         iterations += 1
         marg = cs.margins(w).reshape(-1)
-        viol = (marg < 1.0 - cur_tol) & ~in_work
+        viol = (marg < 1.0 - tol) & ~in_work
         history.append({"working": int(len(flat)), "violated": int(viol.sum()), "min_margin": float(marg.min()),
-                        "tol": cur_tol, "seconds": time.perf_counter() - t0})
+                        "tol": tol, "seconds": time.perf_counter() - t0})
         if not viol.any():
-            if cur_tol <= tol:
-                break
-            if polish_p is not None:  # an exact polish of the loose answer saves the tight re-solve
-                out = polish_lp(w, lam, cs.rows, flat, cs.margins, cs.valid, polish_p, tol)
-                if out is not None:
-                    (w, lam), polished = out, True
-                    break
-            cur_tol = tol
-            continue
+            break
         if iterations >= MAX_ACTIVE_SET_ITERATIONS:
             raise SVMError(
                 f"{what}: constraint generation did not converge in {iterations} solves "
                 f"({int(viol.sum())} constraints still violated); use active_set='off' or a looser tol"
             )
         flat = _next_working_set(cs, flat, marg, lam, viol, in_work, add_cap)
-    return w, lam, status, flat, iterations, history, polished
+    return w, lam, status, flat, iterations, history
 
 
 def _next_working_set(cs: ConstraintSet, flat: np.ndarray, marg: np.ndarray, lam: np.ndarray, viol: np.ndarray,
