@@ -140,7 +140,7 @@ def kind_exponent(kind: Kind) -> float:
     return float(kind[1])
 
 
-def pow_int(a: torch.Tensor, n: int) -> torch.Tensor:
+def pow_int(a: Array, n: int) -> Array:
     """a**n for a whole n >= 1 by repeated squaring (out of place; exact up to n-1 roundings)."""
     result = None
     base = a
@@ -153,41 +153,47 @@ def pow_int(a: torch.Tensor, n: int) -> torch.Tensor:
         base = base * base
 
 
-def abs_pow(a: torch.Tensor, kind: Kind) -> torch.Tensor:
-    """a^e of a tensor ``a >= 0`` for the exponent ``kind`` of e (no sign handling: what a norm's sum of |x|^q
-    needs): repeated squaring and square roots where the kind has them, else ``pow``."""
+def abs_pow(a: Array, kind: Kind) -> Array:
+    """a^e of ``a >= 0`` (a tensor or a NumPy array) for the exponent ``kind`` of e (no sign handling: what a
+    norm's sum of |x|^q needs): repeated squaring and square roots where the kind has them, else ``pow``."""
     k = kind[0]
     if k == "identity":
         return a
     if k == "int":
         return pow_int(a, kind[1])
-    if k == "sqrt":
-        return a.sqrt()
-    if k == "halfint":
-        return pow_int(a, kind[1]) * a.sqrt()
-    return a.pow(kind_exponent(kind))
+    if k in ("sqrt", "halfint"):
+        root = a.sqrt() if _is_torch(a) else np.sqrt(a)
+        return root if k == "sqrt" else pow_int(a, kind[1]) * root
+    return a.pow(kind_exponent(kind)) if _is_torch(a) else np.power(a, kind_exponent(kind))
 
 
-def signed_pow(u: torch.Tensor, kind: Kind, *, out: torch.Tensor | None = None) -> torch.Tensor:
-    """sign(u) |u|^e of a tensor for the exponent ``kind`` of e (:func:`exponent_kind`), eagerly: the optimizer's
-    step (``int``: u |u|^(n-1) by repeated squaring; ``sqrt``, ``halfint``: square roots; else ``pow``).
+def signed_pow(u: Array, kind: Kind, *, out: Array | None = None) -> Array:
+    """sign(u) |u|^e of a tensor or a NumPy array for the exponent ``kind`` of e (:func:`exponent_kind`): the
+    optimizer's step (``int``: u |u|^(n-1) by repeated squaring; ``sqrt``, ``halfint``: square roots; else
+    ``pow``). The same operations in the same order for both kinds of array, so equal bit for bit where
+    torch and NumPy round alike (multiplications, square roots; ``pow`` may differ in the last place).
 
-    ``out``: written in place (any float dtype: the result is rounded to it) and returned; else a new tensor,
-    except for ``identity``, which returns ``u`` itself.
+    ``out``: written in place (a tensor of any float dtype: the result is rounded to it) and returned; else a
+    new array, except for ``identity``, which returns ``u`` itself.
     """
-    k = kind[0]
+    k, torch_u = kind[0], _is_torch(u)
     if k == "identity":
         r = u
     elif k == "int":
-        r = u if kind[1] == 1 else u * pow_int(u.abs(), kind[1] - 1)  # u |u|^(n-1) = sign(u) |u|^n
-    else:
+        r = u if kind[1] == 1 else u * pow_int(abs(u), kind[1] - 1)  # u |u|^(n-1) = sign(u) |u|^n
+    elif torch_u:
         a = u.abs()
         if out is not None and out.dtype == u.dtype and k in ("sqrt", "pow", "third"):
             return torch.copysign(a.sqrt_() if k == "sqrt" else a.pow_(kind_exponent(kind)), u, out=out)
         r = torch.copysign(abs_pow(a, kind), u)
+    else:
+        return np.copysign(abs_pow(np.abs(u), kind), u, out=out)
     if out is None:
         return r
-    return out.copy_(r)
+    if torch_u:
+        return out.copy_(r)
+    np.copyto(out, r)
+    return out
 
 
 def signed_pow_list(us: list[torch.Tensor], kind: Kind) -> list[torch.Tensor]:
@@ -257,6 +263,13 @@ def lp_norms(g: Array, q: float, batch_dims: int = 1) -> Array:
         m = r.amax(dim=-1, keepdim=True).clamp_min_(torch.finfo(g.dtype).tiny)
         r = abs_pow(r.div_(m), exponent_kind(q))
         return (r.sum(dim=-1, keepdim=True).pow_(1.0 / q) * m).reshape(shape)
+    if not batch_dims:  # one norm: scalar arithmetic after the two reductions
+        r = np.abs(g)
+        m = r.max(initial=0.0)
+        if not m > 0.0:
+            return m * 0.0  # 0 (NaN for a NaN in g)
+        r /= m
+        return m * np.add.reduce(abs_pow(r, exponent_kind(q)), axis=None) ** (1.0 / q)
     r = np.abs(g).reshape((math.prod(lead), -1))
     m = r.max(axis=1, keepdims=True)
     safe = np.where(m > 0, m, 1.0)

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.fx.experimental._config as _fx_config
 
-from mirrorattn.mirror import Kind, exponent_kind, lp_norms, pow_int, signed_pow, signed_pow_list, signed_power
+from mirrorattn.mirror import Kind, exponent_kind, lp_norms, pow_int, signed_pow, signed_pow_list
 
 log = logging.getLogger(__name__)
 
@@ -272,26 +272,25 @@ def compiled_one(kind: Kind, has_beta: bool, u: torch.Tensor, w: torch.Tensor, g
     return compiled_multi_step(kind, has_beta, [u], [w], [g], a, b) == 1
 
 
-def sliced_numpy_step(u: np.ndarray | None, w: np.ndarray, g: np.ndarray, lr: float, eps: float, q: float,
-                      e: float, batch_dims: int, wd: float, maximize: bool) -> None:
-    """The normalised step with one dual norm per slice of the first ``batch_dims`` dimensions, in NumPy, for
-    small CPU tensors (a NumPy op costs ~1 us, an eager torch op several; NumPy's float64 ``power`` is about
-    twice as fast as torch's). ``u`` and ``w`` are updated in place (``u`` None: p = 2, where u is w).
+def numpy_step(u: np.ndarray | None, w: np.ndarray, g: np.ndarray, lr: float, kind: Kind, *, normalized: bool,
+               eps: float, q: float, batch_dims: int, wd: float, maximize: bool) -> None:
+    """The step in NumPy, for small CPU tensors (a NumPy op costs ~1 us, an eager torch op several), on views of
+    their memory: ``u`` and ``w`` are updated in place (``u`` None: p = 2, where u is w).
 
-    d = (-g if maximize else g) + wd * w; u <- u - lr * (d / (||d_i||_q + eps)) per slice i, the norm by
-    ``mirrorattn.mirror.lp_norms`` (on d / max|d_i|); w = sign(u)|u|^e by ``mirrorattn.mirror.signed_power``.
+    d = (-g if maximize else g) + wd * w; with ``normalized`` d is divided by ||d_i||_q + eps per slice i of the
+    first ``batch_dims`` dimensions (``mirrorattn.mirror.lp_norms``, on d / max|d_i|) as d * (lr / (norm + eps))
+    (the coefficient first, as the torch paths), else lr * d; u <- u - that;
+    w = sign(u)|u|^e by ``mirrorattn.mirror.signed_pow`` (the eager torch path's operations for e of ``kind``).
     """
     d = -g if maximize else g
     if wd != 0.0:
         d = d + wd * w
-    norms = lp_norms(d, q, batch_dims)
-    step = d / (norms + eps)
-    step *= lr
+    step = d * (lr / (lp_norms(d, q, batch_dims) + eps) if normalized else lr)  # the torch paths' alpha * d
     if u is None:
         w -= step
     else:
         u -= step
-        np.copyto(w, signed_power(u, e))
+        signed_pow(u, kind, out=w)
 
 
 def eager_step(

@@ -14,7 +14,7 @@ import torch
 from mirrorattn.mirror import check_p, dual_exponent, exponent_kind, inverse_exponent, lp_norms, mirror_map, signed_pow
 
 from . import _kernels as K
-from . import _sharded
+from . import _lean, _sharded
 
 #: default smallest tensor (in elements) sent to the compiled kernel; smaller ones go eager, where
 #: a kernel launch costs more than the arithmetic and no compilation is ever triggered
@@ -36,9 +36,6 @@ def dual_dtype(dtype: torch.dtype) -> torch.dtype:
 def _exponents(p: float) -> tuple[K.Kind, float]:
     """(kind of the inverse-map exponent 1/(p-1), dual exponent q) for a checked p; cached."""
     return exponent_kind(inverse_exponent(p)), dual_exponent(p)
-
-
-_inverse_exponent = functools.lru_cache(maxsize=256)(inverse_exponent)
 
 
 def _abs_max(g: torch.Tensor) -> torch.Tensor:
@@ -78,8 +75,8 @@ def _values(g: torch.Tensor) -> torch.Tensor:
 GROUP_KEYS = ("p", "lr", "normalized", "eps", "weight_decay", "maximize")
 #: group options a state dict may lack (saved before they existed): such a group keeps the current group's value
 OPTIONAL_GROUP_KEYS = ("batch_dims",)
-#: weight dtypes of the NumPy path (``batch_dims`` > 0): their dual has the same dtype
-_NUMPY_DTYPES = (torch.float32, torch.float64)
+#: weight dtypes of the NumPy paths: their dual has the same dtype
+_NUMPY_DTYPES = _lean.NUMPY_DTYPES
 #: what the per-parameter state may hold
 _STATE_KEYS = frozenset({"dual", "p", "step"})
 
@@ -199,9 +196,13 @@ class LpMirrorDescent(torch.optim.Optimizer):
     through one ``torch.compile``'d elementwise kernel per exponent kind that updates u and w in
     place in a single pass; the rest through eager ``torch._foreach_*`` ops (``foreach=False``: a
     per-tensor loop). Compilation is skipped with ``compile=False`` or the environment variable
-    ``MIRRORATTN_OPTIM_EAGER=1``, and falls back to eager (with one warning) if it fails.
-    ``last_step_paths`` counts the tensors each path ("compiled", "foreach", "loop", "direct"
-    for p = 2 SGD form, "numpy" for ``batch_dims`` > 0, "sparse") handled at the last step.
+    ``MIRRORATTN_OPTIM_EAGER=1``, and falls back to eager (with one warning) if it fails. When every
+    tensor with a gradient is a small CPU float32/float64 one (p != 2, ``foreach`` left at None), the
+    steps after the first are lean (``_lean``): NumPy on views planned at the previous step, past
+    torch.optim's step wrapper unless step hooks or a profiler need it (the synthetic 10 x 10 W steps
+    faster than a naive stateless step in eager torch). ``last_step_paths`` counts the tensors each
+    path ("compiled", "foreach", "loop", "direct" for p = 2 SGD form, "numpy" for ``batch_dims`` > 0
+    and the lean step, "sparse") handled at the last step.
 
     **Checks.** Hyper-parameters are checked on construction, in :meth:`add_param_group` and in
     :meth:`load_state_dict` (which refuses the state of another optimizer, or of other parameters);
@@ -225,7 +226,8 @@ class LpMirrorDescent(torch.optim.Optimizer):
         weight_decay: l_2 coefficient added to the gradient as ``weight_decay * w`` (>= 0).
         maximize: ascend instead of descend.
         batch_dims: leading dimensions that index independent problems (normalised per slice), >= 0.
-        foreach: eager path over the tensor list with ``torch._foreach_*`` ops (None: on).
+        foreach: eager path over the tensor list with ``torch._foreach_*`` ops (None: on, and small CPU
+            float32/float64 tensors may take the lean NumPy step, ``_lean``; True/False: torch ops always).
         nonfinite: "raise" or "skip" on NaN/inf gradients.
         compile: use the compiled kernel (None: yes unless ``MIRRORATTN_OPTIM_EAGER`` is set).
         compile_min_numel: smallest tensor (elements) sent to the compiled kernel.
@@ -256,6 +258,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
         _check_group(defaults)
         defaults.update(normalized=bool(normalized), maximize=bool(maximize))
         self.foreach = True if foreach is None else bool(foreach)
+        self.lean = foreach is None
         self.nonfinite = nonfinite
         self.compile = compile
         self.compile_min_numel = compile_min_numel
@@ -263,11 +266,12 @@ class LpMirrorDescent(torch.optim.Optimizer):
         self.last_step_paths: dict[str, int] = {}
         self._stamps: dict[torch.Tensor, tuple[int, int]] = {}
         self._gmax: dict[int, torch.Tensor] = {}  # id(gradient) -> max|gradient|, of the current step's check
+        self._lean_plan: list | None = None  # the lean step's plan (``_lean``)
         super().__init__(params, defaults)
 
     # -- plumbing -------------------------------------------------------------------------------
 
-    _EXTRA = ("foreach", "nonfinite", "compile", "compile_min_numel", "skipped_steps")
+    _EXTRA = ("foreach", "lean", "nonfinite", "compile", "compile_min_numel", "skipped_steps")
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
@@ -277,15 +281,18 @@ class LpMirrorDescent(torch.optim.Optimizer):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self.__dict__.setdefault("foreach", True)
+        self.__dict__.setdefault("lean", True)
         self.__dict__.setdefault("nonfinite", "raise")
         self.__dict__.setdefault("compile", None)
         self.__dict__.setdefault("compile_min_numel", COMPILE_MIN_NUMEL)
         self.__dict__.setdefault("skipped_steps", 0)
         self.last_step_paths = {}
         self._gmax = {}
+        self._lean_plan = None
         self._stamps = {}  # forces the (cheap, one-off) check of every weight against its dual
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        self._lean_plan = None
         super().add_param_group(param_group)
         try:
             _check_group(self.param_groups[-1])
@@ -305,6 +312,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
         saved before it existed) keeps this optimizer's value of it.
         """
         id_map = self._check_state_dict(state_dict)
+        self._lean_plan = None
         duals = {id_map[k]: v["dual"] for k, v in state_dict["state"].items() if k in id_map and "dual" in v}
         kept = [{k: g[k] for k in OPTIONAL_GROUP_KEYS if k in g} for g in self.param_groups]
         super().load_state_dict(state_dict)
@@ -364,6 +372,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
     def resync_dual(self, params: Iterable[torch.Tensor] | None = None) -> None:
         """Recompute the dual variable from the current weights (all, or those in ``params``)."""
         chosen = None if params is None else {id(t) for t in params}
+        self._lean_plan = None
         for group in self.param_groups:
             for param in group["params"]:
                 if chosen is not None and id(param) not in chosen:
@@ -467,9 +476,23 @@ class LpMirrorDescent(torch.optim.Optimizer):
 
     # -- the step -------------------------------------------------------------------------------
 
-    @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """One mirror-descent step on every parameter with a gradient; returns ``closure()``'s loss."""
+        """One mirror-descent step on every parameter with a gradient; returns ``closure()``'s loss.
+
+        The lean step (``_lean``: small CPU tensors in NumPy, planned at the previous step) when its plan holds
+        and nothing needs torch.optim's wrapper (hooks, a profiler); else the general step, through the wrapper.
+        """
+        if closure is None and self._lean_plan is not None and not _lean.hooks_active(self) \
+                and _lean.step(self, self._lean_plan):
+            return None
+        return self._wrapped_step(closure)
+
+    step.hooked = True  # type: ignore[attr-defined]  # torch.optim wraps _general_step instead (below)
+
+    @torch.no_grad()
+    def _general_step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """The step of every path, with every check (see the class documentation); plans the lean step."""
+        self._lean_plan = None
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -497,7 +520,11 @@ class LpMirrorDescent(torch.optim.Optimizer):
                 _sharded.step(self, gi, items, paths)  # DTensor parameters on their shards, the rest: _step_group
         self.last_step_paths = dict(paths)
         self._gmax = {}  # ids are only valid while this step's gradients are alive
+        if self.lean and paths and set(paths) <= {"foreach", "numpy"}:  # a step taken by small tensors only
+            self._lean_plan = _lean.plan(self, _exponents)
         return loss
+
+    _wrapped_step = torch.optim.Optimizer.profile_hook_step(_general_step)
 
     def _prepare(self, param: torch.Tensor, p: float, kind: K.Kind, numpy: bool = False) -> torch.Tensor:
         """The up-to-date dual variable of ``param`` (created or recomputed when needed; ``numpy``: by the NumPy
@@ -576,11 +603,10 @@ class LpMirrorDescent(torch.optim.Optimizer):
                       lr: float, wd: float, eps: float, maximize: bool, bd: int,
                       paths: dict[str, int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The normalised step with ``batch_dims`` = bd > 0 of the dense CPU float32/float64 tensors below
-        ``compile_min_numel`` elements, in NumPy on views of the tensors (``_kernels.sliced_numpy_step``; their
+        ``compile_min_numel`` elements, in NumPy on views of the tensors (``_kernels.numpy_step``; their
         duals come from the NumPy mirror map, so all their arithmetic is ``mirrorattn.mirror``'s NumPy functions;
         the weight's version counter moves as an in-place torch op would). Returns the items left to the torch
         paths."""
-        e = _inverse_exponent(p)
         rest = []
         for param, g in items:
             if not (param.is_cpu and g.is_cpu and g.layout == torch.strided and param.numel() < self.compile_min_numel
@@ -589,7 +615,8 @@ class LpMirrorDescent(torch.optim.Optimizer):
                 continue
             u = None if self._direct_state(param, p, kind) else self._prepare(param, p, kind, numpy=True).numpy()
             w = param.numpy(force=True)  # a view: no neg bit (checked), real, on the CPU
-            K.sliced_numpy_step(u, w, g.numpy(force=True).astype(w.dtype, copy=False), lr, eps, q, e, bd, wd, maximize)
+            K.numpy_step(u, w, g.numpy(force=True).astype(w.dtype, copy=False), lr, kind, normalized=True, eps=eps, q=q,
+                         batch_dims=bd, wd=wd, maximize=maximize)
             torch.autograd.graph.increment_version(param)
             self._stamps[param] = (param._version, param.data_ptr())
             paths["numpy"] += 1
