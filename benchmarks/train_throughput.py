@@ -7,14 +7,20 @@ quick IMDb model, length 256, dropout 0.1, mean pooling, batch 64; both summed B
 
 - ``speedup_vs_plain_loop``: training samples per CPU-second of our loop's step with SGD (what
   :func:`mirrorattn.train.fit` does per batch: ``loop._train_step`` - padding trimmed to the
-  batch's longest sequence, sparse token-embedding gradient, fused QKV, the loss statistics and the
-  non-finite check; with [CLS] pooling the model's last block computes the [CLS] row only, the one
-  row the output reads) over a plain PyTorch loop (the authors' style: the same model and batches,
-  padded to ``max_length``, every row of every block, dense embedding gradient,
-  ``F.binary_cross_entropy_with_logits(reduction="sum")``, ``torch.optim.SGD``); same model
-  initialisation, same batches.
+  batch's longest sequence, the batch computed in length groups (each group of samples padded to its
+  own longest: :mod:`mirrorattn.models.length_groups`, switched on by ``trim_padding`` where the
+  time estimate says it pays - on the quick model, up to 8 groups per batch; never on the converge
+  model, whose batch is too small to gain), sparse token-embedding gradient, fused QKV, the loss
+  statistics and the non-finite check; with [CLS] pooling the model's last block computes the [CLS]
+  row only, the one row the output reads) over a plain PyTorch loop (the authors' style: the same
+  model and batches, padded to ``max_length``, every row of every block, one call of every layer per
+  batch, dense embedding gradient, ``F.binary_cross_entropy_with_logits(reduction="sum")``,
+  ``torch.optim.SGD``); same model initialisation, same batches. Both compute the same outputs and
+  gradients up to float rounding (``tests/test_length_groups.py``, ``tests/test_fast_loop.py``);
+  dropout draws other random numbers in ours (other tensor shapes).
 - ``speedup_vs_plain_loop_length_buckets``: the same with ``TrainConfig(length_buckets=8)`` batch
-  composition (the same samples, grouped into batches of similar length: other batches, an opt-in).
+  composition (the same samples, grouped into batches of similar length: other batches, an opt-in;
+  with length groups inside each batch it gains little more).
 - ``ratio_lp11_over_sgd``: our loop with l_1.1-MD over our loop with SGD (same batches).
 
 The fused QKV projection is part of the model, so the plain loop gets it too (it is not in the

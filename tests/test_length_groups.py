@@ -62,6 +62,7 @@ def _batch(n: int = 7, T: int = 12, vocab: int = 30, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     lengths = torch.randint(2, T + 1, (n,), generator=g)
     lengths[0] = T  # one full sample: its group needs no mask
+    lengths[3] = 0  # and one of padding only (as in the one-batch forward: zero attention, pooled 0)
     ids = torch.randint(4, vocab, (n, T), generator=g)
     mask = torch.arange(T)[None] < lengths[:, None]
     ids[~mask] = 0
@@ -97,9 +98,11 @@ def test_grouped_forward_equals_the_one_batch_forward(monkeypatch, pooling, atte
     torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-13)
     for k, g in ref_grads.items():
         torch.testing.assert_close(grads[k], g, rtol=1e-11, atol=1e-13, msg=k)
-    # padded positions change nothing: other ids there, the same logits and gradients
-    other = ids.clone()
-    other[~mask] = torch.randint(4, 30, (int((~mask).sum()),), generator=torch.Generator().manual_seed(9))
+    # padded positions change nothing: other ids there, the same logits and gradients (but in the sample of
+    # padding only, whose [CLS] output is its padded first token's)
+    other, pad = ids.clone(), ~mask
+    pad[3] = False
+    other[pad] = torch.randint(4, 30, (int(pad.sum()),), generator=torch.Generator().manual_seed(9))
     got2, grads2 = _logits_and_grads(model, other, mask)
     torch.testing.assert_close(got2, got, rtol=1e-12, atol=1e-13)
     for k, g in grads.items():
@@ -121,6 +124,7 @@ def test_grouped_forward_is_off_without_a_mask_and_while_attention_is_recorded(m
 
 def _task(n: int, seed: int) -> Split:
     ids, mask = _batch(n, 12, 30, seed)
+    mask[3, 0], ids[3, 0] = True, 5
     return Split((ids, mask), (ids[:, 1] % 2).long())
 
 

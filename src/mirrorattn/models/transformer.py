@@ -188,7 +188,7 @@ class TextTransformer(nn.Module):
                                    c.pooling == "cls" and first_row_only(self, c.dropout))
         if group_seconds(ids.shape[0], ids.shape[1], cost) < 2 * cost.group:  # too small to gain: no more work
             return None
-        groups = length_groups(self.sequence_lengths(ids, mask), cost)
+        groups = length_groups(self.sequence_lengths(ids, mask).clamp_min(1), cost)  # a sample of padding only: 1
         return None if groups is None or any(a._record is not None for a in attention_layers(self)) else groups
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
