@@ -89,9 +89,9 @@ def test_preflight_counts_the_other_conflicts_and_changes_nothing(tmp_path: Path
 
 def test_two_runs_of_one_command_may_not_share_a_folder(tmp_path: Path) -> None:
     """Sweep folders name the step with one digit: 1e-3 and 1.2e-3 would be one folder."""
-    assert vx.run_name("adam", 0, 1e-3) == vx.run_name("adam", 0, 1.2e-3)
+    assert cl.run_name("adam", 0, 1e-3) == cl.run_name("adam", 0, 1.2e-3)
     data = _data()
-    folder = tmp_path / vx.run_name("adam", 0, 1e-3)
+    folder = tmp_path / cl.run_name("adam", 0, 1e-3)
     with pytest.raises(ValueError, match="would share the run folder .*lr 0.001 -> 0.0012"):
         cl.preflight([(_spec(data, lr=1e-3), folder), (_spec(data, lr=1.2e-3), folder)])
     cl.preflight([(_spec(data), folder), (_spec(data), folder)])  # the same run twice is no conflict

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from mirrorattn.cli import main
-from mirrorattn.experiments import sweep as sw
 from mirrorattn.experiments import vision as vx
 from mirrorattn.experiments import vision_cli
+from mirrorattn.experiments.classification import run_name
 from mirrorattn.experiments.sweep import SweepTarget, run_sweep, select_step
 from mirrorattn.experiments.vision import VisionExperimentConfig
 from mirrorattn.io import config_hash, write_json
@@ -103,7 +103,7 @@ def test_select_step_agrees_with_the_rule_written_again():
 def test_old_names_stay_importable_from_text():
     from mirrorattn.experiments import text
 
-    assert text.select_step is sw.select_step
+    # (text.select_step, a re-export kept only for this test, was removed: issue 13 item 7)
     assert callable(text.run_lr_sweep) and callable(vx.run_vision_sweep)
     assert text.SWEEP.train_one is text.train_one and vx.SWEEP.train_one is vx.train_one
 
@@ -279,14 +279,14 @@ def test_vision_sweep_then_lr_from_on_digits(tmp_path: Path, cache: Path, monkey
     for opt, row in saved["sweep"].items():
         assert [r["lr"] for r in row["grid"]] == {"adam": [3e-3, 3e-2], "sgd": [0.1, 1.0]}[opt]
         for r in row["grid"]:  # each row's accuracy is its run's best validation epoch
-            hist = json.loads((out / "runs" / vx.run_name(opt, 0, r["lr"]) / "history.json").read_text())
+            hist = json.loads((out / "runs" / run_name(opt, 0, r["lr"]) / "history.json").read_text())
             assert len(hist) == 1 and r["val_acc_best"] == max(h["val_acc"] for h in hist)
         assert row["best_lr"] == saved["lrs"][opt] == _expected_choice(row["grid"], saved["chance"], saved["n_val"])
     run_out = tmp_path / "run"
     assert main(["vision", *common, "--optimizers", "adam,sgd", "--seeds", "1", "--epochs", "1",
                  "--lr-from", str(out / "sweep.json"), "--out", str(run_out)]) == 0
     for opt in ("adam", "sgd"):
-        run_config = json.loads((run_out / "runs" / vx.run_name(opt, 0) / "run_config.json").read_text())
+        run_config = json.loads((run_out / "runs" / run_name(opt, 0) / "run_config.json").read_text())
         assert run_config["lr"] == saved["lrs"][opt] and run_config["train"]["lr"] == saved["lrs"][opt]
 
 
@@ -307,7 +307,7 @@ def test_a_sweep_checks_every_run_folder_before_its_first_run(tmp_path: Path) ->
     target = SweepTarget(prepare=_fake_prepare, train_one=_fake_train_one, command="fake", make_spec=_fake_spec)
     old = VisionExperimentConfig(optimizers=("adam",), sweep_grids={"adam": (1e-3, 1e-2)}, sweep_epochs=1)
     prepared = _fake_prepare(old, None)
-    folder = tmp_path / "runs" / vx.run_name("adam", 0, 1e-2)
+    folder = tmp_path / "runs" / run_name("adam", 0, 1e-2)
     spec = _fake_spec(old, prepared, "adam", 0, folder, lr=1e-2, epochs=1, analyse=False)
     write_json(folder / "run_config.json", {"config_hash": config_hash(spec.identity), **spec.identity})
     write_json(folder / "summary.json", {"config_hash": config_hash(spec.identity), "val_acc_best": 0.7})

@@ -15,6 +15,7 @@ from mirrorattn.cli import main
 from mirrorattn.config import ConfigError
 from mirrorattn.experiments import classification, vision_cli
 from mirrorattn.experiments import vision as vx
+from mirrorattn.experiments.classification import run_name
 from mirrorattn.experiments.vision import PRESETS, VisionExperimentConfig, preset_values
 from mirrorattn.experiments.vision_cli import build_vision_config
 
@@ -84,7 +85,7 @@ def test_cli_end_to_end_on_digits_reuse(tmp_path: Path, monkeypatch: pytest.Monk
         assert len(runs) == seeds
         for r in runs:
             assert 0.0 <= r["test_acc"] <= 1.0 and 0.0 <= r["test_acc_last"] <= 1.0
-            run_dir = out / "runs" / vx.run_name(opt, r["seed"])
+            run_dir = out / "runs" / run_name(opt, r["seed"])
             summary = json.loads((run_dir / "summary.json").read_text())
             assert summary["test_acc"] == r["test_acc"] and "test_acc_last" in summary
             hist = json.loads((run_dir / "history.json").read_text())
@@ -186,8 +187,8 @@ def test_two_workers_give_the_sequential_results(tmp_path: Path) -> None:
         a, b = one["runs"][opt][0], two["runs"][opt][0]
         assert (a["test_acc"], a["val_acc_best"], a["test_acc_last"]) == (b["test_acc"], b["val_acc_best"],
                                                                          b["test_acc_last"])
-        wa = torch.load(tmp_path / "one" / "runs" / vx.run_name(opt, 0) / "snapshots" / "epoch_0001.pt")
-        wb = torch.load(tmp_path / "two" / "runs" / vx.run_name(opt, 0) / "snapshots" / "epoch_0001.pt")
+        wa = torch.load(tmp_path / "one" / "runs" / run_name(opt, 0) / "snapshots" / "epoch_0001.pt")
+        wb = torch.load(tmp_path / "two" / "runs" / run_name(opt, 0) / "snapshots" / "epoch_0001.pt")
         assert all(torch.equal(wa[k], wb[k]) for k in wa)
     with pytest.raises(ValueError, match="workers must be a positive integer"):
         vx.run_vision_experiment(cfg, tmp_path / "bad", progress=False, workers=0)

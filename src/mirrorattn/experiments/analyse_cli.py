@@ -79,7 +79,7 @@ def load_run(run: Path, data_root: str | None = None) -> tuple[str, nn.Module, A
     from mirrorattn.experiments.run_folders import RUN_CONFIG
     from mirrorattn.io import read_json
     from mirrorattn.train.checkpoint import load_weights
-    from mirrorattn.train.loop import BEST_MODEL
+    from mirrorattn.train.resume import BEST_MODEL
 
     try:
         record = read_json(run / RUN_CONFIG)

@@ -114,7 +114,7 @@ def plan_run(spec: RunSpec, out_dir: Path, *, overwrite: bool = False) -> RunPla
     folder holds a finished run (a valid ``summary.json``) of other settings, unless ``overwrite``.
     A continuation (``resume_longer``, same ``resume_hash``) is not a conflict: more epochs were asked for.
     """
-    from mirrorattn.train.loop import CHECKPOINT
+    from mirrorattn.train.resume import CHECKPOINT
 
     out_dir = Path(out_dir)
     digest = config_hash(spec.identity)
@@ -166,7 +166,7 @@ def _clear(folder: Path, into: Path | None = None) -> None:
 def _enter_folder(plan: RunPlan, out_dir: Path) -> None:
     """Make ``out_dir`` ready for ``plan`` (main process): clear or set aside, and say what happened in one
     line on stderr when it is more than starting or resuming as usual."""
-    from mirrorattn.train.loop import CHECKPOINT
+    from mirrorattn.train.resume import CHECKPOINT
 
     said = [f"damaged {' and '.join(plan.damaged)} treated as missing"] if plan.damaged else []
     if plan.action == "set-aside":

@@ -27,7 +27,6 @@ from mirrorattn.experiments.classification import (
 from mirrorattn.experiments.comparison import Comparison, run_comparison
 from mirrorattn.experiments.run_analysis import analyse_run, write_report
 from mirrorattn.experiments.sweep import SweepTarget, run_sweep
-from mirrorattn.experiments.sweep import select_step as select_step  # importable here, as before
 from mirrorattn.experiments.text_analysis import TEXT
 from mirrorattn.models.transformer import TextTransformer, TextTransformerConfig
 from mirrorattn.train import Split, TrainConfig, TrainData
@@ -41,7 +40,6 @@ __all__ = [
     "run_lr_sweep",
     "run_name",
     "run_text_experiment",
-    "select_step",
     "train_one",
 ]
 

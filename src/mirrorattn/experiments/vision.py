@@ -30,7 +30,6 @@ from mirrorattn.data.vision import (
 from mirrorattn.experiments.classification import (
     ClassificationConfig,
     RunSpec,
-    run_name,  # noqa: F401 - importable here, as before
     run_one,
 )
 from mirrorattn.experiments.comparison import Comparison, run_comparison

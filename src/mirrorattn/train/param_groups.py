@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from mirrorattn.models.layers import qk_parameters
+from mirrorattn.optim import build_optimizer
 from mirrorattn.train.config import TrainConfig
 
 __all__ = ["MultiOptimizer", "build_optimizers", "make_optimizer", "split_md_scope"]
@@ -20,19 +21,8 @@ def make_optimizer(
 
     Uses :func:`mirrorattn.optim.build_optimizer`; raises ``ValueError`` for an unknown spec.
     """
-    params = list(params)
-    try:
-        from mirrorattn.optim import build_optimizer
-    except ImportError:  # pragma: no cover - only while the optimizer package is missing
-        build_optimizer = None
-    if build_optimizer is not None:
-        kwargs: dict[str, Any] = {"weight_decay": weight_decay} if weight_decay else {}
-        return build_optimizer(spec, params, lr=lr, **kwargs)
-    name = spec.strip().lower()  # pragma: no cover
-    table = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}  # pragma: no cover
-    if name not in table:  # pragma: no cover
-        raise ValueError(f"optimizer {spec!r} needs mirrorattn.optim, which is not installed")
-    return table[name](params, lr=lr, weight_decay=weight_decay)  # pragma: no cover
+    kwargs: dict[str, Any] = {"weight_decay": weight_decay} if weight_decay else {}
+    return build_optimizer(spec, list(params), lr=lr, **kwargs)
 
 
 def split_md_scope(model: nn.Module, md_scope: str) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
