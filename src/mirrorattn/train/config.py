@@ -110,7 +110,9 @@ class TrainConfig:
     lr_schedule: str = "constant"  #: "constant" or "cosine" (to 0 at the end of the last epoch)
     warmup_epochs: float = 0.0  #: linear warm-up from 0 over this many epochs (fractions allowed)
     #: pad each batch only to its longest real sequence (models with ``trim_padding``, e.g. the text
-    #: transformer; exact: padded keys are masked), in training and evaluation
+    #: transformer; exact: padded keys are masked), in training and evaluation; in training on one process
+    #: also length groups inside each batch (models with ``group_lengths``: each group padded to its own
+    #: longest; the same outputs up to float rounding, other dropout draws)
     trim_padding: bool = True
     #: a sparse gradient for the model's ``sparse_gradient_modules()`` (the token embedding) where the
     #: optimizer updates it exactly (SGD without momentum and weight decay, l_p-MD without weight decay

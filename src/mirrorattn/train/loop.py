@@ -58,7 +58,7 @@ from mirrorattn.train.fsdp import (
     shard_model,
 )
 from mirrorattn.train.param_groups import MultiOptimizer, build_optimizers
-from mirrorattn.train.resume import (  # noqa: F401 - the run folder's file names, importable here as before
+from mirrorattn.train.resume import (
     BEST_MODEL,
     CHECKPOINT,
     HISTORY,
