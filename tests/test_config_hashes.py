@@ -83,6 +83,51 @@ def test_run_hashes_are_unchanged(compute) -> None:
     assert all(len(v) >= 4 for v in hashes.values())  # every optimizer and sweep point was hashed
 
 
+def _committed_runs() -> list[tuple[Path, dict, dict]]:
+    """(results.json, its config and data, a run summary) of every comparison committed under docs/results."""
+    root = Path(__file__).resolve().parents[1] / "docs" / "results"
+    out = []
+    for path in sorted(root.rglob("results.json")):
+        d = json.loads(path.read_text())
+        if "runs" in d and "config" in d:
+            out += [(path, d, r) for runs in d["runs"].values() for r in runs]
+    return out
+
+
+def _config_and_prepared(d: dict) -> tuple:
+    """The experiment config of a saved (flat) ``results.json`` config, its ``make_spec`` and a stand-in of the
+    prepared data (what the model config reads from it)."""
+    from mirrorattn.config import flat_fields
+    from mirrorattn.experiments import text, vision
+
+    data = d["data"]
+    is_vision = "image_shape" in data
+    cls, make_spec = ((vision.VisionExperimentConfig, vision.make_spec) if is_vision
+                      else (text.TextExperimentConfig, text.make_spec))
+    fields = flat_fields(cls)
+    values = {k: v for k, v in d["config"].items() if k in fields}
+    config = build_config(cls, {**values, "sweep_grids": values.get("sweep_grids") or {}})
+    if is_vision:
+        ds = SimpleNamespace(image_shape=tuple(data["image_shape"]), num_classes=len(data["class_names"]),
+                             mean=tuple(data["mean"]), std=tuple(data["std"]))
+        return config, make_spec, SimpleNamespace(dataset=ds, data=None)
+    tokenizer = SimpleNamespace(get_vocab_size=lambda: data["vocab_size"])
+    return config, make_spec, SimpleNamespace(data=None, tokenizer=tokenizer, num_classes=len(data["label_names"]))
+
+
+def test_committed_runs_keep_their_hashes() -> None:
+    """Every run of the comparisons committed under docs/results (trained from 2026-12-02 on, by the code of
+    their day) has the hash that today's identity function gives its saved config: those runs are reused, not
+    trained again."""
+    runs = _committed_runs()
+    assert len(runs) >= 40
+    built: dict[Path, tuple] = {}
+    for path, d, r in runs:
+        config, make_spec, prepared = built.setdefault(path, _config_and_prepared(d))
+        spec = make_spec(config, prepared, r["optimizer"], r["seed"], Path("unused"))
+        assert config_hash(spec.identity) == r["config_hash"], (path, r["optimizer"], r["seed"])
+
+
 if __name__ == "__main__":  # writes the pinned file (once, before the change it guards)
     every = {**text_hashes(), **vision_hashes(), **synthetic_hashes()}
     (DATA / "run_identity_hashes.json").write_text(json.dumps(every, indent=1, sort_keys=True) + "\n")
