@@ -29,7 +29,7 @@ from typing import Any, Callable, Unpack
 import cvxpy as cp
 import numpy as np
 
-from mirrorattn.mirror import lp_norm
+from mirrorattn.mirror import lp_norm, signed_power
 from mirrorattn.svm.constraints import AttentionConstraints, SharedQueryConstraints, solver_p
 from mirrorattn.svm.core import CoreSolution, _exactly_feasible
 from mirrorattn.svm.dual import DualSubsolver, dual_applies
@@ -122,7 +122,7 @@ def _shared_query_svm(cs: AttentionConstraints, z: np.ndarray, p: float,
                          subsolver=working_set_solver(reduced, p, settings))
     q = p / (p - 1.0)
     zq = float(lp_norm(z, q))
-    s = np.sign(z) * np.abs(z) ** (q - 1.0) / zq**q
+    s = signed_power(z, q - 1.0) / zq**q  # the gradient of ||z||_q^q / q, over ||z||_q^q
     w, margins, rescale = _exactly_feasible(cs, np.outer(sol.w, s).ravel(), "l_p-AttSVM (shared query)")
     full = dataclasses.replace(sol, w=w, margins=margins, duals=sol.duals / zq, rescale=sol.rescale * rescale,
                                method=f"{sol.method} (shared query)")
