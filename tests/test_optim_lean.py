@@ -116,3 +116,113 @@ def test_lean_state_dict_round_trip_and_large_tensors_stay_general():
     ob = run_opt(big, [[torch.randn(300, 300)]] * 3, lr=0.1, p=1.1, compile=False, compile_min_numel=1 << 16)
     assert ob.last_step_paths == {"foreach": 1}
     assert np.isfinite(big[0].detach().numpy()).all()
+
+
+# ---------------------------------------------------------------- sparse rows and the flat bundle
+
+
+def _embedding_run(sparse, *, steps=4, dtype=torch.float64, coalesce=True, **kw):
+    """An embedding (40 rows; batches touch rows 0..19 only, with repeats) and a linear layer (weight and bias: a
+    flat bundle in plain mode) trained together by one LpMirrorDescent; returns (tensors, optimizer, paths)."""
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(40, 6, sparse=sparse).to(dtype)
+    lin = torch.nn.Linear(6, 3).to(dtype)
+    with torch.no_grad():
+        emb.weight.mul_(0.5)
+    opt = LpMirrorDescent([emb.weight, lin.weight, lin.bias], **kw)
+    gen, paths = torch.Generator().manual_seed(1), []
+    for _ in range(steps):
+        ids = torch.randint(0, 20, (8, 5), generator=gen)
+        up = torch.randn(8, 5, 3, generator=gen, dtype=dtype)
+        opt.zero_grad(set_to_none=True)
+        (lin(emb(ids)) * up).sum().backward()
+        if sparse and coalesce:
+            from mirrorattn.optim.lpmd import coalesce_rows
+            emb.weight.grad = coalesce_rows(emb.weight.grad)
+        opt.step()
+        paths.append(opt.last_step_paths)
+    return [t.detach().clone() for t in (emb.weight, lin.weight, lin.bias)], opt, paths
+
+
+@pytest.mark.parametrize("p,maximize,dtype", [(1.1, False, torch.float64), (1.1, True, torch.float32),
+                                              (1.25, True, torch.float64), (1.5, False, torch.float32)])
+def test_lean_sparse_rows_equal_the_general_sparse_path_bit_for_bit(p, maximize, dtype):
+    """The lean step's rows: the general path's sparse step (foreach=True: torch ops) bit for bit for whole
+    exponents - the same u-update op, the power's multiplications in NumPy (torch's vectorised square root is not
+    correctly rounded, NumPy's is: p = 3 is compared with the dense step below); duplicates coalesced by the lean step
+    itself equal those coalesced beforehand; the dense tensors beside it: the eager torch path bit for bit."""
+    kw = dict(lr=0.01, p=p, maximize=maximize, dtype=dtype)
+    lean, opt, paths = _embedding_run(True, **kw)
+    assert paths[1:] == [{"numpy": 2, "sparse": 1}] * 3
+    general, _, gpaths = _embedding_run(True, foreach=True, **kw)
+    assert gpaths[-1] == {"sparse": 1, "foreach": 2}
+    raw, _, _ = _embedding_run(True, coalesce=False, **kw)
+    for a, b, c in zip(lean, general, raw):
+        assert torch.equal(a, b) and torch.equal(a, c)
+    assert opt.state[opt.param_groups[0]["params"][0]]["step"] == 4
+
+
+@pytest.mark.parametrize("p", [1.1, 1.75, 3.0])
+def test_lean_sparse_rows_equal_the_dense_step_and_leave_other_rows_untouched(p):
+    """Sparse rows against the dense gradient's step (float64, a few rounding steps apart) and the float64
+    reference; rows outside every batch keep their initial weights bit for bit (the dense step rewrites them)."""
+    torch.manual_seed(0)
+    w0 = torch.nn.Embedding(40, 6).to(torch.float64).weight.detach() * 0.5
+    sparse, _, paths = _embedding_run(True, lr=0.05, p=p)
+    dense, _, dpaths = _embedding_run(False, lr=0.05, p=p)
+    assert paths[-1] == {"numpy": 2, "sparse": 1} and dpaths[-1] == {"numpy": 3}
+    for a, b in zip(sparse, dense):
+        assert_close_rel(a.numpy(), b.numpy(), 1e-13)
+    assert torch.equal(sparse[0][20:], w0[20:])
+
+
+@pytest.mark.parametrize("kw", [{"weight_decay": 0.1}, {"normalized": True}])
+def test_lean_leaves_a_sparse_gradient_with_weight_decay_or_normalisation_to_the_general_path(kw):
+    """Weight decay and normalisation move every row: the general path makes the gradient dense, every step."""
+    sparse, _, paths = _embedding_run(True, lr=0.05, p=1.5, **kw)
+    dense, _, _ = _embedding_run(False, lr=0.05, p=1.5, **kw)
+    assert all("sparse" not in ps and ps.get("foreach") == 3 for ps in paths)
+    for a, b in zip(sparse, dense):
+        assert_close_rel(a.numpy(), b.numpy(), 1e-13)
+
+
+def test_lean_flat_bundle_keeps_the_state_dict_and_lockstep():
+    """Plain mode steps a group's dense tensors as one flat array (their duals views of one buffer): the state
+    dict round-trips, a fresh optimizer loaded from it steps in lockstep, and a written dual is honoured."""
+    a, b = make(), make()
+    grads = grad_seq(steps=6)
+    oa = run_opt(a, grads[:3], lr=0.05, p=1.1, maximize=True, weight_decay=0.02)
+    assert oa.last_step_paths == {"numpy": 3}
+    ob = run_opt(b, grads[:1], lr=0.05, p=1.1, maximize=True, weight_decay=0.02)
+    with torch.no_grad():
+        for x, y in zip(b, a):
+            x.copy_(y)
+    ob.load_state_dict(oa.state_dict())
+    for gk in grads[3:]:
+        for opt, params in ((oa, a), (ob, b)):
+            for prm, g in zip(params, gk):
+                prm.grad = g.clone()
+            opt.step()
+    assert ob.last_step_paths == {"numpy": 3}
+    for x, y in zip(a, b):
+        assert torch.equal(x, y) and torch.equal(oa.state[x]["dual"], ob.state[y]["dual"])
+    ws, us = ref_steps([prm.detach().numpy().copy() for prm in make()], [[g.numpy() for g in gk] for gk in grads],
+                       1.1, 0.05, wd=0.02, maximize=True)
+    for prm, w in zip(a, ws):
+        assert_close_rel(prm.detach().numpy(), w, 1e-12)
+    oa.state[a[1]]["dual"] = oa.state[a[1]]["dual"].clone()  # replaced: the plan no longer holds
+    for prm, g in zip(a, grads[0]):
+        prm.grad = g.clone()
+    oa.step()
+    assert oa.last_step_paths == {"foreach": 3}
+
+
+def test_lean_mixed_dtypes_in_one_plain_group():
+    """float32 and float64 tensors in one plain group: each stepped on its own (no flat bundle), as the eager path."""
+    a = [make(dtype=torch.float32)[0], make()[1], make(dtype=torch.float32)[2]]
+    b = [t.detach().clone().requires_grad_() for t in a]
+    oa = run_opt(a, grad_seq(steps=4), lr=0.03, p=1.1)
+    ob = run_opt(b, grad_seq(steps=4), lr=0.03, p=1.1, foreach=True)
+    assert oa.last_step_paths == {"numpy": 3} and oa._lean_plan[0].flat is None
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)

@@ -293,6 +293,18 @@ def numpy_step(u: np.ndarray | None, w: np.ndarray, g: np.ndarray, lr: float, ki
         signed_pow(u, kind, out=w)
 
 
+def coalesce_rows(g: torch.Tensor) -> torch.Tensor:
+    """A sparse COO gradient (one sparse dimension, e.g. of ``nn.Embedding(..., sparse=True)``) with one entry
+    per row, duplicates summed in their order from 0 - the sums (bit for bit) that the dense embedding
+    gradient holds, which ``Tensor.coalesce()`` does not promise (it rounds differently)."""
+    if g.is_coalesced():
+        return g
+    rows, inverse = torch.unique(g._indices()[0], sorted=True, return_inverse=True)
+    values = g._values()
+    summed = values.new_zeros((len(rows), *values.shape[1:])).index_add_(0, inverse, values)
+    return torch.sparse_coo_tensor(rows[None], summed, g.shape, is_coalesced=True, check_invariants=False)
+
+
 def eager_step(
     us: Sequence[torch.Tensor], ws: Sequence[torch.Tensor], gs: Sequence[torch.Tensor],
     lr: float | Sequence[torch.Tensor], maximize: bool, wd: float, kind: Kind, foreach: bool,

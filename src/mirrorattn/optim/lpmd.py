@@ -14,6 +14,7 @@ import torch
 from mirrorattn.mirror import check_p, dual_exponent, exponent_kind, inverse_exponent, lp_norms, mirror_map, signed_pow
 
 from . import _kernels as K
+from ._kernels import coalesce_rows
 from . import _lean, _sharded
 
 #: default smallest tensor (in elements) sent to the compiled kernel; smaller ones go eager, where
@@ -43,18 +44,6 @@ def _abs_max(g: torch.Tensor) -> torch.Tensor:
     the inf-norm)."""
     lo, hi = torch.aminmax(g)
     return torch.maximum(hi, -lo)
-
-
-def coalesce_rows(g: torch.Tensor) -> torch.Tensor:
-    """A sparse COO gradient (one sparse dimension, e.g. of ``nn.Embedding(..., sparse=True)``) with one entry
-    per row, duplicates summed in their order from 0 - the sums (bit for bit) that the dense embedding
-    gradient holds, which ``Tensor.coalesce()`` does not promise (it rounds differently)."""
-    if g.is_coalesced():
-        return g
-    rows, inverse = torch.unique(g._indices()[0], sorted=True, return_inverse=True)
-    values = g._values()
-    summed = values.new_zeros((len(rows), *values.shape[1:])).index_add_(0, inverse, values)
-    return torch.sparse_coo_tensor(rows[None], summed, g.shape, is_coalesced=True, check_invariants=False)
 
 
 def _coalesced(g: torch.Tensor, name: str) -> torch.Tensor:
@@ -520,7 +509,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
                 _sharded.step(self, gi, items, paths)  # DTensor parameters on their shards, the rest: _step_group
         self.last_step_paths = dict(paths)
         self._gmax = {}  # ids are only valid while this step's gradients are alive
-        if self.lean and paths and set(paths) <= {"foreach", "numpy"}:  # a step taken by small tensors only
+        if self.lean and paths and set(paths) <= {"foreach", "numpy", "sparse"}:  # a step taken by small tensors only
             self._lean_plan = _lean.plan(self, _exponents)
         return loss
 
