@@ -203,6 +203,38 @@ def test_signed_pow_every_kind_against_float64_power(e, dtype):
     assert torch.equal(half, got.bfloat16())
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_signed_pow_numpy_whole_exponents_in_place_equal_the_torch_multiplications(dtype):
+    """NumPy's whole exponents (computed in place, few temporaries) give the bits of torch's repeated squaring
+    (the same multiplications in the same order), into a new array, into out (also out = u, another dtype, 0-d),
+    and both lie within (n + 4) ulp of float64's power."""
+    from mirrorattn.mirror import signed_pow
+
+    u = (rng(9).standard_normal(300) * 1.2).astype(dtype)
+    u[:3] = [0.0, -0.0, 1.0]
+    with np.errstate(over="ignore", under="ignore"):  # |u|^100 leaves float32's range: inf and 0 compared too
+        _check_numpy_whole_powers(u, dtype, signed_pow)
+
+
+def _check_numpy_whole_powers(u, dtype, signed_pow):
+    for n in list(range(2, 20)) + [32, 33, 100]:
+        kind = ("int", n)
+        want = signed_pow(torch.from_numpy(u), kind).numpy()
+        ref = np.sign(u.astype(np.float64)) * np.abs(u.astype(np.float64)) ** n
+        ok = np.isfinite(ref) & (np.abs(ref) < np.finfo(dtype).max / 2) & (np.abs(ref) > np.finfo(dtype).tiny * 1e8)
+        np.testing.assert_allclose(want[ok], ref[ok], rtol=(n + 4) * np.finfo(dtype).eps, atol=0)
+        assert np.array_equal(signed_pow(u, kind), want, equal_nan=True)
+        out = np.empty_like(u)
+        assert signed_pow(u, kind, out=out) is out and np.array_equal(out, want, equal_nan=True)
+        same = u.copy()
+        signed_pow(same, kind, out=same)
+        assert np.array_equal(same, want, equal_nan=True)
+        other = np.empty(u.shape, np.float64 if dtype == np.float32 else np.float32)
+        signed_pow(u, kind, out=other)
+        assert np.array_equal(other, want.astype(other.dtype), equal_nan=True)
+        assert signed_pow(np.asarray(u[5]), kind) == want[5]
+
+
 @pytest.mark.parametrize("q", (2.0, 1.5, 11.0, 4.0, 2.2857142857142856, 3.0))
 @pytest.mark.parametrize("batch_dims", (0, 1, 2))
 def test_lp_norms_torch_and_numpy_against_float64_norms(q, batch_dims):

@@ -177,6 +177,8 @@ def signed_pow(u: Array, kind: Kind, *, out: Array | None = None) -> Array:
     new array, except for ``identity``, which returns ``u`` itself.
     """
     k, torch_u = kind[0], _is_torch(u)
+    if k == "int" and kind[1] > 1 and not torch_u:
+        return _numpy_signed_pow_int(np.asarray(u), kind[1], out)
     if k == "identity":
         r = u
     elif k == "int":
@@ -193,6 +195,37 @@ def signed_pow(u: Array, kind: Kind, *, out: Array | None = None) -> Array:
     if torch_u:
         return out.copy_(r)
     np.copyto(out, r)
+    return out
+
+
+def _numpy_signed_pow_int(u: np.ndarray, n: int, out: np.ndarray | None) -> np.ndarray:
+    """u |u|^(n-1) = sign(u)|u|^n of a NumPy array for a whole n >= 2: :func:`pow_int`'s multiplications in the same
+    order (so the same bits), in place in at most two temporaries and the result (a fresh array per power costs
+    more than the arithmetic once the arrays leave the caches). Written into ``out`` when given (directly when it
+    has u's dtype and shape and does not overlap u)."""
+    direct = out is not None and out.dtype == u.dtype and out.shape == u.shape and not np.shares_memory(out, u)
+    res_buf = out if direct else np.empty_like(u)
+    a = np.empty_like(u)
+    np.abs(u, out=a)
+    base, res, m = a, None, n - 1
+    while True:
+        if m & 1:
+            if res is None:
+                res = base
+            else:
+                np.multiply(res, base, out=res_buf)
+                res = res_buf
+        m >>= 1
+        if not m:
+            break
+        if res is base:  # the result so far is this power (once at most: res moves to res_buf after): keep it
+            base = np.multiply(base, base, out=np.empty_like(u))
+        else:
+            np.multiply(base, base, out=base)
+    np.multiply(u, res, out=res_buf)
+    if out is None or direct:
+        return res_buf
+    np.copyto(out, res_buf)
     return out
 
 

@@ -56,7 +56,6 @@ class _Flat:
     u: torch.Tensor
     un: np.ndarray
     g: torch.Tensor
-    gn: np.ndarray
     gviews: list[torch.Tensor]
     wn: np.ndarray
     w: torch.Tensor
@@ -73,8 +72,9 @@ class _Group:
     q: float
     #: per parameter: None (no gradient at planning) or (weight view, dual view, dual tensor, state dict)
     entries: list[tuple[np.ndarray, np.ndarray, torch.Tensor, dict] | None]
-    #: per parameter: whether its gradient was sparse at planning
-    sparse: tuple[bool, ...]
+    #: per parameter: None (no gradient at planning), "rows" (a sparse gradient), "flat" (a member of ``flat``) or
+    #: "own" (a dense tensor stepped on its own)
+    roles: tuple[str | None, ...]
     flat: _Flat | None
 
 
@@ -108,7 +108,7 @@ def _flatten(params: tuple[torch.Tensor, ...], entries: list, members: list[int]
         st["dual"] = view
         entries[i] = (w, view.numpy(), view, st)
     g, w = torch.empty_like(u), torch.empty_like(u)
-    return _Flat(tuple(members), u, u.numpy(), g, g.numpy(),
+    return _Flat(tuple(members), u, u.numpy(), g,
                  [v.view(params[i].shape) for i, v in zip(members, g.split(sizes))], w.numpy(), w,
                  [v.view(params[i].shape) for i, v in zip(members, w.split(sizes))],
                  [params[i].detach() for i in members])
@@ -134,12 +134,14 @@ def plan(opt: Any, exponents: Any) -> list[_Group] | None:
                     or (param.grad.is_sparse and (group["normalized"] or group["weight_decay"] != 0.0)):
                 return None  # (a sparse gradient with weight decay or normalisation: made dense by the general path)
             entries.append((param.detach().numpy(), u.numpy(), u, st))
-        sparse = tuple(e is not None and param.grad.is_sparse for param, e in zip(params, entries))
-        dense = [i for i, e in enumerate(entries) if e is not None and not sparse[i]]
+        roles = [None if e is None else "rows" if param.grad.is_sparse else "own" for param, e in zip(params, entries)]
+        dense = [i for i, r in enumerate(roles) if r == "own"]
         flat = None
         if not group["normalized"] and len(dense) > 1 and len({params[i].dtype for i in dense}) == 1:
             flat = _flatten(params, entries, dense)
-        groups.append(_Group(group, params, _settings(group), kind, q, entries, sparse, flat))
+            for i in dense:
+                roles[i] = "flat"
+        groups.append(_Group(group, params, _settings(group), kind, q, entries, tuple(roles), flat))
     return groups
 
 
@@ -156,9 +158,15 @@ def _sparse_rows(g: torch.Tensor, param: torch.Tensor) -> tuple | None:
     return g._indices()[0].numpy(), vals.numpy(), vals
 
 
-def _finite(a: np.ndarray) -> bool:
-    """Whether the sum of ``a`` is finite (False for a NaN or inf, or an overflowing sum: the general path checks)."""
-    return math.isfinite(np.add.reduce(a, axis=None))
+#: from this many elements on, a gradient's finite check is torch's sum (vectorised; NumPy's pairwise float32 sum
+#: is about twice as slow), below it NumPy's (less call overhead)
+_TORCH_SUM_NUMEL = 4096
+
+
+def _finite(g: torch.Tensor) -> bool:
+    """Whether the sum of ``g`` is finite (False for a NaN or inf, or an overflowing sum: the general path checks)."""
+    s = g.sum().item() if g.numel() >= _TORCH_SUM_NUMEL else np.add.reduce(g.detach().numpy().reshape(-1))
+    return math.isfinite(s)
 
 
 def _group_gradients(opt: Any, pg: _Group) -> list[Any] | None:
@@ -170,34 +178,29 @@ def _group_gradients(opt: Any, pg: _Group) -> list[Any] | None:
             or not all(a is b for a, b in zip(params, pg.params)):
         return None
     out: list[Any] = []
-    for param, entry, sparse in zip(params, pg.entries, pg.sparse):
+    for param, entry, role in zip(params, pg.entries, pg.roles):
         g = param.grad
-        if entry is None or g is None:
-            if (entry is None) != (g is None):
+        if role is None or g is None:
+            if (role is None) != (g is None):
                 return None
             out.append(None)
             continue
         if opt._stamps.get(param) != (param._version, param.data_ptr()) or entry[3].get("dual") is not entry[2] \
-                or g.is_sparse != sparse:
+                or g.is_sparse != (role == "rows"):
             return None
-        if sparse:
-            rows = _sparse_rows(g, param)
-            if rows is None or not _finite(rows[1]):
+        if role == "rows":
+            g = _sparse_rows(g, param)
+            if g is None or not _finite(g[2]):
                 return None
-            out.append(rows)
-        elif not g.is_cpu or g.dtype != param.dtype or g.shape != param.shape or g.is_neg():
+        elif role == "own" and (not g.is_cpu or g.dtype != param.dtype or g.shape != entry[0].shape or g.is_neg()
+                                or not _finite(g)):
             return None
-        else:
-            out.append(g)
+        out.append(g)
     flat = pg.flat
-    if flat is not None:
+    if flat is not None:  # (a dense gradient has its parameter's dtype, device and shape: the grad setter checks)
         torch._foreach_copy_(flat.gviews, [out[i] for i in flat.members])
-        if not _finite(flat.gn):
+        if not _finite(flat.g):
             return None
-    members = () if flat is None else flat.members
-    if not all(_finite(g.detach().numpy()) for i, g in enumerate(out) if isinstance(g, torch.Tensor)
-               and i not in members):
-        return None
     return out
 
 
@@ -208,7 +211,7 @@ def _step_rows(u: np.ndarray, w: np.ndarray, rows: tuple, lr: float, kind: Kind,
     ur = np.take(u, idx, axis=0)
     torch.from_numpy(ur).add_(-vals if maximize else vals, alpha=-lr)
     u[idx] = ur
-    w[idx] = signed_pow(ur, kind, out=ur)  # u's rows are stored: ur can take the weights
+    w[idx] = signed_pow(ur, kind)
 
 
 def _step_flat(flat: _Flat, lr: float, wd: float, maximize: bool, kind: Kind) -> None:
@@ -227,21 +230,19 @@ def _step_flat(flat: _Flat, lr: float, wd: float, maximize: bool, kind: Kind) ->
 def _step_group(opt: Any, pg: _Group, grads: list[Any], lr: float) -> tuple[int, int]:
     """Step one planned group with its checked gradients; returns (dense tensors, sparse tensors) stepped."""
     p, normalized, eps, wd, maximize, bd = pg.settings
-    flat = pg.flat
-    members = () if flat is None else flat.members
-    if flat is not None:
-        _step_flat(flat, lr, float(wd), bool(maximize), pg.kind)
+    if pg.flat is not None:
+        _step_flat(pg.flat, lr, float(wd), bool(maximize), pg.kind)
     n = rows = 0
-    for i, (param, entry, g) in enumerate(zip(pg.params, pg.entries, grads)):
+    for param, entry, g, role in zip(pg.params, pg.entries, grads, pg.roles):
         if g is None:
             continue
         w, u, ut, st = entry
         st["step"] += 1
-        if i in members:
+        if role == "flat":
             opt._stamps[param] = (param._version, param.data_ptr())
             n += 1
             continue
-        if isinstance(g, tuple):  # sparse rows (plain, no weight decay)
+        if role == "rows":  # sparse rows (plain, no weight decay)
             _step_rows(u, w, g, lr, pg.kind, bool(maximize))
             rows += 1
         elif normalized:
