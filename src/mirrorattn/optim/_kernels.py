@@ -128,7 +128,7 @@ def _compiled_multi_body(kind: Kind, has_beta: bool, n: int) -> Callable[..., No
 
 def _compiled_alphas_body(qkind: Kind, q: float, has_wd: bool, maximize: bool, n: int) -> Callable[..., torch.Tensor]:
     """The normalised step's coefficients for ``n`` tensors: lr / (||d||_q + eps) with d = (-g if maximize else
-    g) + wd * w, as an (n,) float64 tensor (computed in the dual's dtype ``udtype``).
+    g) + wd * w, as an (n,) float64 tensor (computed in the dual's dtype ``udtype``, the sum of |d/m|^q in float64).
 
     ||d||_q = (sum |d / m|^q)^(1/q) m with m = max|d| (so |d|^q cannot overflow or underflow: the eager
     ``mirrorattn.mirror.lp_norms``); |x|^q through the fast path of ``qkind``. Without weight decay m is max|g|,
@@ -150,7 +150,9 @@ def _compiled_alphas_body(qkind: Kind, q: float, has_wd: bool, maximize: bool, n
             else:  # max|g|, known from the non-finite check: one pass over g fewer
                 m = gmax[i].to(udtype)
             m = m.clamp_min(torch.finfo(udtype).tiny)
-            norm = kernel_signed_pow((d * (1.0 / m)).abs(), qkind).sum().pow(1.0 / q) * m
+            # the sum in float64: no cascade-sum helper around every float32 addition (about 20 % faster here) and
+            # more exact; the norm is then a float64 number
+            norm = kernel_signed_pow((d * (1.0 / m)).abs(), qkind).to(torch.float64).sum().pow(1.0 / q) * m
             out.append(c[0] / (norm + c[2]))
         return torch.stack(out).to(torch.float64)
 
