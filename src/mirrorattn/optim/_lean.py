@@ -170,8 +170,8 @@ def _finite(g: torch.Tensor) -> bool:
 
 
 def _group_gradients(opt: Any, pg: _Group) -> list[Any] | None:
-    """Per parameter of one planned group: None (no gradient), the dense gradient (a tensor; a member of the flat
-    bundle: copied into it) or a sparse gradient's rows (:func:`_sparse_rows`); None when the plan does not hold or
+    """Per parameter of one planned group: None (no gradient), the dense gradient (a tensor; in a normalised group
+    its NumPy view; a member of the flat bundle: copied into it) or a sparse gradient's rows (:func:`_sparse_rows`); None when the plan does not hold or
     a gradient is not finite (nothing observable changed)."""
     params = pg.group["params"]
     if len(params) != len(pg.params) or _settings(pg.group) != pg.settings \
@@ -192,9 +192,14 @@ def _group_gradients(opt: Any, pg: _Group) -> list[Any] | None:
             g = _sparse_rows(g, param)
             if g is None or not _finite(g[2]):
                 return None
-        elif role == "own" and (not g.is_cpu or g.dtype != param.dtype or g.shape != entry[0].shape or g.is_neg()
-                                or not _finite(g)):
-            return None
+        elif role == "own":
+            if not g.is_cpu or g.dtype != param.dtype or g.shape != entry[0].shape or g.is_neg():
+                return None
+            gv = g.detach().numpy()
+            if not math.isfinite(np.add.reduce(gv, axis=None)):
+                return None
+            if pg.settings[1]:  # normalised: the NumPy step takes the view
+                g = gv
         out.append(g)
     flat = pg.flat
     if flat is not None:  # (a dense gradient has its parameter's dtype, device and shape: the grad setter checks)
@@ -246,7 +251,7 @@ def _step_group(opt: Any, pg: _Group, grads: list[Any], lr: float) -> tuple[int,
             _step_rows(u, w, g, lr, pg.kind, bool(maximize))
             rows += 1
         elif normalized:
-            K.numpy_step(u, w, g.detach().numpy(), lr, pg.kind, normalized=True, eps=float(eps), q=pg.q,
+            K.numpy_step(u, w, g, lr, pg.kind, normalized=True, eps=float(eps), q=pg.q,
                          batch_dims=bd, wd=float(wd), maximize=bool(maximize))
             n += 1
         else:  # u <- u - lr d by the eager path's torch op (its rounding, bit for bit), the power in NumPy

@@ -187,7 +187,8 @@ class LpMirrorDescent(torch.optim.Optimizer):
     per-tensor loop). Compilation is skipped with ``compile=False`` or the environment variable
     ``MIRRORATTN_OPTIM_EAGER=1``, and falls back to eager (with one warning) if it fails. When every
     tensor with a gradient is a small CPU float32/float64 one (p != 2, ``foreach`` left at None), the
-    steps after the first are lean (``_lean``): NumPy on views planned at the previous step, past
+    steps after the first are lean (``_lean``; sparse embedding rows and flat bundles of a plain group's dense
+    tensors included): NumPy on views planned at the previous step, past
     torch.optim's step wrapper unless step hooks or a profiler need it (the synthetic 10 x 10 W steps
     faster than a naive stateless step in eager torch). ``last_step_paths`` counts the tensors each
     path ("compiled", "foreach", "loop", "direct" for p = 2 SGD form, "numpy" for ``batch_dims`` > 0
@@ -200,7 +201,8 @@ class LpMirrorDescent(torch.optim.Optimizer):
     sign(w)|w|^(p-1) overflows for large p and |w| (float32 duals: p = 200 above |w| = 1.56), which is
     a ``ValueError`` naming the largest |w| it can hold. Zero-size parameters are skipped.
 
-    **Non-finite gradients.** Every step first checks the gradients (one fused norm per device);
+    **Non-finite gradients.** Every step first checks the gradients (a sum per gradient on a CPU, else one fused
+    norm per device);
     a NaN/inf raises :class:`NonFiniteGradientError` naming the parameter (its name if the
     optimizer was given ``named_parameters()``), or with ``nonfinite="skip"`` the whole step is
     skipped (nothing changes; ``skipped_steps`` counts them).
