@@ -171,8 +171,9 @@ def _finite(g: torch.Tensor) -> bool:
 
 def _group_gradients(opt: Any, pg: _Group) -> list[Any] | None:
     """Per parameter of one planned group: None (no gradient), the dense gradient (a tensor; in a normalised group
-    its NumPy view; a member of the flat bundle: copied into it) or a sparse gradient's rows (:func:`_sparse_rows`); None when the plan does not hold or
-    a gradient is not finite (nothing observable changed)."""
+    its NumPy view; a member of the flat bundle: copied into it) or a sparse gradient's rows
+    (:func:`_sparse_rows`); None when the plan does not hold or a gradient is not finite (nothing observable
+    changed)."""
     params = pg.group["params"]
     if len(params) != len(pg.params) or _settings(pg.group) != pg.settings \
             or not all(a is b for a, b in zip(params, pg.params)):

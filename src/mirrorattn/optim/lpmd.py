@@ -14,8 +14,8 @@ import torch
 from mirrorattn.mirror import check_p, dual_exponent, exponent_kind, inverse_exponent, lp_norms, mirror_map, signed_pow
 
 from . import _kernels as K
-from ._kernels import coalesce_rows
 from . import _lean, _sharded
+from ._kernels import coalesce_rows
 
 #: default smallest tensor (in elements) sent to the compiled kernel; smaller ones go eager, where
 #: a kernel launch costs more than the arithmetic and no compilation is ever triggered
@@ -552,7 +552,10 @@ class LpMirrorDescent(torch.optim.Optimizer):
         maximize = bool(group["maximize"])
         bd = group.get("batch_dims", 0)
         kind, q = _exponents(p)
-        if normalized and bd:
+        if normalized and (bd or (self.lean and kind[0] != "identity")):
+            # the small CPU tensors in NumPy: with batch_dims its per-slice norms; with the lean step on, also the
+            # arithmetic of the lean step (``_lean``), so that a step of either path rounds alike and a run
+            # restored from its checkpoint (whose first step is a general one) continues bit for bit
             items = self._sliced_numpy(items, p, kind, q, lr, wd, eps, maximize, bd, paths)
         direct, dual = self._route(items, p, kind, lr, wd != 0.0 or normalized, maximize, paths)
         if direct:
@@ -598,7 +601,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
     def _sliced_numpy(self, items: list[tuple[torch.Tensor, torch.Tensor]], p: float, kind: K.Kind, q: float,
                       lr: float, wd: float, eps: float, maximize: bool, bd: int,
                       paths: dict[str, int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The normalised step with ``batch_dims`` = bd > 0 of the dense CPU float32/float64 tensors below
+        """The normalised step (any ``batch_dims`` = bd) of the dense CPU float32/float64 tensors below
         ``compile_min_numel`` elements, in NumPy on views of the tensors (``_kernels.numpy_step``; their
         duals come from the NumPy mirror map, so all their arithmetic is ``mirrorattn.mirror``'s NumPy functions;
         the weight's version counter moves as an in-place torch op would). Returns the items left to the torch
@@ -606,7 +609,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
         rest = []
         for param, g in items:
             if not (param.is_cpu and g.is_cpu and g.layout == torch.strided and param.numel() < self.compile_min_numel
-                    and param.dtype in _NUMPY_DTYPES and not param.is_neg()):
+                    and param.dtype in _NUMPY_DTYPES and not param.is_neg() and not _sharded.is_sharded(param)):
                 rest.append((param, g))
                 continue
             u = None if self._direct_state(param, p, kind) else self._prepare(param, p, kind, numpy=True).numpy()
