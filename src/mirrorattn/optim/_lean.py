@@ -90,7 +90,8 @@ def hooks_active(opt: torch.optim.Optimizer) -> bool:
                 or torch.autograd._profiler_enabled())
 
 
-def _qualifies(opt: Any, param: torch.Tensor) -> bool:
+def qualifies(opt: Any, param: torch.Tensor) -> bool:
+    """Whether ``param`` is a tensor the NumPy paths step (the lean step, and the general step's NumPy route)."""
     return (param.is_cpu and param.dtype in NUMPY_DTYPES and 0 < param.numel() < opt.compile_min_numel
             and param.layout == torch.strided and not param.is_neg() and not param.is_conj()
             and not _sharded.is_sharded(param))
@@ -129,7 +130,7 @@ def plan(opt: Any, exponents: Any) -> list[_Group] | None:
                 continue
             st = opt.state.get(param, {})
             u = st.get("dual")
-            if kind[0] == "identity" or not _qualifies(opt, param) or u is None or u.dtype != param.dtype \
+            if kind[0] == "identity" or not qualifies(opt, param) or u is None or u.dtype != param.dtype \
                     or st.get("p") != p or param not in opt._stamps \
                     or (param.grad.is_sparse and (group["normalized"] or group["weight_decay"] != 0.0)):
                 return None  # (a sparse gradient with weight decay or normalisation: made dense by the general path)

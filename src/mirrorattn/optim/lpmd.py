@@ -608,8 +608,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
         paths."""
         rest = []
         for param, g in items:
-            if not (param.is_cpu and g.is_cpu and g.layout == torch.strided and param.numel() < self.compile_min_numel
-                    and param.dtype in _NUMPY_DTYPES and not param.is_neg() and not _sharded.is_sharded(param)):
+            if not (_lean.qualifies(self, param) and g.is_cpu and g.layout == torch.strided):
                 rest.append((param, g))
                 continue
             u = None if self._direct_state(param, p, kind) else self._prepare(param, p, kind, numpy=True).numpy()
