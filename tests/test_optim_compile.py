@@ -128,3 +128,39 @@ def test_gradient_maxima_are_not_reused_across_steps():
         ws, _ = ref_steps([w0], [[params[0].grad.numpy()]], 1.75, 0.1, normalized=True)
         assert_close_rel(params[0].detach().numpy(), ws[0], 1e-10)
     assert np.isfinite(params[0].detach().numpy()).all()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_compiled_gradient_maxima_are_exact_and_catch_non_finite_gradients(bad):
+    """The normalised step's max|g| (compiled, one pass) equals the eager maximum bit for bit and is the non-finite
+    check of its tensors: a NaN or inf in a large gradient raises naming it, or is skipped with nothing changed."""
+    from mirrorattn.optim.lpmd import NonFiniteGradientError
+
+    gens = grad_seq(shapes=SHAPES3 + ((6, 7),), steps=1)[0]
+    gs = [gens[0].float(), gens[1].float(), gens[2].float()]
+    got = _kernels.compiled_abs_max([gs[0], gs[1]])
+    if got is None:
+        pytest.skip(f"torch.compile unavailable here: {_kernels._FAILED}")
+    assert torch.equal(got, torch.stack([gs[0].abs().max(), gs[1].abs().max()]))
+    worse = gs[1].clone()
+    worse[3] = bad
+    assert torch.equal(_kernels.compiled_abs_max([gs[0], worse]).isnan(), torch.tensor([False, bad != bad]))
+    assert _kernels.compiled_abs_max([worse])[0].isinf() == (bad == bad)
+    for mode in ("raise", "skip"):
+        params = make(shapes=SHAPES3)
+        opt = LpMirrorDescent(params, lr=0.1, p=1.75, normalized=True, compile=True, compile_min_numel=2,
+                              nonfinite=mode)
+        for prm, g in zip(params, gens):
+            prm.grad = g.clone()
+        opt.step()
+        _skip_without_compile(opt, len(params))
+        before = [(prm.detach().clone(), opt.state[prm]["dual"].clone()) for prm in params]
+        params[1].grad[5] = bad
+        if mode == "raise":
+            with pytest.raises(NonFiniteGradientError, match=r"\['params'\]\[1\]"):
+                opt.step()
+        else:
+            opt.step()
+            assert opt.skipped_steps == 1
+        for prm, (w, u) in zip(params, before):
+            assert torch.equal(prm.detach(), w) and torch.equal(opt.state[prm]["dual"], u)

