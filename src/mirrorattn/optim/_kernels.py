@@ -21,10 +21,9 @@ the compiled kernels' :func:`kernel_signed_pow` differs only where noted): ``ide
 (1/(p-1) a whole number, e.g. p = 1.1 -> 10, p = 1.5 -> 2: repeated squaring, exact), ``halfint`` (n + 1/2: repeated
 squaring times a square root), ``sqrt`` (p = 3), ``third`` (n + 1/3 or n + 2/3 with n >= 1, e.g.
 p = 1.75 -> 4/3, p = 1.6 -> 5/3: repeated squaring times a cube root, which the compiled kernel
-computes with exp2/log2 and one Newton step on AVX-512 CPUs, elsewhere with a bit-level first guess and
-Halley steps - see :func:`cube_root`), and ``pow`` otherwise (the
-compiled kernel evaluates it as exp2(e log2|u|), the eager path with ``pow``; so does the eager path
-for ``third``).
+computes with a bit-level first guess and Halley steps in plain multiplies and one division - see
+:func:`cbrt_halley`), and ``pow`` otherwise (the compiled kernel evaluates it as exp2(e log2|u|),
+the eager path with ``pow``; so does the eager path for ``third``).
 """
 
 from __future__ import annotations
@@ -58,12 +57,11 @@ def cbrt_halley(a: torch.Tensor) -> torch.Tensor:
     which vectorises; integer division does not) and adds a magic offset - the exponent of the
     result is a third of the exponent of ``a``, within 3.2 %. Halley's step
     y <- y (y^3 + 2a) / (2 y^3 + a) cubes the relative error, so two steps reach float32 precision
-    and three float64 precision (measured: <= 3 ulp). Inside a compiled kernel on an AVX2 CPU (AMD
-    EPYC) this was about 2x faster than exp2(log2(a) / 3); where torch reports AVX-512,
-    :func:`cube_root` takes :func:`cbrt_newton` instead. For a = 0 the steps halve the guess instead
-    of reaching 0, and for subnormal a the guess is poor: callers multiply by a (``third`` kinds
-    have n >= 1), which makes both exact (0, or an underflow to 0). Valid for a below a third of
-    the dtype's largest value (far above where |u|^(4/3) overflows).
+    and three float64 precision (measured: <= 3 ulp). Inside a compiled kernel this is about 2x
+    faster than exp2(log2(a) / 3). For a = 0 the steps halve the guess instead of reaching 0, and
+    for subnormal a the guess is poor: callers multiply by a (``third`` kinds have n >= 1), which
+    makes both exact (0, or an underflow to 0). Valid for a below a third of the dtype's largest
+    value (far above where |u|^(4/3) overflows).
     """
     itype, magic, steps = _CBRT_MAGIC[a.dtype]
     y = (a.view(itype).to(a.dtype) * (1.0 / 3.0) + magic).to(itype).view(a.dtype)
@@ -73,45 +71,16 @@ def cbrt_halley(a: torch.Tensor) -> torch.Tensor:
     return y
 
 
-def cbrt_newton(a: torch.Tensor) -> torch.Tensor:
-    """Cube root of ``a >= 0`` inside the compiled kernels: a first guess exp2(log2(a) / 3), then one Newton step
-    y <- y - (y^3 - a) / (3 y^2) (the guess is within about 200 ulp; the step squares its relative error, so the
-    rounding of the step itself decides: measured <= 1 ulp in float32 and float64, exact on exact cubes).
-
-    On an AVX-512 Xeon faster than :func:`cbrt_halley`, whose bit casts torch 2.13's inductor copies element by
-    element through a scalar loop: the p = 1.75 update kernel took 16.7 against 24.8 ms on 4.19 M float32 weights
-    (the p = 1.1 kernel 9.3 ms). ``a`` is clamped to the smallest normal number first, so a = 0
-    (and a subnormal a) give a tiny finite root instead of 0 / 0: callers multiply by a (``third`` kinds have
-    n >= 1), which makes those results exact (0, or an underflow to 0). Valid for a below a third of the dtype's
-    largest value (far above where |u|^(4/3) overflows).
-    """
-    a = a.clamp_min(torch.finfo(a.dtype).tiny)
-    y = torch.exp2(torch.log2(a) * (1.0 / 3.0))
-    return y - (y * y * y - a) / (3.0 * (y * y))
-
-
-#: the CPU's vector instruction set as torch reports it (read once): selects the compiled kernels' cube root
-_CPU_CAPABILITY = torch.backends.cpu.get_cpu_capability()
-
-
-def cube_root(a: torch.Tensor) -> torch.Tensor:
-    """The compiled kernels' cube root of ``a >= 0``: :func:`cbrt_newton` on AVX-512 CPUs, where it is faster,
-    :func:`cbrt_halley` elsewhere (AVX2 CPUs, where it was faster; GPUs, where a bit cast costs nothing)."""
-    if a.device.type == "cpu" and _CPU_CAPABILITY.startswith("AVX512"):
-        return cbrt_newton(a)
-    return cbrt_halley(a)
-
-
 def kernel_signed_pow(u: torch.Tensor, kind: Kind) -> torch.Tensor:
     """sign(u) |u|^e inside the compiled kernels: ``mirrorattn.mirror.signed_pow`` except for two kinds whose
-    ``pow`` is slow in a compiled loop (tested against it): ``third`` exponents use :func:`cube_root` (a few
+    ``pow`` is slow in a compiled loop (tested against it): ``third`` exponents use :func:`cbrt_halley` (a few
     ulp), ``pow`` is computed as exp2(e * log2|u|) - about twice as fast as ``pow`` on AVX2 CPUs, at a relative
     error of about |e log2|u|| units in the last place (float64: ~1e-14 relative; float32: ~1e-6 at worst).
     """
     k = kind[0]
     if k == "third" and u.dtype in _CBRT_MAGIC:
         a = u.abs()
-        c = cube_root(a)
+        c = cbrt_halley(a)
         return torch.copysign(pow_int(a, kind[1]) * (c if kind[2] == 1 else c * c), u)
     if k == "pow":
         return torch.copysign(torch.exp2(kind[1] * torch.log2(u.abs())), u)

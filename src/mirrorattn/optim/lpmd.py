@@ -176,8 +176,8 @@ class LpMirrorDescent(torch.optim.Optimizer):
     gives exactly 10) and classified: a whole number (p = 1.1 -> 10, 1.5 -> 2, 1.01 -> 100) uses
     repeated squaring, n + 1/2 repeated squaring times a sqrt, 1/2 (p = 3) a sqrt, 1 (p = 2) the
     identity, n + 1/3 or n + 2/3 (p = 1.75 -> 4/3, p = 1.6 -> 5/3) repeated squaring times a cube
-    root (in the compiled kernel ``_kernels.cube_root``: exp2/log2 and one Newton step on AVX-512
-    CPUs, a bit-level guess and Halley steps elsewhere; a few ulp), anything else ``pow`` (in the compiled kernel
+    root (in the compiled kernel from multiplies and divisions, ``_kernels.cbrt_halley``: a few
+    ulp, about 2x faster than exp2/log2), anything else ``pow`` (in the compiled kernel
     exp2(e log2|u|), about twice as fast as ``pow`` on AVX2 CPUs; relative error ~1e-14 in
     float64, up to ~1e-6 in float32).
 
