@@ -39,13 +39,6 @@ def _exponents(p: float) -> tuple[K.Kind, float]:
     return exponent_kind(inverse_exponent(p)), dual_exponent(p)
 
 
-def _abs_max(g: torch.Tensor) -> torch.Tensor:
-    """max|g| as a 0-d tensor, NaN if g holds a NaN: one pass (``aminmax``; on CPUs several times faster than
-    the inf-norm)."""
-    lo, hi = torch.aminmax(g)
-    return torch.maximum(hi, -lo)
-
-
 def _coalesced(g: torch.Tensor, name: str) -> torch.Tensor:
     """:func:`coalesce_rows` of ``g``; ``RuntimeError`` for a layout other than COO with one sparse dimension."""
     if g.layout != torch.sparse_coo or g.sparse_dim() != 1:
@@ -409,14 +402,13 @@ class LpMirrorDescent(torch.optim.Optimizer):
     def _check_norms(self, values: list[torch.Tensor], normalized: list[bool]) -> list[torch.Tensor]:
         """A value per gradient, non-finite where the gradient holds NaN or inf: on a CPU its sum (one vectorised
         pass, about 1.5x faster than the l_2 norm there), elsewhere the l_2 norm (one fused call for the list), or
-        for a dense gradient of a normalised group that the compiled kernels take, max|g| (:meth:`_abs_maxima`,
+        for a dense gradient of a normalised group that the compiled kernels take, max|g| (``_kernels.abs_maxima``,
         recorded in ``_gmax``: the normalised step needs it, and one pass over the gradient serves both)."""
         norms: list[torch.Tensor | None] = [None] * len(values)
         maxed = [j for j, (g, norm) in enumerate(zip(values, normalized))
                  if norm and not g.is_sparse and g.numel() >= self.compile_min_numel and self.use_compile]
-        if maxed:
-            for j, m in zip(maxed, self._abs_maxima([values[j] for j in maxed])):
-                norms[j] = self._gmax[id(values[j])] = m
+        for j, m in zip(maxed, K.abs_maxima([values[j] for j in maxed])):
+            norms[j] = self._gmax[id(values[j])] = m
         rest = [j for j, n in enumerate(norms) if n is None]
         if rest and values[rest[0]].is_cpu:
             for j in rest:
@@ -425,22 +417,6 @@ class LpMirrorDescent(torch.optim.Optimizer):
             for j, n in zip(rest, torch._foreach_norm([values[j] for j in rest])):
                 norms[j] = n
         return norms
-
-    @staticmethod
-    def _abs_maxima(gs: list[torch.Tensor]) -> list[torch.Tensor]:
-        """max|g| of each gradient (0-d tensors): the compiled multi-tensor kernel for contiguous CPU/CUDA ones, by
-        device, dtype and rank, ``torch.aminmax`` for the rest and where the kernel could not be compiled."""
-        out: list[torch.Tensor | None] = [None] * len(gs)
-        lists: dict[tuple, list[int]] = defaultdict(list)
-        for j, g in enumerate(gs):
-            if g.is_contiguous() and g.device.type in ("cpu", "cuda"):
-                lists[(g.device, g.dtype, g.dim())].append(j)
-        for idx in lists.values():
-            maxima = K.compiled_abs_max([gs[j] for j in idx])
-            if maxima is not None:
-                for t, j in enumerate(idx):
-                    out[j] = maxima[t]
-        return [m if m is not None else _abs_max(g) for m, g in zip(out, gs)]
 
     def _cpu_finite(self, values: list[torch.Tensor], normalized: list[bool]) -> bool:
         """Whether the sums (small float32/64 tensors: NumPy's, on views; a NumPy call costs less than a torch one)
@@ -685,7 +661,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
         """max|g| of each gradient as one tensor: the non-finite check's values where it saw these gradients, else
         computed here."""
         known = [self._gmax.get(id(g)) for g in gs]
-        known = [m if m is not None else _abs_max(g) for m, g in zip(known, gs)]
+        known = [m if m is not None else K.abs_max(g) for m, g in zip(known, gs)]
         return torch.stack([m.to(torch.float64) for m in known])
 
     def _compiled_update(self, dual: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], gs: list[torch.Tensor],
