@@ -130,10 +130,12 @@ def test_gradient_maxima_are_not_reused_across_steps():
     assert np.isfinite(params[0].detach().numpy()).all()
 
 
+@pytest.mark.parametrize("p", [1.75, 3.0])
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
-def test_compiled_gradient_maxima_are_exact_and_catch_non_finite_gradients(bad):
+def test_compiled_gradient_maxima_are_exact_and_catch_non_finite_gradients(bad, p):
     """The normalised step's max|g| (compiled, one pass) equals the eager maximum bit for bit and is the non-finite
-    check of its tensors: a NaN or inf in a large gradient raises naming it, or is skipped with nothing changed."""
+    check of its tensors: a NaN or inf in a large gradient raises naming it, or is skipped with nothing changed -
+    for p = 1.75 (the check computes max|g|) and p = 3 (it computes sum |g|^(3/2), the dual norm's sum)."""
     from mirrorattn.optim.lpmd import NonFiniteGradientError
 
     gens = grad_seq(shapes=SHAPES3, steps=1)[0]
@@ -148,7 +150,7 @@ def test_compiled_gradient_maxima_are_exact_and_catch_non_finite_gradients(bad):
     assert _kernels.compiled_abs_max([worse])[0].isinf() == (bad == bad)
     for mode in ("raise", "skip"):
         params = make(shapes=SHAPES3)
-        opt = LpMirrorDescent(params, lr=0.1, p=1.75, normalized=True, compile=True, compile_min_numel=2,
+        opt = LpMirrorDescent(params, lr=0.1, p=p, normalized=True, compile=True, compile_min_numel=2,
                               nonfinite=mode)
         for prm, g in zip(params, gens):
             prm.grad = g.clone()

@@ -14,7 +14,14 @@ Two implementations compute it:
   in place; inductor fuses it into a single loop per tensor that reads ``u, g`` (and ``w`` when
   ``beta != 0``) once and writes ``u, w`` once, with no temporaries. Tensors are passed flattened
   and compiled with dynamic shapes, so one kernel serves every size; dtypes are guarded by dynamo
-  (one specialisation per dtype combination). Kernels are cached at module level.
+  (one specialisation per dtype combination). Kernels are cached at module level (``_compile``). On a CPU, the
+  ``third`` kinds (p = 1.75) take two vectorised passes instead (``_cbrt.split_multi_step``: inductor does not
+  vectorise the bit casts of the cube root's first guess).
+
+The normalised step's dual norm ||g||_q comes from the non-finite check's pass over g where it can (the unscaled
+sum |g|^q: :func:`compiled_pow_sums`, q = 3/2, 2, ...), else from max|g| and the scaled sum (:func:`compiled_alphas`;
+q = 11), or, for a ``third`` q on a CPU, from two passes that use the weight's memory as scratch
+(``_cbrt.scratch_pow_sums``).
 
 Exponent kinds (``mirrorattn.mirror.exponent_kind``; the eager arithmetic is ``mirrorattn.mirror.signed_pow``,
 the compiled kernels' :func:`kernel_signed_pow` differs only where noted): ``identity`` (p = 2), ``int``
@@ -28,47 +35,36 @@ the eager path with ``pow``; so does the eager path for ``third``).
 
 from __future__ import annotations
 
-import logging
-import os
-import threading
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.fx.experimental._config as _fx_config
 
-from mirrorattn.mirror import Kind, exponent_kind, lp_norms, pow_int, signed_pow, signed_pow_list
+from mirrorattn.mirror import Kind, exponent_kind, lp_norms, signed_pow, signed_pow_list
 
-log = logging.getLogger(__name__)
-
-#: environment variable that, when set to 1/true/yes, disables torch.compile for the optimizer
-EAGER_ENV = "MIRRORATTN_OPTIM_EAGER"
-
-#: first guess of the cube root from the bit pattern: bits(x) / 3 + magic (per float dtype), and
-#: the Halley steps that take the guess (<= 3.2 % off) to full precision (error cubes each step)
-_CBRT_MAGIC = {torch.float32: (torch.int32, 709921077.0, 2),
-               torch.float64: (torch.int64, float(0x2A9F7893782DA1CE), 3)}
-
-
-def cbrt_halley(a: torch.Tensor) -> torch.Tensor:
-    """Cube root of ``a >= 0`` (float32/float64) from elementwise multiplies and divisions only.
-
-    The first guess reinterprets the bits of ``a`` as an integer, divides by 3 (in floating point,
-    which vectorises; integer division does not) and adds a magic offset - the exponent of the
-    result is a third of the exponent of ``a``, within 3.2 %. Halley's step
-    y <- y (y^3 + 2a) / (2 y^3 + a) cubes the relative error, so two steps reach float32 precision
-    and three float64 precision (measured: <= 3 ulp). Inside a compiled kernel this is about 2x
-    faster than exp2(log2(a) / 3). For a = 0 the steps halve the guess instead of reaching 0, and
-    for subnormal a the guess is poor: callers multiply by a (``third`` kinds have n >= 1), which
-    makes both exact (0, or an underflow to 0). Valid for a below a third of the dtype's largest
-    value (far above where |u|^(4/3) overflows).
-    """
-    itype, magic, steps = _CBRT_MAGIC[a.dtype]
-    y = (a.view(itype).to(a.dtype) * (1.0 / 3.0) + magic).to(itype).view(a.dtype)
-    for _ in range(steps):
-        y3 = y * y * y
-        y = y * ((y3 + 2.0 * a) / (2.0 * y3 + a))  # ratio first: no overflow below max/3
-    return y
+from ._cbrt import (  # noqa: F401 (scratch_*: the optimizer's, through this module)
+    _CBRT_MAGIC,
+    cbrt_halley,
+    scratch_applies,
+    scratch_pow_sums,
+    split_applies,
+    split_multi_step,
+    third_pow,
+)
+from ._compile import (  # noqa: F401 (EAGER_ENV, CHUNKS, _CACHE, _FAILED, compile_disabled: re-exported)
+    _CACHE,
+    _FAILED,
+    CHUNKS,
+    EAGER_ENV,
+    _cached_compile,
+    _concat_chunks,
+    _guarded,
+    _name_kernel,
+    _per_list,
+    _run_chunks,
+    _tag,
+    compile_disabled,
+)
 
 
 def kernel_signed_pow(u: torch.Tensor, kind: Kind) -> torch.Tensor:
@@ -80,28 +76,10 @@ def kernel_signed_pow(u: torch.Tensor, kind: Kind) -> torch.Tensor:
     k = kind[0]
     if k == "third" and u.dtype in _CBRT_MAGIC:
         a = u.abs()
-        c = cbrt_halley(a)
-        return torch.copysign(pow_int(a, kind[1]) * (c if kind[2] == 1 else c * c), u)
+        return torch.copysign(third_pow(a, cbrt_halley(a), kind), u)
     if k == "pow":
         return torch.copysign(torch.exp2(kind[1] * torch.log2(u.abs())), u)
     return signed_pow(u, kind)
-
-
-#: list lengths of the multi-tensor kernels: a list of tensors is cut into chunks of these sizes (largest
-#: first), so that at most this many list lengths are ever compiled per kernel
-CHUNKS = (8, 4, 2, 1)
-
-
-def _name_kernel(body: Callable[..., object], name: str) -> Callable[..., object]:
-    """Give ``body`` a code object of its own: dynamo keeps its compiled-graph cache (and its recompilation
-    limit) per code object, and every kernel would otherwise share one."""
-    body.__code__ = body.__code__.replace(co_name=name, co_qualname=name)
-    body.__name__ = body.__qualname__ = name
-    return body
-
-
-def _tag(kind: Kind) -> str:
-    return "_".join(str(x).replace(".", "p").replace("-", "m") for x in kind)
 
 
 def _compiled_multi_body(kind: Kind, has_beta: bool, n: int) -> Callable[..., None]:
@@ -128,8 +106,7 @@ def _compiled_multi_body(kind: Kind, has_beta: bool, n: int) -> Callable[..., No
 
 def _compiled_alphas_body(qkind: Kind, q: float, has_wd: bool, maximize: bool, n: int) -> Callable[..., torch.Tensor]:
     """The normalised step's coefficients for ``n`` tensors: lr / (||d||_q + eps) with d = (-g if maximize else
-    g) + wd * w, as an (n,) float64 tensor (computed in the dual's dtype ``udtype``; for a whole q the sum of |d/m|^q
-    in float64).
+    g) + wd * w, as an (n,) float64 tensor (computed in the dual's dtype ``udtype``).
 
     ||d||_q = (sum |d / m|^q)^(1/q) m with m = max|d| (so |d|^q cannot overflow or underflow: the eager
     ``mirrorattn.mirror.lp_norms``); |x|^q through the fast path of ``qkind``. Without weight decay m is max|g|,
@@ -152,74 +129,13 @@ def _compiled_alphas_body(qkind: Kind, q: float, has_wd: bool, maximize: bool, n
                 m = gmax[i].to(udtype)
             m = m.clamp_min(torch.finfo(udtype).tiny)
             x = kernel_signed_pow((d * (1.0 / m)).abs(), qkind)
-            # whole q: the sum in float64 - no cascade-sum helper around every float32 addition (20-30 % faster on
-            # 4.19 M weights, and more exact); the cube roots and pows of other kinds hide the helper (measured:
-            # float64 there is 10 % slower)
-            norm = (x.to(torch.float64) if qkind[0] == "int" else x).sum().pow(1.0 / q) * m
+            # the sum in udtype: a float64 sum of float32 terms was 20-30 % faster on an AMD EPYC (AVX2), and is
+            # twice as slow on an AVX-512 Xeon (q = 11, 4.19 M weights, one thread: 3.0 ms against 1.6 ms)
+            norm = x.sum().pow(1.0 / q) * m
             out.append(c[0] / (norm + c[2]))
         return torch.stack(out).to(torch.float64)
 
     return _name_kernel(body, f"lpmd_alphas{n}_q{_tag(qkind)}_{'wd' if has_wd else 'nowd'}{'_max' if maximize else ''}")
-
-
-_CACHE: dict[tuple, Callable[..., None]] = {}
-_FAILED: dict[tuple, str] = {}
-_LOCK = threading.Lock()
-
-
-def compile_disabled() -> bool:
-    """True when compilation is switched off by the ``MIRRORATTN_OPTIM_EAGER`` environment variable."""
-    return os.environ.get(EAGER_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _cached_compile(key: tuple, build: Callable[[], Callable[..., object]]) -> Callable[..., object] | None:
-    """The compiled function cached under ``key`` (compiled from ``build()`` on first use), or None when
-    compilation is off or failed for ``key``'s family (``key`` without its last entry, the chunk size)."""
-    if key[:-1] in _FAILED or compile_disabled() or not hasattr(torch, "compile"):
-        return None
-    fn = _CACHE.get(key)
-    if fn is None:
-        with _LOCK:
-            fn = _CACHE.get(key)
-            if fn is None:
-                fn = _CACHE[key] = torch.compile(build(), dynamic=True, fullgraph=True)
-    return fn
-
-
-def _run_chunks(n: int, call: Callable[[int, int], None]) -> int:
-    """Call ``call(start, size)`` over chunks of :data:`CHUNKS` covering ``range(n)``, with sizes that are not
-    duck-shaped (two tensors of equal size at the first call get symbols of their own, so a later list whose sizes
-    coincide differently is not a recompilation; the ranks of the tensors the flat views come from are guarded,
-    so callers keep one rank per list). Returns how many were done: ``n``, or the start of the chunk whose
-    kernel could not be compiled (``call`` returns False; its key is then in ``_FAILED``)."""
-    i = 0
-    duck = _fx_config.use_duck_shape  # set and restored directly: ``patch()`` costs ~25 us a call
-    _fx_config.use_duck_shape = False
-    try:
-        while i < n:
-            k = next(c for c in CHUNKS if c <= n - i)
-            if not call(i, k):
-                return i
-            i += k
-    finally:
-        _fx_config.use_duck_shape = duck
-    return n
-
-
-def _guarded(key: tuple, fn: Callable[..., object] | None, *args: object) -> object:
-    """``fn(*args)``; on a failure (compilation unavailable: no compiler, unsupported backend ...) the key is
-    marked failed (one warning) and None is returned."""
-    if fn is None:
-        return None
-    try:
-        out = fn(*args)
-    except Exception as err:
-        if key[:-1] not in _FAILED:  # one warning per family: no other chunk size is tried after a failure
-            log.warning("torch.compile of the l_p mirror-descent kernel %s failed (%s: %s); using eager ops",
-                        key, type(err).__name__, err)
-        _FAILED[key[:-1]] = f"{type(err).__name__}: {err}"
-        return None
-    return out if out is not None else True
 
 
 def compiled_multi_step(
@@ -232,6 +148,8 @@ def compiled_multi_step(
     Returns how many tensors (from the start of the lists) were updated: all of them, or fewer when a kernel
     could not be compiled (it is then marked failed and the caller steps the rest eagerly)."""
     n = len(us)
+    if n and split_applies(kind, us[0], ws[0]):
+        return split_multi_step(kind, has_beta, us, ws, gs, alphas, betas)
 
     def call(i: int, k: int) -> bool:
         key = ("multi", kind, has_beta, k)
@@ -276,33 +194,62 @@ def abs_max(g: torch.Tensor) -> torch.Tensor:
 def abs_maxima(gs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """max|g| of each tensor (0-d tensors): :func:`compiled_abs_max` on the contiguous CPU/CUDA ones, one call per
     device, dtype and rank; :func:`abs_max` for the rest and where the kernel could not be compiled."""
-    out: list[torch.Tensor | None] = [None] * len(gs)
-    lists: dict[tuple, list[int]] = {}
-    for j, g in enumerate(gs):
-        if g.is_contiguous() and g.device.type in ("cpu", "cuda"):
-            lists.setdefault((g.device, g.dtype, g.dim()), []).append(j)
-    for idx in lists.values():
-        maxima = compiled_abs_max([gs[j] for j in idx])
-        if maxima is not None:
-            for t, j in enumerate(idx):
-                out[j] = maxima[t]
-    return [m if m is not None else abs_max(g) for m, g in zip(out, gs)]
+    return [m if m is not None else abs_max(g) for m, g in zip(_per_list(gs, compiled_abs_max), gs)]
 
 
-def _concat_chunks(n: int, chunk: Callable[[int, int], object]) -> torch.Tensor | None:
-    """The (n,) result of a reduction kernel run over the chunks of :func:`_run_chunks`: ``chunk(start, size)``
-    returns its chunk's (size,) tensor, or None when its kernel could not be compiled (then None here too)."""
-    parts: list[torch.Tensor] = []
+def pow_sums(q: float, gs: Sequence[torch.Tensor]) -> list[torch.Tensor | None]:
+    """sum |g|^q of each tensor (0-d float64 tensors, :func:`compiled_pow_sums`) where the compiled kernel takes it,
+    None elsewhere."""
+    return _per_list(gs, lambda lst: compiled_pow_sums(q, lst))
 
-    def call(i: int, k: int) -> bool:
-        out = chunk(i, k)
-        if out is not None:
-            parts.append(out)
-        return out is not None
 
-    if _run_chunks(n, call) < n:
-        return None
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
+def _pow_sum_body(qkind: Kind, n: int) -> Callable[..., torch.Tensor]:
+    """sum |g|^q of ``n`` flat tensors, unscaled, as an (n,) float64 tensor, computed and summed in the dual's dtype
+    (float64 for a float64 g, else float32); inf where |g|^q overflows, NaN where g holds a NaN."""
+
+    def body(gs: list[torch.Tensor]) -> torch.Tensor:
+        out = []
+        for i in range(n):
+            a = gs[i].to(torch.float64 if gs[i].dtype == torch.float64 else torch.float32).abs()
+            out.append(kernel_signed_pow(a, qkind).sum().to(torch.float64))
+        return torch.stack(out)
+
+    return _name_kernel(body, f"lpmd_powsum{n}_q{_tag(qkind)}")
+
+
+def pow_sum_wins(q: float) -> bool:
+    """Whether the non-finite check computes sum |g|^q for the normalised step's dual norm (:func:`compiled_pow_sums`,
+    one pass over g for both) rather than max|g| for the scaled sum (:func:`compiled_alphas`: two passes). Not for a
+    whole q above 2: unscaled, |g|^q leaves float32's range for ordinary gradients (q = 11: below |g| = 1.5e-3),
+    and in float64 the pass costs more than the two float32 ones (on 4.19 M float32 entries, one thread, AVX-512
+    Xeon: q = 11 6.5 ms against 0.9 + 3.0 ms; q = 3/2 1.4 ms against 1.0 + 1.8 ms). Not for a ``third`` q (7/3 for
+    p = 1.75), whose cube root is slow in one pass: the step computes that sum itself, with the weight's memory as
+    scratch (``_cbrt.scratch_pow_sums``; 13.2 ms in one pass)."""
+    kind = exponent_kind(q)[0]
+    return kind not in ("int", "third") or q == 2.0
+
+
+def pow_sum_floor(g: torch.Tensor) -> float:
+    """The least sum of :func:`compiled_pow_sums` from which ||g||_q = sum^(1/q) is as exact as the scaled
+    (max|g|-divided) one: its largest term is then at least 2^24 times the smallest normal number of the dtype it
+    was computed in, and the terms that underflow are too small to change the sum."""
+    tiny = torch.finfo(torch.float64 if g.dtype == torch.float64 else torch.float32).tiny
+    return max(g.numel(), 1) * tiny * 2.0 ** 24
+
+
+def compiled_pow_sums(q: float, gs: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """sum |g|^q of each of a list of contiguous tensors of one device, dtype and rank, unscaled, as an (n,) float64
+    tensor, in chunks of :data:`CHUNKS` (:func:`_pow_sum_body`): the normalised step's dual norm and its non-finite
+    check in one pass over the gradient (before, max|g| in one pass and the scaled sum in another). Where a sum is
+    not finite or below :func:`pow_sum_floor` (g holds NaN or inf, or |g|^q over- or underflows), the caller checks
+    g exactly and takes the scaled norm. None when the kernel could not be compiled."""
+    qkind = exponent_kind(q)
+
+    def chunk(i: int, k: int) -> object:
+        key = ("powsum", qkind, k)
+        return _guarded(key, _cached_compile(key, lambda: _pow_sum_body(qkind, k)), [g.view(-1) for g in gs[i:i + k]])
+
+    return _concat_chunks(len(gs), chunk)
 
 
 def compiled_alphas(

@@ -250,6 +250,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
         self.last_step_paths: dict[str, int] = {}
         self._stamps: dict[torch.Tensor, tuple[int, int]] = {}
         self._gmax: dict[int, torch.Tensor] = {}  # id(gradient) -> max|gradient|, of the current step's check
+        self._gpow: dict[int, torch.Tensor] = {}  # id(gradient) -> sum |gradient|^q, of the current step's check
         self._lean_plan: list | None = None  # the lean step's plan (``_lean``)
         super().__init__(params, defaults)
 
@@ -271,7 +272,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
         self.__dict__.setdefault("compile_min_numel", COMPILE_MIN_NUMEL)
         self.__dict__.setdefault("skipped_steps", 0)
         self.last_step_paths = {}
-        self._gmax = {}
+        self._gmax, self._gpow = {}, {}
         self._lean_plan = None
         self._stamps = {}  # forces the (cheap, one-off) check of every weight against its dual
 
@@ -399,14 +400,35 @@ class LpMirrorDescent(torch.optim.Optimizer):
             return f"'{names[pi]}'"
         return f"param_groups[{gi}]['params'][{pi}] (shape {tuple(param.shape)}, dtype {param.dtype})"
 
-    def _check_norms(self, values: list[torch.Tensor], normalized: list[bool]) -> list[torch.Tensor]:
+    @staticmethod
+    def _check_q(group: dict[str, Any]) -> float | None:
+        """What the non-finite check computes for a large gradient of ``group``: None (not normalised: a sum), the
+        dual exponent q (normalised, no weight decay, ``_kernels.pow_sum_wins``: sum |g|^q, the dual norm's sum
+        too) or 0.0 (normalised otherwise: max|g|, the scale of the scaled norm; of g + wd w with weight decay)."""
+        if not group["normalized"]:
+            return None
+        q = _exponents(check_p(group["p"]))[1]
+        return q if not group["weight_decay"] and K.pow_sum_wins(q) else 0.0
+
+    def _check_norms(self, values: list[torch.Tensor], qs: list[float | None]) -> list[torch.Tensor]:
         """A value per gradient, non-finite where the gradient holds NaN or inf: on a CPU its sum (one vectorised
-        pass, about 1.5x faster than the l_2 norm there), elsewhere the l_2 norm (one fused call for the list), or
-        for a dense gradient of a normalised group that the compiled kernels take, max|g| (``_kernels.abs_maxima``,
-        recorded in ``_gmax``: the normalised step needs it, and one pass over the gradient serves both)."""
+        pass, about 1.5x faster than the l_2 norm there), elsewhere the l_2 norm (one fused call for the list). For
+        a dense gradient of a normalised group (``qs``: :meth:`_check_q`) that the compiled kernels take, the pass
+        the normalised step needs, so that one pass over the gradient serves both: sum |g|^q (``_kernels.pow_sums``,
+        recorded in ``_gpow``; it can overflow for finite entries, as a norm can) or max|g| (``abs_maxima``,
+        recorded in ``_gmax``)."""
         norms: list[torch.Tensor | None] = [None] * len(values)
-        maxed = [j for j, (g, norm) in enumerate(zip(values, normalized))
-                 if norm and not g.is_sparse and g.numel() >= self.compile_min_numel and self.use_compile]
+        fast = [j for j, (g, q) in enumerate(zip(values, qs))
+                if q is not None and not g.is_sparse and g.numel() >= self.compile_min_numel and self.use_compile]
+        by_q: dict[float, list[int]] = defaultdict(list)
+        for j in fast:
+            if qs[j]:
+                by_q[qs[j]].append(j)
+        for q, idx in by_q.items():
+            for j, s in zip(idx, K.pow_sums(q, [values[j] for j in idx])):
+                if s is not None:
+                    norms[j] = self._gpow[id(values[j])] = s
+        maxed = [j for j in fast if norms[j] is None]
         for j, m in zip(maxed, K.abs_maxima([values[j] for j in maxed])):
             norms[j] = self._gmax[id(values[j])] = m
         rest = [j for j, n in enumerate(norms) if n is None]
@@ -418,7 +440,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
                 norms[j] = n
         return norms
 
-    def _cpu_finite(self, values: list[torch.Tensor], normalized: list[bool]) -> bool:
+    def _cpu_finite(self, values: list[torch.Tensor], qs: list[float | None]) -> bool:
         """Whether the sums (small float32/64 tensors: NumPy's, on views; a NumPy call costs less than a torch one)
         or the norms of :meth:`_check_norms` (the rest) of CPU gradients are all finite; no device to wait for,
         so a float per tensor (a sum or a norm can overflow for finite entries: the caller then checks exactly)."""
@@ -429,7 +451,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
                     return False
             else:
                 rest.append(j)
-        norms = self._check_norms([values[j] for j in rest], [normalized[j] for j in rest]) if rest else []
+        norms = self._check_norms([values[j] for j in rest], [qs[j] for j in rest]) if rest else []
         return all(math.isfinite(n.item()) for n in norms)
 
     def _check_finite(self, found: list[tuple[int, int, torch.Tensor, torch.Tensor]]) -> bool:
@@ -438,14 +460,14 @@ class LpMirrorDescent(torch.optim.Optimizer):
         for i, (_, _, _, g) in enumerate(found):
             by_dev[g.device].append(i)
         bad: list[int] = []
-        self._gmax = {}
+        self._gmax, self._gpow = {}, {}
         for idx in by_dev.values():
             values = [_values(found[i][3]) for i in idx]
-            normalized = [self.param_groups[found[i][0]]["normalized"] for i in idx]
+            qs = [self._check_q(self.param_groups[found[i][0]]) for i in idx]
             if values[0].is_cpu:
-                finite = self._cpu_finite(values, normalized)
+                finite = self._cpu_finite(values, qs)
             else:
-                norms = self._check_norms(values, normalized)
+                norms = self._check_norms(values, qs)
                 total = norms[0] if len(norms) == 1 else torch.stack([n.float() for n in norms]).sum()
                 finite = math.isfinite(float(total))
             if not finite:
@@ -509,7 +531,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
             for gi, items in by_group.items():
                 _sharded.step(self, gi, items, paths)  # DTensor parameters on their shards, the rest: _step_group
         self.last_step_paths = dict(paths)
-        self._gmax = {}  # ids are only valid while this step's gradients are alive
+        self._gmax, self._gpow = {}, {}  # ids are only valid while this step's gradients are alive
         if self.lean and paths and set(paths) <= {"foreach", "numpy", "sparse"}:  # a step taken by small tensors only
             self._lean_plan = _lean.plan(self, _exponents)
         return loss
@@ -650,12 +672,39 @@ class LpMirrorDescent(torch.optim.Optimizer):
         for (device, _, udtype, *_), idx in lists.items():
             coef = torch.tensor([lr, wd, eps], dtype=torch.float64, device=device)
             ws, gs = [dual[i][0] for i in idx], [dual[i][1] for i in idx]
-            alphas = K.compiled_alphas(q, wd != 0.0, maximize, ws, gs, coef, udtype, self._grad_maxima(gs))
+            if wd == 0.0 and id(gs[0]) not in self._gpow and K.scratch_applies(exponent_kind(q), gs[0], ws[0]):
+                sums = K.scratch_pow_sums(exponent_kind(q), gs, ws)  # overwrites ws: the update below rewrites them
+                self._gpow.update({} if sums is None else {id(g): s for g, s in zip(gs, sums)})
+            alphas = self._alphas_from_sums(gs, q, lr, eps, udtype) if wd == 0.0 else None
+            if alphas is None:
+                alphas = K.compiled_alphas(q, wd != 0.0, maximize, ws, gs, coef, udtype, self._grad_maxima(gs))
             done = 0 if alphas is None else K.compiled_multi_step(
                 kind, wd != 0.0, [dual[i][2] for i in idx], ws, gs, -alphas if maximize else alphas, alphas * wd)
             paths["compiled"] += done
             rest += idx[done:]
         return sorted(rest)
+
+    def _alphas_from_sums(self, gs: list[torch.Tensor], q: float, lr: float, eps: float,
+                          udtype: torch.dtype) -> torch.Tensor | None:
+        """lr / (||g||_q + eps) per gradient as an (n,) float64 tensor from :meth:`_norms_from_sums`, or None."""
+        norms = self._norms_from_sums(gs, q, udtype)
+        return None if norms is None else lr / (norms + eps)
+
+    def _norms_from_sums(self, gs: list[torch.Tensor], q: float, dtype: torch.dtype) -> torch.Tensor | None:
+        """||g||_q per gradient as an (n,) float64 tensor from the non-finite check's sums |g|^q (``_gpow``; None
+        when it has not all of them), unscaled: where a sum over- or underflowed (or g is 0: below
+        ``_kernels.pow_sum_floor``), the scaled norm of g in ``dtype`` (``mirrorattn.mirror.lp_norms``)."""
+        sums = [self._gpow.get(id(g)) for g in gs]
+        if any(s is None for s in sums):
+            return None
+        s = torch.stack(sums)
+        norms = s.pow(1.0 / q)
+        floor = torch.tensor([K.pow_sum_floor(g) for g in gs], dtype=torch.float64, device=s.device)
+        bad = ~(torch.isfinite(s) & (s >= floor))
+        if bool(bad.any()):
+            for j in bad.nonzero().flatten().tolist():
+                norms[j] = lp_norms(gs[j].to(dtype), q, 0)
+        return norms
 
     def _grad_maxima(self, gs: list[torch.Tensor]) -> torch.Tensor:
         """max|g| of each gradient as one tensor: the non-finite check's values where it saw these gradients, else
@@ -731,6 +780,9 @@ class LpMirrorDescent(torch.optim.Optimizer):
         for pairs in groups.values():
             ps = [param for param, _ in pairs]
             gs = [g for _, g in pairs]
+            # the non-finite check's sums of g^2 (normalised, no weight decay, large tensors): no pass of its own
+            known = self._norms_from_sums(gs, 2.0, ps[0].dtype) if normalized and not batch_dims else None
+            known = None if known is None else known.to(ps[0].dtype)
             if self.foreach:
                 if maximize:
                     gs = torch._foreach_neg(gs)
@@ -740,14 +792,14 @@ class LpMirrorDescent(torch.optim.Optimizer):
                     else:
                         gs = torch._foreach_add(gs, ps, alpha=wd)
                 if normalized:
-                    scales = [1.0 / (lp_norms(g, 2.0, batch_dims) + eps) for g in gs]
-                    gs = torch._foreach_mul(gs, scales)
+                    norms = known if known is not None else [lp_norms(g, 2.0, batch_dims) for g in gs]
+                    gs = torch._foreach_mul(gs, [1.0 / (n + eps) for n in norms])
                 torch._foreach_add_(ps, gs, alpha=-lr)
             else:
-                for param, g in zip(ps, gs):
+                for j, (param, g) in enumerate(zip(ps, gs)):
                     g = -g if maximize else g
                     if wd != 0.0:
                         g = g.add(param, alpha=wd)
                     if normalized:
-                        g = g * (1.0 / (lp_norms(g, 2.0, batch_dims) + eps))
+                        g = g * (1.0 / ((known[j] if known is not None else lp_norms(g, 2.0, batch_dims)) + eps))
                     param.add_(g, alpha=-lr)
