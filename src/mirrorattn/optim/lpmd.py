@@ -686,18 +686,18 @@ class LpMirrorDescent(torch.optim.Optimizer):
 
     def _alphas_from_sums(self, gs: list[torch.Tensor], q: float, lr: float, eps: float,
                           udtype: torch.dtype) -> torch.Tensor | None:
-        """lr / (||g||_q + eps) per gradient as an (n,) float64 tensor from :meth:`_norms_from_sums`, or None."""
-        norms = self._norms_from_sums(gs, q, udtype)
-        return None if norms is None else lr / (norms + eps)
-
-    def _norms_from_sums(self, gs: list[torch.Tensor], q: float, dtype: torch.dtype) -> torch.Tensor | None:
-        """||g||_q per gradient as an (n,) float64 tensor from the non-finite check's sums |g|^q (``_gpow``; None
-        when it has not all of them), unscaled: where a sum over- or underflowed (or g is 0: below
-        ``_kernels.pow_sum_floor``), the scaled norm of g in ``dtype`` (``mirrorattn.mirror.lp_norms``)."""
-        sums = [self._gpow.get(id(g)) for g in gs]
-        if any(s is None for s in sums):
+        """lr / (||g||_q + eps) per gradient as an (n,) float64 tensor from :meth:`_norms_from_sums`, or None when
+        the check has not computed every sum."""
+        if any(id(g) not in self._gpow for g in gs):
             return None
-        s = torch.stack(sums)
+        return lr / (self._norms_from_sums(gs, q, udtype) + eps)
+
+    def _norms_from_sums(self, gs: list[torch.Tensor], q: float, dtype: torch.dtype) -> torch.Tensor:
+        """||g||_q per gradient as an (n,) float64 tensor from the non-finite check's sums |g|^q (``_gpow``),
+        unscaled; where the check has no sum, or a sum over- or underflowed (or g is 0: below
+        ``_kernels.pow_sum_floor``), the scaled norm of g in ``dtype`` (``mirrorattn.mirror.lp_norms``)."""
+        nan = torch.tensor(math.nan, dtype=torch.float64, device=gs[0].device)
+        s = torch.stack([self._gpow.get(id(g), nan) for g in gs])
         norms = s.pow(1.0 / q)
         floor = torch.tensor([K.pow_sum_floor(g) for g in gs], dtype=torch.float64, device=s.device)
         bad = ~(torch.isfinite(s) & (s >= floor))
@@ -780,9 +780,10 @@ class LpMirrorDescent(torch.optim.Optimizer):
         for pairs in groups.values():
             ps = [param for param, _ in pairs]
             gs = [g for _, g in pairs]
-            # the non-finite check's sums of g^2 (normalised, no weight decay, large tensors): no pass of its own
-            known = self._norms_from_sums(gs, 2.0, ps[0].dtype) if normalized and not batch_dims else None
-            known = None if known is None else known.to(ps[0].dtype)
+            # the non-finite check's sums of g^2 where it has them (normalised, no weight decay, large tensors)
+            known = None
+            if normalized and not batch_dims and wd == 0.0 and any(id(g) in self._gpow for g in gs):
+                known = self._norms_from_sums(gs, 2.0, ps[0].dtype).to(ps[0].dtype)
             if self.foreach:
                 if maximize:
                     gs = torch._foreach_neg(gs)
