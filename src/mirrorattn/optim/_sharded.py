@@ -30,8 +30,8 @@ import torch.distributed as dist
 
 from mirrorattn.mirror import abs_pow, check_p, exponent_kind, mirror_map, signed_pow
 
+from . import _finite, lpmd
 from . import _kernels as K
-from . import lpmd
 
 try:
     from torch.distributed.tensor import DTensor
@@ -55,7 +55,7 @@ def check_finite(opt: Any, found: list[tuple[int, int, torch.Tensor, torch.Tenso
     """
     if not any(is_sharded(g) for *_, g in found):
         return opt._check_finite(found)
-    local = [g.to_local() if is_sharded(g) else lpmd._values(g) for *_, g in found]
+    local = [g.to_local() if is_sharded(g) else _finite.values_of(g) for *_, g in found]
     device = next(g.to_local().device for *_, g in found if is_sharded(g))
     flags = torch.zeros(len(found), dtype=torch.float32, device=device)
     by_dev: dict[torch.device, list[int]] = defaultdict(list)

@@ -13,8 +13,9 @@ import torch
 
 from mirrorattn.mirror import check_p, dual_exponent, exponent_kind, inverse_exponent, lp_norms, mirror_map, signed_pow
 
+from . import _finite, _lean, _sharded
 from . import _kernels as K
-from . import _lean, _sharded
+from ._finite import NonFiniteGradientError  # noqa: F401 (public: mirrorattn.optim.NonFiniteGradientError)
 from ._kernels import coalesce_rows
 
 #: default smallest tensor (in elements) sent to the compiled kernel; smaller ones go eager, where
@@ -22,10 +23,6 @@ from ._kernels import coalesce_rows
 COMPILE_MIN_NUMEL = 1 << 16
 
 _NONFINITE_CHOICES = ("raise", "skip")
-
-
-class NonFiniteGradientError(FloatingPointError):
-    """A gradient holds NaN or inf (raised by :class:`LpMirrorDescent` with ``nonfinite="raise"``)."""
 
 
 def dual_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -46,11 +43,6 @@ def _coalesced(g: torch.Tensor, name: str) -> torch.Tensor:
                            f"dimension (nn.Embedding(..., sparse=True)); {name} has {g.layout} with "
                            f"{g.sparse_dim()} sparse dimensions")
     return coalesce_rows(g)
-
-
-def _values(g: torch.Tensor) -> torch.Tensor:
-    """The stored entries of a (coalesced sparse) gradient, or the dense gradient itself."""
-    return g._values() if g.is_sparse else g
 
 
 #: the hyper-parameters every group of an LpMirrorDescent optimizer (and of its state dict) carries
@@ -400,91 +392,9 @@ class LpMirrorDescent(torch.optim.Optimizer):
             return f"'{names[pi]}'"
         return f"param_groups[{gi}]['params'][{pi}] (shape {tuple(param.shape)}, dtype {param.dtype})"
 
-    @staticmethod
-    def _check_q(group: dict[str, Any]) -> float | None:
-        """What the non-finite check computes for a large gradient of ``group``: None (not normalised: a sum), the
-        dual exponent q (normalised, no weight decay, ``_kernels.pow_sum_wins``: sum |g|^q, the dual norm's sum
-        too) or 0.0 (normalised otherwise: max|g|, the scale of the scaled norm; of g + wd w with weight decay)."""
-        if not group["normalized"]:
-            return None
-        q = _exponents(check_p(group["p"]))[1]
-        return q if not group["weight_decay"] and K.pow_sum_wins(q) else 0.0
-
-    def _check_norms(self, values: list[torch.Tensor], qs: list[float | None]) -> list[torch.Tensor]:
-        """A value per gradient, non-finite where the gradient holds NaN or inf: on a CPU its sum (one vectorised
-        pass, about 1.5x faster than the l_2 norm there), elsewhere the l_2 norm (one fused call for the list). For
-        a dense gradient of a normalised group (``qs``: :meth:`_check_q`) that the compiled kernels take, the pass
-        the normalised step needs, so that one pass over the gradient serves both: sum |g|^q (``_kernels.pow_sums``,
-        recorded in ``_gpow``; it can overflow for finite entries, as a norm can) or max|g| (``abs_maxima``,
-        recorded in ``_gmax``)."""
-        norms: list[torch.Tensor | None] = [None] * len(values)
-        fast = [j for j, (g, q) in enumerate(zip(values, qs))
-                if q is not None and not g.is_sparse and g.numel() >= self.compile_min_numel and self.use_compile]
-        by_q: dict[float, list[int]] = defaultdict(list)
-        for j in fast:
-            if qs[j]:
-                by_q[qs[j]].append(j)
-        for q, idx in by_q.items():
-            for j, s in zip(idx, K.pow_sums(q, [values[j] for j in idx])):
-                if s is not None:
-                    norms[j] = self._gpow[id(values[j])] = s
-        maxed = [j for j in fast if norms[j] is None]
-        for j, m in zip(maxed, K.abs_maxima([values[j] for j in maxed])):
-            norms[j] = self._gmax[id(values[j])] = m
-        rest = [j for j, n in enumerate(norms) if n is None]
-        if rest and values[rest[0]].is_cpu:
-            for j in rest:
-                norms[j] = values[j].sum()
-        elif rest:
-            for j, n in zip(rest, torch._foreach_norm([values[j] for j in rest])):
-                norms[j] = n
-        return norms
-
-    def _cpu_finite(self, values: list[torch.Tensor], qs: list[float | None]) -> bool:
-        """Whether the sums (small float32/64 tensors: NumPy's, on views; a NumPy call costs less than a torch one)
-        or the norms of :meth:`_check_norms` (the rest) of CPU gradients are all finite; no device to wait for,
-        so a float per tensor (a sum or a norm can overflow for finite entries: the caller then checks exactly)."""
-        rest = []
-        for j, v in enumerate(values):
-            if v.numel() < self.compile_min_numel and v.dtype in _NUMPY_DTYPES and v.layout == torch.strided:
-                if not math.isfinite(np.add.reduce(v.numpy(force=True), axis=None)):
-                    return False
-            else:
-                rest.append(j)
-        norms = self._check_norms([values[j] for j in rest], [qs[j] for j in rest]) if rest else []
-        return all(math.isfinite(n.item()) for n in norms)
-
     def _check_finite(self, found: list[tuple[int, int, torch.Tensor, torch.Tensor]]) -> bool:
-        """True if every gradient is finite; otherwise raise or (skip mode) return False."""
-        by_dev: dict[torch.device, list[int]] = defaultdict(list)
-        for i, (_, _, _, g) in enumerate(found):
-            by_dev[g.device].append(i)
-        bad: list[int] = []
-        self._gmax, self._gpow = {}, {}
-        for idx in by_dev.values():
-            values = [_values(found[i][3]) for i in idx]
-            qs = [self._check_q(self.param_groups[found[i][0]]) for i in idx]
-            if values[0].is_cpu:
-                finite = self._cpu_finite(values, qs)
-            else:
-                norms = self._check_norms(values, qs)
-                total = norms[0] if len(norms) == 1 else torch.stack([n.float() for n in norms]).sum()
-                finite = math.isfinite(float(total))
-            if not finite:
-                # a norm (or their sum) can overflow for finite entries: check those tensors exactly
-                bad += [i for i in idx if not bool(torch.isfinite(_values(found[i][3])).all())]
-        if not bad:
-            return True
-        if self.nonfinite == "skip":
-            self.skipped_steps += 1
-            return False
-        gi, pi, param, _ = found[bad[0]]
-        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        raise NonFiniteGradientError(
-            f"LpMirrorDescent: the gradient of {self._name(gi, self.param_groups[gi], pi, param)}{more} "
-            "holds NaN or inf; lower the learning rate or check the loss, or pass nonfinite='skip' "
-            "to skip such steps"
-        )
+        """True if every gradient is finite; otherwise raise or (skip mode) return False (``_finite``)."""
+        return _finite.check_finite(self, found)
 
     # -- the step -------------------------------------------------------------------------------
 
@@ -675,43 +585,14 @@ class LpMirrorDescent(torch.optim.Optimizer):
             if wd == 0.0 and id(gs[0]) not in self._gpow and K.scratch_applies(exponent_kind(q), gs[0], ws[0]):
                 sums = K.scratch_pow_sums(exponent_kind(q), gs, ws)  # overwrites ws: the update below rewrites them
                 self._gpow.update({} if sums is None else {id(g): s for g, s in zip(gs, sums)})
-            alphas = self._alphas_from_sums(gs, q, lr, eps, udtype) if wd == 0.0 else None
+            alphas = _finite.alphas_from_sums(self, gs, q, lr, eps, udtype) if wd == 0.0 else None
             if alphas is None:
-                alphas = K.compiled_alphas(q, wd != 0.0, maximize, ws, gs, coef, udtype, self._grad_maxima(gs))
+                alphas = K.compiled_alphas(q, wd != 0.0, maximize, ws, gs, coef, udtype, _finite.grad_maxima(self, gs))
             done = 0 if alphas is None else K.compiled_multi_step(
                 kind, wd != 0.0, [dual[i][2] for i in idx], ws, gs, -alphas if maximize else alphas, alphas * wd)
             paths["compiled"] += done
             rest += idx[done:]
         return sorted(rest)
-
-    def _alphas_from_sums(self, gs: list[torch.Tensor], q: float, lr: float, eps: float,
-                          udtype: torch.dtype) -> torch.Tensor | None:
-        """lr / (||g||_q + eps) per gradient as an (n,) float64 tensor from :meth:`_norms_from_sums`, or None when
-        the check has not computed every sum."""
-        if any(id(g) not in self._gpow for g in gs):
-            return None
-        return lr / (self._norms_from_sums(gs, q, udtype) + eps)
-
-    def _norms_from_sums(self, gs: list[torch.Tensor], q: float, dtype: torch.dtype) -> torch.Tensor:
-        """||g||_q per gradient as an (n,) float64 tensor from the non-finite check's sums |g|^q (``_gpow``),
-        unscaled; where the check has no sum, or a sum over- or underflowed (or g is 0: below
-        ``_kernels.pow_sum_floor``), the scaled norm of g in ``dtype`` (``mirrorattn.mirror.lp_norms``)."""
-        nan = torch.tensor(math.nan, dtype=torch.float64, device=gs[0].device)
-        s = torch.stack([self._gpow.get(id(g), nan) for g in gs])
-        norms = s.pow(1.0 / q)
-        floor = torch.tensor([K.pow_sum_floor(g) for g in gs], dtype=torch.float64, device=s.device)
-        bad = ~(torch.isfinite(s) & (s >= floor))
-        if bool(bad.any()):
-            for j in bad.nonzero().flatten().tolist():
-                norms[j] = lp_norms(gs[j].to(dtype), q, 0)
-        return norms
-
-    def _grad_maxima(self, gs: list[torch.Tensor]) -> torch.Tensor:
-        """max|g| of each gradient as one tensor: the non-finite check's values where it saw these gradients, else
-        computed here."""
-        known = [self._gmax.get(id(g)) for g in gs]
-        known = [m if m is not None else K.abs_max(g) for m, g in zip(known, gs)]
-        return torch.stack([m.to(torch.float64) for m in known])
 
     def _compiled_update(self, dual: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], gs: list[torch.Tensor],
                          signed_lr: float, beta: float, kind: K.Kind, paths: dict[str, int]) -> list[int]:
@@ -783,7 +664,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
             # the non-finite check's sums of g^2 where it has them (normalised, no weight decay, large tensors)
             known = None
             if normalized and not batch_dims and wd == 0.0 and any(id(g) in self._gpow for g in gs):
-                known = self._norms_from_sums(gs, 2.0, ps[0].dtype).to(ps[0].dtype)
+                known = _finite.norms_from_sums(self, gs, 2.0, ps[0].dtype).to(ps[0].dtype)
             if self.foreach:
                 if maximize:
                     gs = torch._foreach_neg(gs)
