@@ -69,6 +69,12 @@ def third_pow(a: torch.Tensor, c: torch.Tensor, kind: Kind) -> torch.Tensor:
     return pow_int(a, kind[1]) * (c if kind[2] == 1 else c * c)
 
 
+def signed_third_pow(u: torch.Tensor, kind: Kind) -> torch.Tensor:
+    """sign(u) |u|^e of a ``third`` kind with :func:`cbrt_halley` (the compiled kernels' arithmetic)."""
+    a = u.abs()
+    return torch.copysign(third_pow(a, cbrt_halley(a), kind), u)
+
+
 def split_applies(kind: Kind, u: torch.Tensor, w: torch.Tensor) -> bool:
     """Whether :func:`split_multi_step` takes this (CPU, ``third`` kind, the weight of the dual's dtype: its memory
     holds the guess's bits)."""
@@ -93,11 +99,12 @@ def _update_body(has_beta: bool, n: int) -> Callable[..., None]:
 
 
 def _guess_body(n: int) -> Callable[..., None]:
-    """With weight decay, a pass of its own: the guess's bits from the bits of u (an integer view: no bit cast)."""
+    """The guess's bits of the cube root of |x| into ``wbits`` from an integer view of x (no bit cast): a pass of
+    its own for u with weight decay (:func:`_update_body`), and for g in :func:`scratch_pow_sums`."""
 
-    def body(ubits: list[torch.Tensor], wbits: list[torch.Tensor], dtype: torch.dtype) -> None:
+    def body(xbits: list[torch.Tensor], wbits: list[torch.Tensor], dtype: torch.dtype) -> None:
         for i in range(n):
-            wbits[i].copy_(_guess_bits(ubits[i] & _CBRT_MAGIC[dtype][1], dtype))
+            wbits[i].copy_(_guess_bits(xbits[i] & _CBRT_MAGIC[dtype][1], dtype))
 
     return _name_kernel(body, f"lpmd_cbrt_guess{n}")
 
@@ -137,8 +144,7 @@ def split_multi_step(kind: Kind, has_beta: bool, us: Sequence[torch.Tensor], ws:
         key = ("cbrt_finish", kind, k)
         if done is None or _guarded(key, _cached_compile(key, lambda: _finish_body(kind, k)), u, w) is None:
             for ut, wt in zip(u, w):  # the same arithmetic, eagerly
-                at = ut.abs()
-                wt.copy_(torch.copysign(third_pow(at, cbrt_halley(at), kind), ut))
+                wt.copy_(signed_third_pow(ut, kind))
         return True
 
     return _run_chunks(n, call)
@@ -147,14 +153,6 @@ def split_multi_step(kind: Kind, has_beta: bool, us: Sequence[torch.Tensor], ws:
 def scratch_applies(qkind: Kind, g: torch.Tensor, w: torch.Tensor) -> bool:
     """Whether :func:`scratch_pow_sums` takes this gradient and weight (CPU, a ``third`` q, both of one dtype)."""
     return qkind[0] == "third" and g.device.type == "cpu" and g.dtype == w.dtype and g.dtype in _CBRT_MAGIC
-
-
-def _scratch_guess_body(n: int) -> Callable[..., None]:
-    def body(gbits: list[torch.Tensor], wbits: list[torch.Tensor], dtype: torch.dtype) -> None:
-        for i in range(n):
-            wbits[i].copy_(_guess_bits(gbits[i] & _CBRT_MAGIC[dtype][1], dtype))
-
-    return _name_kernel(body, f"lpmd_cbrt_gguess{n}")
 
 
 def _scratch_sum_body(qkind: Kind, n: int) -> Callable[..., torch.Tensor]:
@@ -180,8 +178,8 @@ def scratch_pow_sums(qkind: Kind, gs: Sequence[torch.Tensor], ws: Sequence[torch
 
     def chunk(i: int, k: int) -> object:
         g, w = [t.detach().view(-1) for t in gs[i:i + k]], [t.detach().view(-1) for t in ws[i:i + k]]
-        key = ("cbrt_gguess", k)
-        if _guarded(key, _cached_compile(key, lambda: _scratch_guess_body(k)), [t.view(itype) for t in g],
+        key = ("cbrt_guess", k)
+        if _guarded(key, _cached_compile(key, lambda: _guess_body(k)), [t.view(itype) for t in g],
                     [t.view(itype) for t in w], g[0].dtype) is None:
             return None
         key = ("cbrt_gsum", qkind, k)

@@ -8,7 +8,6 @@ overflow for finite entries, so a non-finite value sends its tensor to an exact 
 
 from __future__ import annotations
 
-import functools
 import math
 from collections import defaultdict
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mirrorattn.mirror import check_p, dual_exponent, lp_norms
+from mirrorattn.mirror import check_p, lp_norms
 
 from . import _kernels as K
 from ._lean import NUMPY_DTYPES
@@ -31,18 +30,13 @@ def values_of(g: torch.Tensor) -> torch.Tensor:
     return g._values() if g.is_sparse else g
 
 
-@functools.lru_cache(maxsize=256)
-def _dual_q(p: float) -> float:
-    return dual_exponent(check_p(p))
-
-
 def check_q(group: dict[str, Any]) -> float | None:
     """What the non-finite check computes for a large gradient of ``group``: None (not normalised: a sum), the
     dual exponent q (normalised, no weight decay, ``_kernels.pow_sum_wins``: sum |g|^q, the dual norm's sum
     too) or 0.0 (normalised otherwise: max|g|, the scale of the scaled norm; of g + wd w with weight decay)."""
     if not group["normalized"]:
         return None
-    q = _dual_q(group["p"])
+    q = K.exponents(check_p(group["p"]))[1]
     return q if not group["weight_decay"] and K.pow_sum_wins(q) else 0.0
 
 

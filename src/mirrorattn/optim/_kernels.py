@@ -35,21 +35,30 @@ the eager path with ``pow``; so does the eager path for ``third``).
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from mirrorattn.mirror import Kind, exponent_kind, lp_norms, signed_pow, signed_pow_list
+from mirrorattn.mirror import (
+    Kind,
+    dual_exponent,
+    exponent_kind,
+    inverse_exponent,
+    lp_norms,
+    signed_pow,
+    signed_pow_list,
+)
 
 from ._cbrt import (  # noqa: F401 (scratch_*: the optimizer's, through this module)
     _CBRT_MAGIC,
     cbrt_halley,
     scratch_applies,
     scratch_pow_sums,
+    signed_third_pow,
     split_applies,
     split_multi_step,
-    third_pow,
 )
 from ._compile import (  # noqa: F401 (EAGER_ENV, CHUNKS, _CACHE, _FAILED, compile_disabled: re-exported)
     _CACHE,
@@ -67,6 +76,17 @@ from ._compile import (  # noqa: F401 (EAGER_ENV, CHUNKS, _CACHE, _FAILED, compi
 )
 
 
+def dual_dtype(dtype: torch.dtype) -> torch.dtype:
+    """dtype of the dual variable for a weight of ``dtype``: float64 stays, anything smaller -> float32."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+@functools.lru_cache(maxsize=256)
+def exponents(p: float) -> tuple[Kind, float]:
+    """(kind of the inverse-map exponent 1/(p-1), dual exponent q) for a checked p; cached."""
+    return exponent_kind(inverse_exponent(p)), dual_exponent(p)
+
+
 def kernel_signed_pow(u: torch.Tensor, kind: Kind) -> torch.Tensor:
     """sign(u) |u|^e inside the compiled kernels: ``mirrorattn.mirror.signed_pow`` except for two kinds whose
     ``pow`` is slow in a compiled loop (tested against it): ``third`` exponents use :func:`cbrt_halley` (a few
@@ -75,8 +95,7 @@ def kernel_signed_pow(u: torch.Tensor, kind: Kind) -> torch.Tensor:
     """
     k = kind[0]
     if k == "third" and u.dtype in _CBRT_MAGIC:
-        a = u.abs()
-        return torch.copysign(third_pow(a, cbrt_halley(a), kind), u)
+        return signed_third_pow(u, kind)
     if k == "pow":
         return torch.copysign(torch.exp2(kind[1] * torch.log2(u.abs())), u)
     return signed_pow(u, kind)
@@ -210,7 +229,7 @@ def _pow_sum_body(qkind: Kind, n: int) -> Callable[..., torch.Tensor]:
     def body(gs: list[torch.Tensor]) -> torch.Tensor:
         out = []
         for i in range(n):
-            a = gs[i].to(torch.float64 if gs[i].dtype == torch.float64 else torch.float32).abs()
+            a = gs[i].to(dual_dtype(gs[i].dtype)).abs()
             out.append(kernel_signed_pow(a, qkind).sum().to(torch.float64))
         return torch.stack(out)
 
@@ -233,8 +252,7 @@ def pow_sum_floor(g: torch.Tensor) -> float:
     """The least sum of :func:`compiled_pow_sums` from which ||g||_q = sum^(1/q) is as exact as the scaled
     (max|g|-divided) one: its largest term is then at least 2^24 times the smallest normal number of the dtype it
     was computed in, and the terms that underflow are too small to change the sum."""
-    tiny = torch.finfo(torch.float64 if g.dtype == torch.float64 else torch.float32).tiny
-    return max(g.numel(), 1) * tiny * 2.0 ** 24
+    return max(g.numel(), 1) * torch.finfo(dual_dtype(g.dtype)).tiny * 2.0 ** 24
 
 
 def compiled_pow_sums(q: float, gs: Sequence[torch.Tensor]) -> torch.Tensor | None:

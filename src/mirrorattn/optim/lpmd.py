@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from collections import defaultdict
 from itertools import chain
@@ -11,12 +10,12 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
-from mirrorattn.mirror import check_p, dual_exponent, exponent_kind, inverse_exponent, lp_norms, mirror_map, signed_pow
+from mirrorattn.mirror import check_p, exponent_kind, lp_norms, mirror_map, signed_pow
 
 from . import _finite, _lean, _sharded
 from . import _kernels as K
 from ._finite import NonFiniteGradientError  # noqa: F401 (public: mirrorattn.optim.NonFiniteGradientError)
-from ._kernels import coalesce_rows
+from ._kernels import coalesce_rows, dual_dtype
 
 #: default smallest tensor (in elements) sent to the compiled kernel; smaller ones go eager, where
 #: a kernel launch costs more than the arithmetic and no compilation is ever triggered
@@ -25,15 +24,8 @@ COMPILE_MIN_NUMEL = 1 << 16
 _NONFINITE_CHOICES = ("raise", "skip")
 
 
-def dual_dtype(dtype: torch.dtype) -> torch.dtype:
-    """dtype of the dual variable for a weight of ``dtype``: float64 stays, anything smaller -> float32."""
-    return torch.promote_types(dtype, torch.float32)
-
-
-@functools.lru_cache(maxsize=256)
-def _exponents(p: float) -> tuple[K.Kind, float]:
-    """(kind of the inverse-map exponent 1/(p-1), dual exponent q) for a checked p; cached."""
-    return exponent_kind(inverse_exponent(p)), dual_exponent(p)
+#: (kind of 1/(p-1), dual exponent q) of a checked p, cached: one home, ``_kernels.exponents``
+_exponents = K.exponents
 
 
 def _coalesced(g: torch.Tensor, name: str) -> torch.Tensor:
@@ -582,8 +574,9 @@ class LpMirrorDescent(torch.optim.Optimizer):
         for (device, _, udtype, *_), idx in lists.items():
             coef = torch.tensor([lr, wd, eps], dtype=torch.float64, device=device)
             ws, gs = [dual[i][0] for i in idx], [dual[i][1] for i in idx]
-            if wd == 0.0 and id(gs[0]) not in self._gpow and K.scratch_applies(exponent_kind(q), gs[0], ws[0]):
-                sums = K.scratch_pow_sums(exponent_kind(q), gs, ws)  # overwrites ws: the update below rewrites them
+            qkind = exponent_kind(q)
+            if wd == 0.0 and id(gs[0]) not in self._gpow and K.scratch_applies(qkind, gs[0], ws[0]):
+                sums = K.scratch_pow_sums(qkind, gs, ws)  # overwrites ws: the update below rewrites them
                 self._gpow.update({} if sums is None else {id(g): s for g, s in zip(gs, sums)})
             alphas = _finite.alphas_from_sums(self, gs, q, lr, eps, udtype) if wd == 0.0 else None
             if alphas is None:
