@@ -12,6 +12,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from mirrorattn.optim import LpMirrorDescent
+from mirrorattn.train.distributed import exit_process
 
 STEPS = 6
 N_GLOBAL = 24
@@ -54,8 +55,10 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         ddp = torch.nn.parallel.DistributedDataParallel(model)
         _train(model, ddp, x[shard], y[shard])
         torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, Path(out) / f"rank{rank}.pt")
-    finally:
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    exit_process(0)  # leave the group, no interpreter teardown (gloo threads can abort it under load)
 
 
 def _free_port() -> int:

@@ -241,7 +241,7 @@ import mirrorattn.experiments.classification as cl
 from mirrorattn.experiments.vision import VisionExperimentConfig
 from mirrorattn.io import FolderInUseError
 from mirrorattn.train import Split, TrainData, init_distributed
-from mirrorattn.train.distributed import barrier, shutdown_distributed
+from mirrorattn.train.distributed import exit_process
 
 torch.set_num_threads(1)
 rank = init_distributed("cpu").rank
@@ -270,8 +270,7 @@ for what, lr, where, error in (("conflict", 0.1, folder, cl.RunConflictError), (
     except error:
         print(f"rank {rank}: {what} refused", flush=True)
 print(f"rank {rank}: epochs {first['epochs_run']}", flush=True)
-barrier()
-shutdown_distributed()  # a clean exit of both processes
+exit_process(0)  # both processes wait for each other, leave the group and exit
 """
 
 

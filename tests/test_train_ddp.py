@@ -15,7 +15,7 @@ SCRIPT = textwrap.dedent(
     import torch
     from mirrorattn.models.transformer import TextTransformer, TextTransformerConfig
     from mirrorattn.train import Split, TrainConfig, TrainData, fit, seeded_init
-    from mirrorattn.train.distributed import shutdown_distributed
+    from mirrorattn.train.distributed import exit_process
 
     def make(optimizer):
         g = torch.Generator().manual_seed(0)
@@ -38,10 +38,8 @@ SCRIPT = textwrap.dedent(
         torch.set_num_threads(1)
         optimizer, out = sys.argv[1], sys.argv[2]
         model, data, config = make(optimizer)
-        try:
-            fit(model, data, config, out, progress=False)
-        finally:  # leave the process group before exit (its threads aborted one process at exit under load)
-            shutdown_distributed()
+        fit(model, data, config, out, progress=False)
+        exit_process(0)  # leave the group, no interpreter teardown (gloo threads aborted one there under load)
     '''
 )
 
@@ -66,3 +64,21 @@ def test_two_gloo_processes_match_one_process(tmp_path, optimizer):
     # the parameters moved (the comparison is not between two untouched inits)
     with torch.no_grad():
         assert max((a[k] - namespace["make"](optimizer)[0].state_dict()[k]).abs().max().item() for k in a) > 1e-3
+
+
+def test_exit_process_flushes_and_exits_with_its_code(tmp_path):
+    """``exit_process`` ends the process with the given code, after what was printed (unflushed, to a pipe) and
+    logged has been written - also with no process group."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout to a pipe: block-buffered
+    script = ("import logging, sys\nlogging.basicConfig(stream=sys.stderr)\n"
+              "from mirrorattn.train.distributed import exit_process\n"
+              "print('written', end='')\nlogging.getLogger('x').warning('logged')\nexit_process(3)\n"
+              "print('not reached')\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env=env)
+    assert (proc.returncode, proc.stdout) == (3, "written"), proc.stderr
+    assert "logged" in proc.stderr

@@ -35,7 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command of ``argv`` (default: ``sys.argv``), then leave the process group; the exit code."""
+    """Run the command of ``argv`` (default: ``sys.argv``), then leave the process group; the exit code.
+
+    Run as ``python -m mirrorattn.torchrun`` by torchrun, the process then ends by
+    :func:`mirrorattn.train.distributed.exit_process` (no interpreter teardown: torch keeps an FSDP2 process
+    group alive past ``destroy_process_group``, and its threads can abort the teardown)."""
     from mirrorattn.train.distributed import shutdown_distributed
 
     parser = build_parser()
@@ -46,4 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from mirrorattn.train.distributed import exit_process, launched_by_torchrun
+
+    code = main()
+    if launched_by_torchrun():
+        exit_process(code)
+    sys.exit(code)

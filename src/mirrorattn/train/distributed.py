@@ -7,13 +7,17 @@ on CPU). Without them everything runs as a single process and the collectives ar
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from dataclasses import dataclass
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "all_reduce_sum", "dist_info", "init_distributed", "resolve_device", "shutdown_distributed"]
+__all__ = ["DistInfo", "all_reduce_sum", "dist_info", "exit_process", "init_distributed", "resolve_device",
+           "shutdown_distributed"]
 
 
 @dataclass(frozen=True)
@@ -92,3 +96,29 @@ def shutdown_distributed() -> None:
     """Leave the process group if one is active."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def exit_process(code: int = 0) -> NoReturn:
+    """Wait for the other processes, leave the process group and end this process with ``code`` - without the
+    interpreter's teardown.
+
+    Once FSDP2 (``fully_shard``) has run, torch (2.13) keeps the process group alive after
+    ``destroy_process_group`` (references held on its C++ side, also with ``torch.optim.SGD``), so the group is
+    destroyed during the interpreter's teardown, where its gloo threads can abort a process whose work is done
+    (``terminate called without an active exception``, SIGABRT - seen once in CI). So every process waits at a
+    barrier (an error there, e.g. a peer that has already failed, is ignored), leaves the group, flushes the
+    logs and the standard streams and ends with ``os._exit``. Results are written (atomically) before this.
+    """
+    if dist.is_available() and dist.is_initialized():
+        try:
+            barrier()
+        except Exception:  # noqa: BLE001 - a peer that failed: nothing left to wait for
+            pass
+        shutdown_distributed()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken stream: nothing more to write
+            pass
+    os._exit(code)
