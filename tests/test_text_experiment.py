@@ -243,6 +243,7 @@ def test_a_rerun_with_other_settings_is_refused_before_any_training(tmp_path, mo
 def test_converge_preset_end_to_end_on_a_tiny_slice(tmp_path, cache, monkeypatch):
     """Issue 14: the converge preset (authors' init and mask, [CLS], summed BCE, stopping rule) runs from the
     embedded polarity copy (no data root); the reported query/key move is recomputed from the saved weights."""
+    import mirrorattn.experiments.classification as classification
     from mirrorattn.cli import main
     from mirrorattn.data.text_sources import EMBEDDED_POLARITY
     from mirrorattn.experiments.text import TextExperimentConfig, run_name
@@ -283,6 +284,44 @@ def test_converge_preset_end_to_end_on_a_tiny_slice(tmp_path, cache, monkeypatch
             expect = relative_change(state[name], initial.state_dict()[name])
             assert summary["analysis"]["scalars"][f"{kind}_move"] == pytest.approx(expect, rel=1e-9), kind
             assert expect > 0
+        _check_stop_analysis(run, summary, initial, model_cfg, config, results["aggregate"][opt])
+    assert "at the stop: [CLS] entropy" in md
+    # a run finished before analysis_stop existed gets it on reuse, without training again
+    for opt in ("lp-md:1.1", "adam"):
+        path = out / "runs" / run_name(opt, 0) / "summary.json"
+        old = json.loads(path.read_text())
+        path.write_text(json.dumps({k: v for k, v in old.items() if k != "analysis_stop"}))
+    monkeypatch.setattr(classification, "fit", lambda *a, **k: pytest.fail("a finished run trained again"))
+    assert main(argv) == 0
+    again = json.loads((out / "results.json").read_text())
+    for opt in ("lp-md:1.1", "adam"):
+        assert again["runs"][opt][0]["analysis_stop"] == results["runs"][opt][0]["analysis_stop"]
+
+
+def _check_stop_analysis(run, summary, initial, model_cfg, config, row):
+    """``analysis_stop``: the analysis of the weights where training stopped (the checkpoint's), recomputed here
+    from the checkpoint - the query/key move and the last layer's [CLS] entropy by a direct forward."""
+    from mirrorattn.experiments.run_analysis import attention_sparsity
+    from mirrorattn.experiments.text import prepare_text_data
+    from mirrorattn.experiments.token_selection import sample_indices
+    from mirrorattn.metrics import relative_change
+    from mirrorattn.train.checkpoint import load_checkpoint
+
+    stop = summary["analysis_stop"]
+    assert stop["epoch"] == summary["epochs_run"]
+    last = load_checkpoint(run / "checkpoint.pt", required=("model",))["model"]
+    for kind in ("q", "k"):
+        name = f"blocks.0.attn.{kind}_proj.weight"
+        expect = relative_change(last[name], initial.state_dict()[name])
+        assert stop["scalars"][f"{kind}_move"] == pytest.approx(expect, rel=1e-9), kind
+    model = TextTransformer(model_cfg)
+    model.load_state_dict(last)
+    model.eval()
+    ids, mask = prepare_text_data(config).data.test.inputs
+    idx = sample_indices(len(ids), 50)
+    direct = attention_sparsity(model, ids[idx], mask[idx], 5)[-1]["entropy_norm"]
+    assert stop["scalars"]["cls_entropy_norm_last"] == pytest.approx(direct, rel=1e-9)
+    assert row["stop_cls_entropy_norm_last"]["mean"] == pytest.approx(direct, rel=1e-12)
 
 
 def test_probe_leaves_out_sentences_longer_than_the_model_takes():

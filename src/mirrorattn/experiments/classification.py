@@ -49,8 +49,10 @@ from mirrorattn.io import (
 )
 from mirrorattn.metrics import relative_change
 from mirrorattn.train import TrainConfig, TrainData, dist_info, fit, seeded_init
+from mirrorattn.train.checkpoint import load_checkpoint
 from mirrorattn.train.distributed import barrier
 from mirrorattn.train.fsdp import unsharded_copy
+from mirrorattn.train.resume import CHECKPOINT, load_weights_into
 
 __all__ = [
     "DIVERGED_POLICIES",
@@ -322,7 +324,7 @@ def run_one(spec: RunSpec, out_dir: Path, *, progress: bool = True, overwrite: b
         _on_main(lambda: stack.enter_context(lock_folder(out_dir)))
         plan = _on_main(lambda: plan_run(spec, out_dir, overwrite=overwrite))
         if plan.action == "reuse":
-            return plan.summary
+            return _with_stop_analysis(spec, out_dir, plan.summary)
         record: dict[str, Any] = {"config_hash": config_hash(spec.identity)}
         if spec.resume_longer:  # same settings except the stopping rule: continue from the checkpoint
             record["resume_hash"] = _resume_key(spec)[1]
@@ -372,6 +374,34 @@ def _train_run(spec: RunSpec, out_dir: Path, *, resume: bool, progress: bool) ->
             summary["analysis"]["scalars"].update(weight_moves(model, initial))
     if info.is_main:
         write_json(summary_path, summary)
+    return _with_stop_analysis(spec, out_dir, summary)
+
+
+def _with_stop_analysis(spec: RunSpec, out_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """``summary`` with ``analysis_stop`` - the analysis's scalars (and Q/K/V moves) of the weights at the end of
+    training, i.e. at the stopping rule - beside ``analysis`` (the validation-best weights, often far earlier:
+    Adam's best epoch can be a sixth of its run). The paper analyses its models as trained to the rule.
+
+    Computed from ``checkpoint.pt`` (read as weights only; no analysis files are written) for a finished run
+    that has a results-table analysis and did not diverge, in a single process and without FSDP (its checkpoint
+    is sharded); a run reused from before this entry existed gets it here, and its ``summary.json`` is
+    rewritten with it. Anything else: ``summary`` as it is."""
+    analysis = summary.get("analysis")
+    if "analysis_stop" in summary or spec.analyse is None or summary.get("diverged") or spec.train.fsdp \
+            or not isinstance((analysis or {}).get("scalars"), dict) or dist_info().active \
+            or not (out_dir / CHECKPOINT).is_file():
+        return summary
+    with seeded_init(spec.seed):
+        model = spec.build_model()
+    initial = _attention_weights(model)
+    ckpt = load_checkpoint(out_dir / CHECKPOINT, required=("model", "epoch"))
+    if not isinstance(ckpt["model"], dict) or not all(isinstance(v, torch.Tensor) for v in ckpt["model"].values()):
+        return summary  # a sharded checkpoint's reference
+    load_weights_into(model, ckpt["model"])
+    scalars = dict(spec.analyse(model, write=False)["scalars"])
+    scalars.update(weight_moves(model, initial))
+    summary = {**summary, "analysis_stop": {"epoch": int(ckpt["epoch"]), "scalars": scalars}}
+    write_json(out_dir / SUMMARY, summary)
     return summary
 
 
@@ -414,6 +444,8 @@ def aggregate(summaries: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         for r in runs:
             for k, v in (r.get("analysis") or {}).get("scalars", {}).items():
                 flat.setdefault(k, []).append(v)
+            for k, v in (r.get("analysis_stop") or {}).get("scalars", {}).items():  # at the stopping rule
+                flat.setdefault(f"stop_{k}", []).append(v)
         row.update({k: _mean_std(v) for k, v in flat.items()})
         row["lr"] = runs[0]["lr"] if runs else None
         row["diverged_runs"] = sum(bool(r.get("diverged")) for r in runs)

@@ -167,6 +167,8 @@ def _columns(config: Any, results: dict[str, Any]) -> list[Column]:
         (f"top-{k} mass", lambda opt, row, runs: _fmt(row.get(f"cls_top{k}_mass_last"))),
         ("probe score (chance)", lambda opt, row, runs:
             f"{_fmt(row.get('probe_score'))} ({_fmt(row.get('probe_other'))})"),
+        ("at the stop: [CLS] entropy / uniform's, probe score", lambda opt, row, runs:
+            f"{_fmt(row.get('stop_cls_entropy_norm_last'), 1, 4)}, {_fmt(row.get('stop_probe_score'))}"),
         ("Q/K/V count > thr", lambda opt, row, runs: _counts(row)),
         ("Q/K/V Hoyer", lambda opt, row, runs: "/".join(_fmt(row.get(f"{q}_hoyer"), 1, 3) for q in "qkv")),
         ("Q/K move", lambda opt, row, runs: "/".join(_fmt(row.get(f"{q}_move"), 1, 2) for q in "qk")),
@@ -202,7 +204,9 @@ def _regime_lines(config: Any, results: dict[str, Any]) -> str:
             f"{n - len(short)} of {n} runs reached it" + (f"; not: {'; '.join(short)}" if short else "") +
             f". The paper's IMDb runs (3 blocks, width 384) took on average {paper} epochs. `Q/K move` is "
             "||W - W0||_F / ||W0||_F of the query / key weights from their initial values to the validation-best "
-            "model.")
+            "model. `at the stop`: the same analysis of the weights at the end of training (the stopping rule's "
+            "epoch; the paper analyses its models as trained to the rule), the other columns: of the "
+            "validation-best weights.")
 
 
 def plot_attention_maps(runs: dict[str, list[Path]], path: Path, results: dict[str, Any] | None = None,

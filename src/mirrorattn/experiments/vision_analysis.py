@@ -108,6 +108,7 @@ def _columns(config: Any, results: dict[str, Any]) -> list[Column]:
         ("s/epoch", lambda opt, row, runs: _fmt(_seconds(runs, "seconds_per_epoch"), 1, 1)),
         ("s/run", lambda opt, row, runs: _run_seconds(runs)),
         ("[CLS] entropy", lambda opt, row, runs: _fmt(row.get("cls_entropy_last"))),
+        ("[CLS] entropy at the stop", lambda opt, row, runs: _fmt(row.get("stop_cls_entropy_last"))),
         ("[CLS] max prob", lambda opt, row, runs: _fmt(row.get("cls_max_prob_last"))),
         (f"top-{k} mass", lambda opt, row, runs: _fmt(row.get(f"cls_top{k}_mass_last"))),
         ("Q/K/V frac > thr", lambda opt, row, runs: _per_qkv(row, "fraction_above")),
