@@ -100,6 +100,27 @@ def test_token_selection_and_weight_sparsity(tmp_path: Path) -> None:
     assert claims["weight-sparsity"].verdict == NOT_REPRODUCED
 
 
+def test_token_selection_judges_the_weights_where_training_stopped(tmp_path: Path) -> None:
+    """With ``stop_*`` statistics (``analysis_stop``) for both optimizers the verdict is theirs, not the
+    validation-best weights'; without them it falls back to the latter."""
+    _text(tmp_path, "polarity", {"lp-md:1.1": (0.7, 0.0), "sgd": (0.7, 0.0)},
+          entropy={"lp-md:1.1": 1.0, "sgd": 2.0}, probe={"lp-md:1.1": 0.5, "sgd": 0.4})
+    assert _claims(tmp_path)["token-selection"].verdict == REPRODUCED
+    path = tmp_path / "text" / "polarity" / "results.json"
+    res = json.loads(path.read_text())
+    for opt, (ent, probe) in {"lp-md:1.1": (2.5, 0.5), "sgd": (2.0, 0.4)}.items():
+        row = res["aggregate"][opt]
+        row.update(stop_cls_entropy_last={"mean": ent, "std": 0.0, "n": 3}, stop_probe_score={"mean": probe, "std": 0.0,
+                   "n": 3}, stop_cls_max_prob_last={"mean": 0.4, "std": 0.0, "n": 3})
+    write_json(path, res)
+    c = _claims(tmp_path)["token-selection"]
+    assert c.verdict == NOT_REPRODUCED and c.numbers["weights"] == "stop"
+    assert c.numbers["entropy"] == {"lp-md:1.1": 2.5, "sgd": 2.0}
+    body = "\n".join(c.body)
+    assert "where training stopped" in body
+    assert "| lp-md:1.1 | 2.500 | 0.400 | 0.500 ± 0.000 | - | 1.000 | 0.500 |" in body  # the val-best's beside
+
+
 def test_report_json_matches_markdown(tmp_path: Path) -> None:
     _local(tmp_path, _eye(0.01, 0.05), _eye(0.9, 0.9), _eye(0.1, 0.2))
     md = build_report(tmp_path).read_text()
