@@ -296,6 +296,16 @@ def test_converge_preset_end_to_end_on_a_tiny_slice(tmp_path, cache, monkeypatch
     again = json.loads((out / "results.json").read_text())
     for opt in ("lp-md:1.1", "adam"):
         assert again["runs"][opt][0]["analysis_stop"] == results["runs"][opt][0]["analysis_stop"]
+    # a damaged final checkpoint: the finished run is reused without the entry, nothing else changes
+    run = out / "runs" / run_name("adam", 0)
+    (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    (run / "summary.json").write_text(json.dumps({k: v for k, v in again["runs"]["adam"][0].items()
+                                                  if k != "analysis_stop"}))
+    assert main(argv) == 0
+    last = json.loads((out / "results.json").read_text())
+    assert "analysis_stop" not in last["runs"]["adam"][0] and last["runs"]["adam"][0]["test_acc"] == \
+        again["runs"]["adam"][0]["test_acc"]
+    assert "stop_cls_entropy_norm_last" not in last["aggregate"]["adam"]
 
 
 def _check_stop_analysis(run, summary, initial, model_cfg, config, row):

@@ -49,7 +49,7 @@ from mirrorattn.io import (
 )
 from mirrorattn.metrics import relative_change
 from mirrorattn.train import TrainConfig, TrainData, dist_info, fit, seeded_init
-from mirrorattn.train.checkpoint import load_checkpoint
+from mirrorattn.train.checkpoint import CheckpointError, load_checkpoint
 from mirrorattn.train.distributed import barrier
 from mirrorattn.train.fsdp import unsharded_copy
 from mirrorattn.train.resume import CHECKPOINT, load_weights_into
@@ -385,7 +385,8 @@ def _with_stop_analysis(spec: RunSpec, out_dir: Path, summary: dict[str, Any]) -
     Computed from ``checkpoint.pt`` (read as weights only; no analysis files are written) for a finished run
     that has a results-table analysis and did not diverge, in a single process and without FSDP (its checkpoint
     is sharded); a run reused from before this entry existed gets it here, and its ``summary.json`` is
-    rewritten with it. Anything else: ``summary`` as it is."""
+    rewritten with it. Anything else, or a checkpoint that cannot be read safely (one line printed):
+    ``summary`` as it is."""
     analysis = summary.get("analysis")
     if "analysis_stop" in summary or spec.analyse is None or summary.get("diverged") or spec.train.fsdp \
             or not isinstance((analysis or {}).get("scalars"), dict) or dist_info().active \
@@ -394,7 +395,11 @@ def _with_stop_analysis(spec: RunSpec, out_dir: Path, summary: dict[str, Any]) -
     with seeded_init(spec.seed):
         model = spec.build_model()
     initial = _attention_weights(model)
-    ckpt = load_checkpoint(out_dir / CHECKPOINT, required=("model", "epoch"))
+    try:
+        ckpt = load_checkpoint(out_dir / CHECKPOINT, required=("model", "epoch"))
+    except CheckpointError as exc:  # a damaged final checkpoint: the run's results stand without this entry
+        print(f"{out_dir.name}: no analysis at the stop ({exc})", flush=True)
+        return summary
     if not isinstance(ckpt["model"], dict) or not all(isinstance(v, torch.Tensor) for v in ckpt["model"].values()):
         return summary  # a sharded checkpoint's reference
     load_weights_into(model, ckpt["model"])
