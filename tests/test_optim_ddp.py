@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
@@ -45,20 +47,29 @@ def _train(model: torch.nn.Module, module: torch.nn.Module, x: torch.Tensor, y: 
         opt.step()
 
 
-def _worker(rank: int, world: int, port: int, out: str) -> None:
+@contextmanager
+def gloo_worker(rank: int, world: int, port: int) -> Iterator[None]:
+    """A spawned worker's process group (gloo, one thread): an exception leaves it and propagates; a finished
+    worker ends by ``exit_process`` - no interpreter teardown, where the group's threads can abort a process
+    (torch keeps an FSDP2 group alive past ``destroy_process_group``; under load also DDP's)."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
+        yield
+    except BaseException:
+        dist.destroy_process_group()
+        raise
+    exit_process(0)
+
+
+def _worker(rank: int, world: int, port: int, out: str) -> None:
+    with gloo_worker(rank, world, port):
         x, y = _data()
         shard = slice(rank * N_GLOBAL // world, (rank + 1) * N_GLOBAL // world)
         model = _model()
         ddp = torch.nn.parallel.DistributedDataParallel(model)
         _train(model, ddp, x[shard], y[shard])
         torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, Path(out) / f"rank{rank}.pt")
-    except BaseException:
-        dist.destroy_process_group()
-        raise
-    exit_process(0)  # leave the group, no interpreter teardown (gloo threads can abort it under load)
 
 
 def _free_port() -> int:

@@ -19,8 +19,7 @@ import torch.multiprocessing as mp
 
 from mirrorattn.optim import LpMirrorDescent, NonFiniteGradientError
 from mirrorattn.optim import _kernels as K
-from mirrorattn.train.distributed import exit_process
-from test_optim_ddp import _free_port
+from test_optim_ddp import _free_port, gloo_worker
 
 STEPS, N_GLOBAL, WIDTH = 6, 16, 24
 THRESHOLD = 256  # compile_min_numel: the 16 x 24 and 24 x 24 weights are above it, the rest below
@@ -91,9 +90,7 @@ def _worker(rank: int, world: int, port: int, out: str, normalized: bool) -> Non
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
+    with gloo_worker(rank, world, port):
         x, y = _data()
         shard = slice(rank * N_GLOBAL // world, (rank + 1) * N_GLOBAL // world)
         x, y = x[shard], y[shard]
@@ -112,10 +109,6 @@ def _worker(rank: int, world: int, port: int, out: str, normalized: bool) -> Non
         _train(model2, opt2, x, y, STEPS - STEPS // 2)
         result.update(resumed=_full(model2), failed=dict(K._FAILED), **_nonfinite_checks(normalized, x, y, rank))
         torch.save(result, Path(out) / f"rank{rank}.pt")
-    except BaseException:
-        dist.destroy_process_group()
-        raise
-    exit_process(0)  # not the interpreter's teardown: torch keeps the FSDP2 group alive, its threads can abort it
 
 
 @pytest.mark.slow

@@ -49,7 +49,7 @@ from mirrorattn.io import (
 )
 from mirrorattn.metrics import relative_change
 from mirrorattn.train import TrainConfig, TrainData, dist_info, fit, seeded_init
-from mirrorattn.train.checkpoint import CheckpointError, load_checkpoint
+from mirrorattn.train.checkpoint import CheckpointError, is_state_dict, load_checkpoint
 from mirrorattn.train.distributed import barrier
 from mirrorattn.train.fsdp import unsharded_copy
 from mirrorattn.train.resume import CHECKPOINT, load_weights_into
@@ -340,9 +340,7 @@ def _train_run(spec: RunSpec, out_dir: Path, *, resume: bool, progress: bool) ->
     """Build the model, fit it (resuming when asked), analyse it and write ``summary.json`` (see :func:`run_one`)."""
     info = dist_info()
     summary_path = out_dir / SUMMARY
-    with seeded_init(spec.seed):
-        model = spec.build_model()
-    initial = _attention_weights(model)
+    model, initial = _initial_model(spec)
     head = {"config_hash": config_hash(spec.identity), **spec.summary_head, "optimizer": spec.optimizer,
             "lr": spec.lr, "seed": spec.seed}
     start = time.time()
@@ -392,15 +390,13 @@ def _with_stop_analysis(spec: RunSpec, out_dir: Path, summary: dict[str, Any]) -
             or not isinstance((analysis or {}).get("scalars"), dict) or dist_info().active \
             or not (out_dir / CHECKPOINT).is_file():
         return summary
-    with seeded_init(spec.seed):
-        model = spec.build_model()
-    initial = _attention_weights(model)
+    model, initial = _initial_model(spec)
     try:
         ckpt = load_checkpoint(out_dir / CHECKPOINT, required=("model", "epoch"))
     except CheckpointError as exc:  # a damaged final checkpoint: the run's results stand without this entry
         print(f"{out_dir.name}: no analysis at the stop ({exc})", flush=True)
         return summary
-    if not isinstance(ckpt["model"], dict) or not all(isinstance(v, torch.Tensor) for v in ckpt["model"].values()):
+    if not is_state_dict(ckpt["model"]):
         return summary  # a sharded checkpoint's reference
     load_weights_into(model, ckpt["model"])
     scalars = dict(spec.analyse(model, write=False)["scalars"])
@@ -408,6 +404,14 @@ def _with_stop_analysis(spec: RunSpec, out_dir: Path, summary: dict[str, Any]) -
     summary = {**summary, "analysis_stop": {"epoch": int(ckpt["epoch"]), "scalars": scalars}}
     write_json(out_dir / SUMMARY, summary)
     return summary
+
+
+def _initial_model(spec: RunSpec) -> tuple[nn.Module, dict[str, list[torch.Tensor]]]:
+    """The run's model as initialised (``build_model`` under ``seeded_init(seed)``) and copies of its attention
+    weights (:func:`_attention_weights`), from which :func:`weight_moves` measures."""
+    with seeded_init(spec.seed):
+        model = spec.build_model()
+    return model, _attention_weights(model)
 
 
 def _attention_weights(model: nn.Module) -> dict[str, list[torch.Tensor]]:

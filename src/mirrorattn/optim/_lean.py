@@ -115,13 +115,12 @@ def _flatten(params: tuple[torch.Tensor, ...], entries: list, members: list[int]
                  [params[i].detach() for i in members])
 
 
-def plan(opt: Any, exponents: Any) -> list[_Group] | None:
-    """The plan of the lean step after a general step, or None when a parameter with a gradient does not qualify.
-    ``exponents(p)``: (kind of 1/(p-1), q)."""
+def plan(opt: Any) -> list[_Group] | None:
+    """The plan of the lean step after a general step, or None when a parameter with a gradient does not qualify."""
     groups = []
     for group in opt.param_groups:
         p = float(group["p"])
-        kind, q = exponents(p)
+        kind, q = K.exponents(p)
         params = tuple(group["params"])
         entries: list[tuple[np.ndarray, np.ndarray, torch.Tensor, dict] | None] = []
         for param in params:

@@ -30,7 +30,7 @@ import torch.distributed as dist
 
 from mirrorattn.mirror import abs_pow, check_p, exponent_kind, mirror_map, signed_pow
 
-from . import _finite, lpmd
+from . import _finite
 from . import _kernels as K
 
 try:
@@ -108,7 +108,7 @@ def _prepare(opt: Any, param: torch.Tensor, p: float, kind: K.Kind) -> torch.Ten
     st["step"] = st.get("step", 0) + 1
     u = st.get("dual")
     if u is None or st.get("p") != p or not is_sharded(u) or u.shape != param.shape \
-            or u.placements != param.placements or u.dtype != lpmd.dual_dtype(param.dtype) \
+            or u.placements != param.placements or u.dtype != K.dual_dtype(param.dtype) \
             or u.device != param.device:
         u = st["dual"] = opt._init_dual(param, p)  # DTensor ops: every process builds its shard together
         st["p"] = p
@@ -194,9 +194,9 @@ def _step_sharded(opt: Any, group: dict[str, Any], items: list[Item], paths: dic
     p = check_p(group["p"])
     lr, wd, eps = float(group["lr"]), float(group["weight_decay"]), float(group["eps"])
     normalized, maximize = bool(group["normalized"]), bool(group["maximize"])
-    kind, q = lpmd._exponents(p)
+    kind, q = K.exponents(p)
     local = [(param, param.to_local(), _local_grad(param, g)) for param, g in items]
-    is_direct = [kind[0] == "identity" and lpmd.dual_dtype(t[0].dtype) == t[0].dtype for t in local]
+    is_direct = [kind[0] == "identity" and K.dual_dtype(t[0].dtype) == t[0].dtype for t in local]
     if any(is_direct):
         _direct(opt, group, [t for t, d in zip(local, is_direct) if d], p)
         paths["direct"] += sum(is_direct)

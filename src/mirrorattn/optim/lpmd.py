@@ -24,9 +24,6 @@ COMPILE_MIN_NUMEL = 1 << 16
 _NONFINITE_CHOICES = ("raise", "skip")
 
 
-#: (kind of 1/(p-1), dual exponent q) of a checked p, cached: one home, ``_kernels.exponents``
-_exponents = K.exponents
-
 
 def _coalesced(g: torch.Tensor, name: str) -> torch.Tensor:
     """:func:`coalesce_rows` of ``g``; ``RuntimeError`` for a layout other than COO with one sparse dimension."""
@@ -435,7 +432,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
         self.last_step_paths = dict(paths)
         self._gmax, self._gpow = {}, {}  # ids are only valid while this step's gradients are alive
         if self.lean and paths and set(paths) <= {"foreach", "numpy", "sparse"}:  # a step taken by small tensors only
-            self._lean_plan = _lean.plan(self, _exponents)
+            self._lean_plan = _lean.plan(self)
         return loss
 
     _wrapped_step = torch.optim.Optimizer.profile_hook_step(_general_step)
@@ -469,7 +466,7 @@ class LpMirrorDescent(torch.optim.Optimizer):
         normalized = bool(group["normalized"])
         maximize = bool(group["maximize"])
         bd = group.get("batch_dims", 0)
-        kind, q = _exponents(p)
+        kind, q = K.exponents(p)
         if normalized and (bd or (self.lean and kind[0] != "identity")):
             # the small CPU tensors in NumPy: with batch_dims its per-slice norms; with the lean step on, also the
             # arithmetic of the lean step (``_lean``), so that a step of either path rounds alike and a run

@@ -20,9 +20,9 @@ import torch
 
 from mirrorattn.io import torch_save
 
-__all__ = ["CHECKPOINT_VERSION", "SNAPSHOT_DIR", "CheckpointError", "derive_seed", "list_snapshots", "load_checkpoint",
-           "load_weights", "rng_state", "save_checkpoint", "save_snapshot", "seeded_init", "set_rng_state",
-           "snapshot_due"]
+__all__ = ["CHECKPOINT_VERSION", "SNAPSHOT_DIR", "CheckpointError", "derive_seed", "is_state_dict", "list_snapshots",
+           "load_checkpoint", "load_weights", "rng_state", "save_checkpoint", "save_snapshot", "seeded_init",
+           "set_rng_state", "snapshot_due"]
 
 #: 2: read with weights_only=True (version 1 pickled NumPy's RNG state and cannot be read so)
 CHECKPOINT_VERSION = 2
@@ -106,6 +106,11 @@ def load_checkpoint(path: str | Path, required: tuple[str, ...] = ("rng",)) -> d
     return ckpt
 
 
+def is_state_dict(obj: Any) -> bool:
+    """Whether ``obj`` (read from disk) is a model's ``state_dict``: a dict of tensors."""
+    return isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """A model's ``state_dict`` saved by the training loop (``best_model.pt``), read with ``weights_only=True``.
 
@@ -113,7 +118,7 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """
     path = Path(path)
     state = _safe_load(path, "weights file")
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not is_state_dict(state):
         raise CheckpointError(f"weights file {path} does not hold a model's state_dict (names -> tensors)")
     return state
 
